@@ -1,0 +1,221 @@
+//! State shared by the executor and the actors, and [`Cx`], an actor's handle on it.
+
+use crate::lock::{mode_name, LockId, LockMode, LockState};
+use crate::op::{Access, Cond, Footprint, ObjId, Op};
+use crate::trace::{Trace, TraceEntry};
+use crate::ActorId;
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+pub(crate) type ActorFuture = Pin<Box<dyn Future<Output = ()>>>;
+
+/// Executor state reachable from inside actors. Single-threaded: `RefCell` borrows are never
+/// held across an `.await`.
+pub(crate) struct Core {
+    pub step: Cell<u64>,
+    pub tracing: Cell<bool>,
+    /// Per actor: the op it will perform when next scheduled (`None` while running or done).
+    pub pending: RefCell<Vec<Option<Op>>>,
+    pub names: RefCell<Vec<String>>,
+    pub objects: RefCell<Vec<String>>,
+    /// Indexed by `ObjId`; `Some` for objects that are locks.
+    pub locks: RefCell<Vec<Option<LockState>>>,
+    /// Per actor: the stack of kernel functions it is in, for readable traces.
+    pub funcs: RefCell<Vec<Vec<&'static str>>>,
+    pub trace: RefCell<Trace>,
+    pub bug: RefCell<Option<(ActorId, String)>>,
+    pub spawned: RefCell<Vec<(String, ActorFuture)>>,
+}
+
+impl Core {
+    pub fn new() -> Self {
+        Core {
+            step: Cell::new(0),
+            tracing: Cell::new(true),
+            pending: RefCell::new(Vec::new()),
+            names: RefCell::new(Vec::new()),
+            objects: RefCell::new(Vec::new()),
+            locks: RefCell::new(Vec::new()),
+            funcs: RefCell::new(Vec::new()),
+            trace: RefCell::new(Trace::default()),
+            bug: RefCell::new(None),
+            spawned: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub fn emit(&self, actor: ActorId, text: String) {
+        let funcs = self.funcs.borrow();
+        let stack = &funcs[actor];
+        let func = stack.last().copied().unwrap_or("");
+        self.trace.borrow_mut().entries.push(TraceEntry {
+            step: self.step.get(),
+            actor,
+            depth: stack.len().saturating_sub(1) as u16,
+            func,
+            text,
+        });
+    }
+
+    pub fn lock_name(&self, l: LockId) -> String {
+        self.objects.borrow()[l.0 .0 as usize].clone()
+    }
+}
+
+/// An actor's handle on the world: scheduling points, tracing, spawning, BUG.
+#[derive(Clone)]
+pub struct Cx {
+    pub(crate) core: Rc<Core>,
+    pub(crate) me: ActorId,
+}
+
+/// Future of one scheduling point: the first poll publishes the op and yields to the
+/// executor; the executor polls again only once it has chosen to perform the op.
+struct Point {
+    core: Rc<Core>,
+    me: ActorId,
+    op: Option<Op>,
+}
+
+impl Future for Point {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        match self.op.take() {
+            Some(op) => {
+                self.core.pending.borrow_mut()[self.me] = Some(op);
+                Poll::Pending
+            }
+            None => Poll::Ready(()),
+        }
+    }
+}
+
+impl Cx {
+    /// This actor's id.
+    pub fn me(&self) -> ActorId {
+        self.me
+    }
+
+    /// This actor's name (`vcpu0`, `host`, ...).
+    pub fn name(&self) -> String {
+        self.core.names.borrow()[self.me].clone()
+    }
+
+    /// Number of steps taken so far in this run.
+    pub fn step(&self) -> u64 {
+        self.core.step.get()
+    }
+
+    fn point(&self, op: Op) -> Point {
+        Point {
+            core: self.core.clone(),
+            me: self.me,
+            op: Some(op),
+        }
+    }
+
+    /// Acquire `l` (`mmap_read_lock`, `spin_lock`, `mutex_lock`, ...). The actor is not
+    /// runnable until the lock can be granted.
+    pub async fn lock(&self, l: LockId, mode: LockMode) {
+        self.point(Op::Lock(l, mode)).await
+    }
+
+    /// Release `l`. Releasing a lock this actor does not hold is a host BUG.
+    pub async fn unlock(&self, l: LockId) {
+        self.point(Op::Unlock(l)).await
+    }
+
+    /// A lock-free access of shared model state: `READ_ONCE(kvm->mmu_invalidate_seq)`,
+    /// `atomic_inc(&page->_refcount)`. The code after the await runs in the same step.
+    pub async fn access(&self, obj: ObjId, access: Access, what: &'static str) {
+        self.point(Op::Access(Footprint { obj, access }, what)).await
+    }
+
+    /// Sleep until `cond` holds (`wait_event(wq, cond)`); `obj` is what the condition reads.
+    pub async fn wait_until(&self, obj: ObjId, what: &'static str, cond: impl Fn() -> bool + 'static) {
+        let cond: Cond = Rc::new(cond);
+        self.point(Op::WaitUntil(obj, cond, what)).await
+    }
+
+    /// Which mode this actor holds `l` in, if any (`lockdep_assert_held`).
+    pub fn holds(&self, l: LockId) -> Option<LockMode> {
+        self.core.locks.borrow()[l.0 .0 as usize].as_ref().and_then(|s| s.holds(self.me))
+    }
+
+    /// Whether trace events are being recorded; check before formatting an expensive event.
+    pub fn tracing(&self) -> bool {
+        self.core.tracing.get()
+    }
+
+    /// Append a line to the trace, attributed to this actor and its current kernel function.
+    pub fn emit(&self, text: String) {
+        if self.core.tracing.get() {
+            self.core.emit(self.me, text);
+        }
+    }
+
+    /// Enter a kernel function: trace lines until the guard drops are attributed to `name`.
+    pub fn func(&self, name: &'static str) -> FuncGuard {
+        self.core.funcs.borrow_mut()[self.me].push(name);
+        FuncGuard {
+            core: self.core.clone(),
+            me: self.me,
+        }
+    }
+
+    /// A host `BUG()`: the run stops here with [`crate::Status::Bug`].
+    pub async fn bug<T>(&self, what: impl Into<String>) -> T {
+        let what = what.into();
+        self.emit(format!("BUG: {what}"));
+        *self.core.bug.borrow_mut() = Some((self.me, what));
+        std::future::pending().await
+    }
+
+    /// Start another actor (a kworker, an async page-fault job); it is runnable from the next
+    /// step on.
+    pub fn spawn<F, Fut>(&self, name: impl Into<String>, f: F)
+    where
+        F: FnOnce(Cx) -> Fut,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let id = self.core.names.borrow().len() + self.core.spawned.borrow().len();
+        let cx = Cx {
+            core: self.core.clone(),
+            me: id,
+        };
+        self.core.spawned.borrow_mut().push((name.into(), Box::pin(f(cx))));
+    }
+}
+
+/// Pops the kernel-function stack entry pushed by [`Cx::func`].
+pub struct FuncGuard {
+    core: Rc<Core>,
+    me: ActorId,
+}
+
+impl Drop for FuncGuard {
+    fn drop(&mut self) {
+        self.core.funcs.borrow_mut()[self.me].pop();
+    }
+}
+
+/// Describe a lock op for traces and deadlock reports: `mmap_lock (read)`.
+pub(crate) fn describe_lock(core: &Core, l: LockId, mode: LockMode) -> String {
+    let locks = core.locks.borrow();
+    let st = locks[l.0 .0 as usize].as_ref().expect("lock id names a lock");
+    match mode_name(st.kind, mode) {
+        "" => st.name.clone(),
+        m => format!("{} ({m})", st.name),
+    }
+}
+
+impl Access {
+    pub fn verb(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+        }
+    }
+}

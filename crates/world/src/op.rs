@@ -1,0 +1,42 @@
+//! Scheduling-point operations and their footprints.
+
+use crate::lock::{LockId, LockMode};
+use std::rc::Rc;
+
+/// A model object that scheduling points touch (a lock, a refcount, `mmu_invalidate_seq`, ...).
+/// Ids are handed out by [`crate::World::object`] and [`crate::World::lock`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjId(pub u32);
+
+/// How a step touches its object.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// What one step touches: two steps commute unless they touch the same object and at least
+/// one writes. Lock acquire and release are writes of the lock object.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Footprint {
+    pub obj: ObjId,
+    pub access: Access,
+}
+
+/// A predicate over model state that an actor waits for (`wait_event` in the kernel).
+pub(crate) type Cond = Rc<dyn Fn() -> bool>;
+
+/// The operation an actor will perform when it is next scheduled.
+#[derive(Clone)]
+pub(crate) enum Op {
+    /// First step of a freshly spawned actor.
+    Start,
+    /// A read or write of lock-free shared state (`READ_ONCE`, an atomic).
+    Access(Footprint, &'static str),
+    /// Acquire a lock; enabled only when it can be granted.
+    Lock(LockId, LockMode),
+    /// Release a lock held by this actor.
+    Unlock(LockId),
+    /// Sleep until the condition holds (reads `obj`).
+    WaitUntil(ObjId, Cond, &'static str),
+}

@@ -1,0 +1,103 @@
+//! PTE walkers that hand out a pfn without a `struct page` reference: the three generations
+//! KVM's `hva_to_pfn_remapped` used.
+
+use super::types::*;
+use super::vma::Vma;
+use super::{Mm, Pte};
+use std::rc::Rc;
+use world::Cx;
+
+fn lockdep_assert_mmap_held(cx: &Cx, mm: &Mm, who: &str) {
+    if cx.holds(mm.mmap_lock).is_none() {
+        cx.emit(format!("lockdep: {who} without mmap_lock held"));
+    }
+}
+
+/// `follow_pte(mm, address, &ptep, &ptl)` (mm/memory.c, v5.12–v6.9): walk to the PTE and
+/// return it **with the PTL held** (the caller unlocks with [`pte_unmap_unlock`]); -EINVAL
+/// if there is no present PTE.
+pub async fn follow_pte(cx: &Cx, mm: &Mm, address: Hva) -> Result<Pte, Errno> {
+    let _f = cx.func("follow_pte");
+    lockdep_assert_mmap_held(cx, mm, "follow_pte");
+    mm.ptl_lock(cx).await;
+    match mm.pte(address) {
+        Some(p) if !p.protnone => {
+            cx.emit(format!("{address:#x} -> {} {}", p.pfn, if p.write { "rw" } else { "ro" }));
+            Ok(p)
+        }
+        _ => {
+            mm.ptl_unlock(cx).await;
+            cx.emit(format!("{address:#x}: no present pte: -EINVAL"));
+            Err(EINVAL)
+        }
+    }
+}
+
+/// `pte_unmap_unlock()`.
+pub async fn pte_unmap_unlock(cx: &Cx, mm: &Mm) {
+    mm.ptl_unlock(cx).await
+}
+
+/// `follow_pfn(vma, address, &pfn)` (mm/memory.c, v4.8–v6.9): the pfn of a present PTE in a
+/// `VM_IO|VM_PFNMAP` vma. The PTL is dropped before returning, and no permission is
+/// reported: both are what later kernels had to fix.
+pub async fn follow_pfn(cx: &Cx, vma: &Rc<Vma>, address: Hva) -> Result<Pfn, Errno> {
+    let _f = cx.func("follow_pfn");
+    if vma.dead.get() {
+        return cx.bug(format!("use-after-free of vma {} in follow_pfn", vma.name)).await;
+    }
+    if !vma.flags().intersects(VmFlags::VM_IO | VmFlags::VM_PFNMAP) {
+        cx.emit(format!("{} is not VM_IO|VM_PFNMAP: -EINVAL", vma.name));
+        return Err(EINVAL);
+    }
+    let mm = vma.mm.upgrade().expect("vma outlives its mm");
+    let pte = follow_pte(cx, &mm, address).await?;
+    pte_unmap_unlock(cx, &mm).await;
+    Ok(pte.pfn)
+}
+
+/// `struct follow_pfnmap_args` outputs.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct PfnmapArgs {
+    pub pfn: Pfn,
+    pub writable: bool,
+    pub special: bool,
+}
+
+/// `follow_pfnmap_start(args)` (mm/memory.c, v6.12+): -EINVAL outside the vma, for a vma that
+/// is not `VM_IO|VM_PFNMAP`, or without a present entry; on success the PTL stays held
+/// until [`follow_pfnmap_end`], so the pfn and its write bit are stable meanwhile.
+pub async fn follow_pfnmap_start(cx: &Cx, vma: &Rc<Vma>, address: Hva) -> Result<PfnmapArgs, Errno> {
+    let _f = cx.func("follow_pfnmap_start");
+    if vma.dead.get() {
+        return cx.bug(format!("use-after-free of vma {} in follow_pfnmap_start", vma.name)).await;
+    }
+    if !vma.contains(address) || !vma.flags().intersects(VmFlags::VM_IO | VmFlags::VM_PFNMAP) {
+        cx.emit(format!("{address:#x} not in a VM_IO|VM_PFNMAP vma: -EINVAL"));
+        return Err(EINVAL);
+    }
+    let mm = vma.mm.upgrade().expect("vma outlives its mm");
+    lockdep_assert_mmap_held(cx, &mm, "follow_pfnmap_start");
+    mm.ptl_lock(cx).await;
+    match mm.pte(address) {
+        Some(p) if !p.protnone => {
+            cx.emit(format!("{address:#x} -> {} {}", p.pfn, if p.write { "rw" } else { "ro" }));
+            Ok(PfnmapArgs {
+                pfn: p.pfn,
+                writable: p.write,
+                special: p.special,
+            })
+        }
+        _ => {
+            mm.ptl_unlock(cx).await;
+            cx.emit(format!("{address:#x}: pte not present: -EINVAL"));
+            Err(EINVAL)
+        }
+    }
+}
+
+/// `follow_pfnmap_end(args)`: drop the PTL taken by a successful [`follow_pfnmap_start`].
+pub async fn follow_pfnmap_end(cx: &Cx, vma: &Vma) {
+    let mm = vma.mm.upgrade().expect("vma outlives its mm");
+    mm.ptl_unlock(cx).await
+}

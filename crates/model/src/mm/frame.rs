@@ -1,0 +1,397 @@
+//! Physical memory: the frame table (`struct page` array), refcounts, the page allocator, and
+//! device (MMIO) memory that has no `struct page`.
+//!
+//! RAM frames are `0..nr_ram` (`pfn_valid`); device BARs live at [`IO_BASE`] and above and are
+//! not `pfn_valid`, exactly the distinction `kvm_is_reserved_pfn` keyed on. Freed frames go to
+//! the front of a LIFO free list so the next allocation reuses them: a page freed while KVM
+//! still maps it is immediately observable as belonging to someone else.
+
+use super::content::Content;
+use super::types::{Pfn, PAGE_SIZE};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+use world::{Access, Cx, ObjId, World};
+
+/// First pfn of device (MMIO) memory: 1 TiB, well above any modelled RAM.
+pub const IO_BASE: u64 = 1 << 28;
+
+/// Who a frame belongs to right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// The shared zero page.
+    ZeroPage,
+    /// Private anonymous memory of the VMM process.
+    Anon,
+    /// Page cache of a file, memfd or shmem object.
+    PageCache(String),
+    /// A driver's buffer (vGPU BAR backing, TTM buffer object, usbfs coherent buffer, ...).
+    Driver(String),
+    /// A kernel data page (vDSO data).
+    Kernel(String),
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Owner::ZeroPage => f.write_str("zero page"),
+            Owner::Anon => f.write_str("anon"),
+            Owner::PageCache(n) => write!(f, "page cache of {n}"),
+            Owner::Driver(n) => write!(f, "driver {n}"),
+            Owner::Kernel(n) => write!(f, "kernel {n}"),
+        }
+    }
+}
+
+/// Compound-page structure of a frame.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// An order-0 page.
+    Single,
+    /// Head of a compound high-order page: carries the refcount for the whole folio.
+    CompoundHead { order: u8 },
+    /// Tail of a compound page: refcount operations go to the head.
+    CompoundTail { head: Pfn },
+    /// Tail of a *non-compound* high-order allocation (`alloc_pages(order)` without
+    /// `__GFP_COMP`, as TTM and `dma_alloc_coherent` do): its own refcount is 0 and nobody
+    /// expects it to be touched.
+    HighOrderTail { head: Pfn },
+}
+
+/// `struct page`, reduced to what this path needs.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    /// `None` while on the free list.
+    pub owner: Option<Owner>,
+    pub refcount: i64,
+    pub reserved: bool,
+    pub shape: Shape,
+    pub content: Content,
+    /// Bumped at every allocation, so holders can tell a reused frame from the one they got.
+    pub generation: u32,
+}
+
+/// A refcount misuse, recorded instead of crashing so oracles can name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefAnomaly {
+    pub pfn: Pfn,
+    pub what: String,
+    pub actor: String,
+}
+
+/// The frame table plus device memory.
+pub struct Frames {
+    frames: RefCell<Vec<Frame>>,
+    objs: Vec<ObjId>,
+    free: RefCell<Vec<Pfn>>,
+    io: RefCell<BTreeMap<u64, Content>>,
+    anomalies: RefCell<Vec<RefAnomaly>>,
+    io_obj: ObjId,
+}
+
+impl Frames {
+    /// `nr_ram` frames of RAM; frame 0 is the zero page (reserved), the rest are free.
+    pub fn new(world: &mut World, nr_ram: u64) -> Self {
+        let mut frames = Vec::new();
+        let mut objs = Vec::new();
+        for pfn in 0..nr_ram {
+            objs.push(world.object(format!("page {pfn:#x}")));
+            frames.push(Frame {
+                owner: None,
+                refcount: 0,
+                reserved: false,
+                shape: Shape::Single,
+                content: Content::filled(0),
+                generation: 0,
+            });
+        }
+        frames[0].owner = Some(Owner::ZeroPage);
+        frames[0].reserved = true;
+        frames[0].refcount = 1;
+        // LIFO: pop() hands out low pfns first.
+        let free = (1..nr_ram).rev().map(Pfn).collect();
+        Frames {
+            frames: RefCell::new(frames),
+            objs,
+            free: RefCell::new(free),
+            io: RefCell::new(BTreeMap::new()),
+            anomalies: RefCell::new(Vec::new()),
+            io_obj: world.object("device memory"),
+        }
+    }
+
+    /// `pfn_valid()`: the pfn has a `struct page`.
+    pub fn pfn_valid(&self, pfn: Pfn) -> bool {
+        (pfn.0 as usize) < self.frames.borrow().len()
+    }
+
+    /// The shared zero page.
+    pub fn zero_pfn(&self) -> Pfn {
+        Pfn(0)
+    }
+
+    /// Snapshot of a frame's `struct page`.
+    pub fn frame(&self, pfn: Pfn) -> Option<Frame> {
+        self.frames.borrow().get(pfn.0 as usize).cloned()
+    }
+
+    pub fn owner(&self, pfn: Pfn) -> Option<Owner> {
+        self.frames.borrow().get(pfn.0 as usize).and_then(|f| f.owner.clone())
+    }
+
+    pub fn generation(&self, pfn: Pfn) -> u32 {
+        self.frames.borrow().get(pfn.0 as usize).map_or(0, |f| f.generation)
+    }
+
+    pub fn is_free(&self, pfn: Pfn) -> bool {
+        self.frames.borrow().get(pfn.0 as usize).is_some_and(|f| f.owner.is_none())
+    }
+
+    /// Footprint object of a frame's refcount and contents.
+    pub fn obj(&self, pfn: Pfn) -> ObjId {
+        self.objs.get(pfn.0 as usize).copied().unwrap_or(self.io_obj)
+    }
+
+    pub fn anomalies(&self) -> Vec<RefAnomaly> {
+        self.anomalies.borrow().clone()
+    }
+
+    fn anomaly(&self, cx: &Cx, pfn: Pfn, what: String) {
+        cx.emit(format!("refcount anomaly on {pfn}: {what}"));
+        self.anomalies.borrow_mut().push(RefAnomaly {
+            pfn,
+            what,
+            actor: cx.name(),
+        });
+    }
+
+    /// `alloc_pages(gfp, order)`: `2^order` contiguous free frames, zeroed, refcount 1 on
+    /// the head. `compound` adds `__GFP_COMP`; without it the tails stay at refcount 0.
+    /// Returns `None` when memory is exhausted (the model's `-ENOMEM`).
+    pub fn alloc(&self, order: u8, owner: Owner, compound: bool) -> Option<Pfn> {
+        let n = 1u64 << order;
+        let head = {
+            let free = self.free.borrow();
+            if n == 1 {
+                free.last().copied()?
+            } else {
+                // Lowest naturally aligned run of free frames.
+                let frames = self.frames.borrow();
+                let len = frames.len() as u64;
+                (n..len).step_by(n as usize).map(Pfn).find(|p| {
+                    (p.0..p.0 + n).all(|q| frames[q as usize].owner.is_none())
+                })?
+            }
+        };
+        self.free.borrow_mut().retain(|p| p.0 < head.0 || p.0 >= head.0 + n);
+        let mut frames = self.frames.borrow_mut();
+        for i in 0..n {
+            let f = &mut frames[(head.0 + i) as usize];
+            f.owner = Some(owner.clone());
+            f.reserved = false;
+            f.content = Content::filled(0);
+            f.generation += 1;
+            f.refcount = i64::from(i == 0);
+            f.shape = match (i, compound, order) {
+                (0, _, 0) => Shape::Single,
+                (0, true, _) => Shape::CompoundHead { order },
+                (0, false, _) => Shape::Single,
+                (_, true, _) => Shape::CompoundTail { head },
+                (_, false, _) => Shape::HighOrderTail { head },
+            };
+        }
+        Some(head)
+    }
+
+    /// Return a frame to the allocator (`__free_pages` / `free_unref_page`).
+    fn free_frame(&self, pfn: Pfn) {
+        let mut frames = self.frames.borrow_mut();
+        let f = &mut frames[pfn.0 as usize];
+        f.owner = None;
+        f.refcount = 0;
+        f.shape = Shape::Single;
+        self.free.borrow_mut().push(pfn);
+    }
+
+    /// `__free_pages(page, order)` of a non-compound allocation by its owner: drop the head
+    /// reference and free every frame whose count is then zero (tails always are, unless
+    /// someone wrongly took a reference on one).
+    pub fn free_pages(&self, cx: &Cx, head: Pfn, order: u8) {
+        let n = 1u64 << order;
+        self.put_page_now(cx, head);
+        for i in 1..n {
+            let p = Pfn(head.0 + i);
+            let (free, rc) = {
+                let frames = self.frames.borrow();
+                let f = &frames[p.0 as usize];
+                (f.owner.is_some() && f.refcount == 0, f.refcount)
+            };
+            if free {
+                self.free_frame(p);
+            } else if rc > 0 {
+                cx.emit(format!("{p} not freed: refcount {rc}"));
+            }
+        }
+    }
+
+    /// Which frame carries the refcount of `pfn` (the head, for compound tails).
+    fn ref_target(&self, pfn: Pfn) -> Pfn {
+        match self.frames.borrow()[pfn.0 as usize].shape {
+            Shape::CompoundTail { head } => head,
+            _ => pfn,
+        }
+    }
+
+    fn order_of(&self, pfn: Pfn) -> u8 {
+        match self.frames.borrow()[pfn.0 as usize].shape {
+            Shape::CompoundHead { order } => order,
+            _ => 0,
+        }
+    }
+
+    /// `get_page()`: an unconditional increment (an atomic: one scheduling point). With
+    /// `CONFIG_DEBUG_VM` a get on a zero count is `VM_BUG_ON_PAGE`; the model records it.
+    pub async fn get_page(&self, cx: &Cx, pfn: Pfn) {
+        let t = self.ref_target(pfn);
+        cx.access(self.obj(t), Access::Write, "page_ref_inc").await;
+        self.get_page_now(cx, pfn);
+    }
+
+    fn get_page_now(&self, cx: &Cx, pfn: Pfn) {
+        let t = self.ref_target(pfn);
+        let (before, free) = {
+            let mut frames = self.frames.borrow_mut();
+            let f = &mut frames[t.0 as usize];
+            f.refcount += 1;
+            (f.refcount - 1, f.owner.is_none())
+        };
+        cx.emit(format!("get_page({pfn}): refcount {before} -> {}", before + 1));
+        if before <= 0 || free {
+            self.anomaly(cx, pfn, format!("get_page on refcount {before}{}", if free { " (free page)" } else { "" }));
+        }
+    }
+
+    /// `get_page_unless_zero()`: increments unless the count is zero; false if it was.
+    pub async fn get_page_unless_zero(&self, cx: &Cx, pfn: Pfn) -> bool {
+        let t = self.ref_target(pfn);
+        cx.access(self.obj(t), Access::Write, "page_ref_add_unless").await;
+        let mut frames = self.frames.borrow_mut();
+        let f = &mut frames[t.0 as usize];
+        if f.refcount == 0 {
+            drop(frames);
+            cx.emit(format!("get_page_unless_zero({pfn}): refcount 0, no reference"));
+            return false;
+        }
+        f.refcount += 1;
+        let rc = f.refcount;
+        drop(frames);
+        cx.emit(format!("get_page_unless_zero({pfn}): refcount {} -> {rc}", rc - 1));
+        true
+    }
+
+    /// `put_page()`: decrement, and free the page (its whole folio) when the count reaches
+    /// zero. A put on a zero count is a refcount underflow, recorded as an anomaly.
+    pub async fn put_page(&self, cx: &Cx, pfn: Pfn) {
+        let t = self.ref_target(pfn);
+        cx.access(self.obj(t), Access::Write, "put_page_testzero").await;
+        self.put_page_now(cx, pfn);
+    }
+
+    /// `put_page` for callers that already hold the lock that makes this step atomic.
+    pub fn put_page_now(&self, cx: &Cx, pfn: Pfn) {
+        let t = self.ref_target(pfn);
+        let (after, reserved) = {
+            let mut frames = self.frames.borrow_mut();
+            let f = &mut frames[t.0 as usize];
+            f.refcount -= 1;
+            (f.refcount, f.reserved)
+        };
+        cx.emit(format!("put_page({pfn}): refcount {} -> {after}", after + 1));
+        if after < 0 {
+            self.anomaly(cx, pfn, format!("put_page below zero (refcount {after})"));
+        } else if after == 0 && !reserved {
+            let order = self.order_of(t);
+            cx.emit(format!("{t} freed (order {order})"));
+            for i in 0..(1u64 << order) {
+                self.free_frame(Pfn(t.0 + i));
+            }
+        }
+    }
+
+    /// Mark frames `PageReserved` (driver-owned memory set up with `SetPageReserved`).
+    pub fn set_reserved(&self, pfn: Pfn, reserved: bool) {
+        self.frames.borrow_mut()[pfn.0 as usize].reserved = reserved;
+    }
+
+    pub fn refcount(&self, pfn: Pfn) -> i64 {
+        let t = self.ref_target(pfn);
+        self.frames.borrow()[t.0 as usize].refcount
+    }
+
+    /// Register `n` frames of device memory at `base` (a BAR), filled with `pattern`.
+    pub fn add_io(&self, base: Pfn, n: u64, pattern: u32) {
+        let mut io = self.io.borrow_mut();
+        for i in 0..n {
+            io.insert(base.0 + i, Content::filled(pattern));
+        }
+    }
+
+    /// Whether `pfn` is registered device memory.
+    pub fn is_io(&self, pfn: Pfn) -> bool {
+        self.io.borrow().contains_key(&pfn.0)
+    }
+
+    /// Load from a frame (RAM or device memory). `None` for a pfn that is neither: the
+    /// model's "machine check" on a physical address with nothing behind it.
+    pub fn read(&self, pfn: Pfn, off: u64, size: u8) -> Option<u64> {
+        if self.pfn_valid(pfn) {
+            return Some(self.frames.borrow()[pfn.0 as usize].content.read(off, size));
+        }
+        self.io.borrow().get(&pfn.0).map(|c| c.read(off, size))
+    }
+
+    /// Store to a frame (RAM or device memory); false if nothing is there.
+    pub fn write(&self, pfn: Pfn, off: u64, size: u8, value: u64) -> bool {
+        if self.pfn_valid(pfn) {
+            self.frames.borrow_mut()[pfn.0 as usize].content.write(off, size, value);
+            return true;
+        }
+        match self.io.borrow_mut().get_mut(&pfn.0) {
+            Some(c) => {
+                c.write(off, size, value);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Fill a whole frame with a pattern (a driver or the host initialising a page).
+    pub fn fill(&self, pfn: Pfn, pattern: u32) {
+        if self.pfn_valid(pfn) {
+            self.frames.borrow_mut()[pfn.0 as usize].content = Content::filled(pattern);
+        } else if let Some(c) = self.io.borrow_mut().get_mut(&pfn.0) {
+            *c = Content::filled(pattern);
+        }
+    }
+
+    /// Copy a page's contents (COW, `UFFDIO_COPY`).
+    pub fn copy(&self, from: Pfn, to: Pfn) {
+        let c = if self.pfn_valid(from) {
+            self.frames.borrow()[from.0 as usize].content.clone()
+        } else {
+            self.io.borrow().get(&from.0).cloned().unwrap_or(Content::filled(0))
+        };
+        if self.pfn_valid(to) {
+            self.frames.borrow_mut()[to.0 as usize].content = c;
+        }
+    }
+
+    /// Number of RAM frames.
+    pub fn nr_ram(&self) -> u64 {
+        self.frames.borrow().len() as u64
+    }
+
+    pub fn page_bytes(&self) -> u64 {
+        PAGE_SIZE
+    }
+}

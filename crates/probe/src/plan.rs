@@ -1,0 +1,186 @@
+//! What a probe run is asked to do: backings, memslots, guest programs and host steps.
+
+/// How the guest code runs.
+///
+/// realkvm.md §0: on this PVM host only 64-bit CPL3 code runs natively and takes shadow-MMU
+/// faults through `kvm_faultin_pfn` → `hva_to_pfn`; CPL0 (and real mode) is executed by KVM's
+/// instruction emulator, which reaches the slot's hva with `copy_{from,to}_user` instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// 64-bit paged, CS/SS DPL 3: the MMU path (hva_to_pfn).
+    Native,
+    /// 64-bit paged, CS/SS DPL 0: every instruction goes through KVM's emulator.
+    Emulated,
+}
+
+/// The host memory behind a backing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackingKind {
+    /// `MAP_PRIVATE | MAP_ANONYMOUS`.
+    AnonPrivate,
+    /// `MAP_SHARED | MAP_ANONYMOUS`.
+    AnonShared,
+    /// `memfd_create` + `ftruncate` + `MAP_SHARED`.
+    Memfd,
+    /// A temp file (filled with `fill`) mapped `MAP_PRIVATE`.
+    FilePrivate,
+    /// A temp file (filled with `fill`) mapped `MAP_SHARED`.
+    FileShared,
+    /// This process's own `[vvar]` (VM_IO|VM_PFNMAP, never written).
+    Vvar,
+    /// This process's own `[vvar_vclock]` (VM_IO|VM_PFNMAP, never written).
+    VvarVclock,
+    /// Private anon registered with userfaultfd (MISSING mode) and a resolving handler thread.
+    Userfault,
+    /// Private anon that is munmapped right after the memslots are set.
+    Hole,
+    /// Anon mapped and then `mprotect(PROT_NONE)`.
+    ProtNone,
+}
+
+/// One host mapping that memslots can point into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backing {
+    /// Name used by memslots and host steps.
+    pub name: String,
+    /// What kind of memory.
+    pub kind: BackingKind,
+    /// Size in 4 KiB pages.
+    pub pages: u64,
+    /// PROT_WRITE in addition to PROT_READ; ignored for Vvar/VvarVclock/ProtNone.
+    pub prot_write: bool,
+    /// The host writes this 32-bit value repeated over every page before the run
+    /// (for Userfault: the handler's UFFDIO_COPY source; None = byte 0xA0+page index).
+    pub fill: Option<u32>,
+}
+
+/// One KVM memslot from the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Memslot {
+    /// KVM slot id, used as-is (100 and 101 are reserved for the probe's code/page-table slots).
+    pub slot: u32,
+    /// Guest physical address (page aligned, inside 0x10000..0x1C0000).
+    pub gpa: u64,
+    /// Name of the backing.
+    pub backing: String,
+    /// First backing page covered by the slot.
+    pub offset_pages: u64,
+    /// Slot size in pages.
+    pub pages: u64,
+    /// `KVM_MEM_READONLY`.
+    pub readonly: bool,
+}
+
+/// One guest access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GuestOp {
+    /// Load `size` (1, 2, 4, 8) bytes from `gpa`.
+    Read { gpa: u64, size: u8 },
+    /// Store the low `size` bytes of `value` at `gpa`.
+    Write { gpa: u64, size: u8, value: u64 },
+}
+
+impl GuestOp {
+    /// The guest physical address accessed.
+    pub fn gpa(&self) -> u64 {
+        match *self {
+            GuestOp::Read { gpa, .. } | GuestOp::Write { gpa, .. } => gpa,
+        }
+    }
+
+    /// The access size in bytes.
+    pub fn size(&self) -> u8 {
+        match *self {
+            GuestOp::Read { size, .. } | GuestOp::Write { size, .. } => size,
+        }
+    }
+}
+
+/// Something the host does to a backing while the guest is stopped at a known point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostAction {
+    /// Host store through its own mapping (fault-safe: an unwritable page is an error, not a
+    /// crash). On a Userfault backing a store to a missing page raises a uffd event itself.
+    Write {
+        backing: String,
+        offset: u64,
+        size: u8,
+        value: u64,
+    },
+    /// `madvise(MADV_DONTNEED)`.
+    MadviseDontneed {
+        backing: String,
+        offset_pages: u64,
+        pages: u64,
+    },
+    /// `mprotect` to PROT_READ / PROT_WRITE as given (both false = PROT_NONE).
+    Mprotect {
+        backing: String,
+        offset_pages: u64,
+        pages: u64,
+        read: bool,
+        write: bool,
+    },
+    /// `munmap` (the memslot stays; its hva becomes a hole).
+    Munmap {
+        backing: String,
+        offset_pages: u64,
+        pages: u64,
+    },
+    /// Fresh private anon at the same hva (the "hole" refill), optionally filled.
+    MmapFixedAnon {
+        backing: String,
+        offset_pages: u64,
+        pages: u64,
+        fill: Option<u32>,
+    },
+}
+
+impl HostAction {
+    /// The backing this action targets.
+    pub fn backing(&self) -> &str {
+        match self {
+            HostAction::Write { backing, .. }
+            | HostAction::MadviseDontneed { backing, .. }
+            | HostAction::Mprotect { backing, .. }
+            | HostAction::Munmap { backing, .. }
+            | HostAction::MmapFixedAnon { backing, .. } => backing,
+        }
+    }
+}
+
+/// One vCPU and the accesses it performs, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vcpu {
+    /// The guest program.
+    pub program: Vec<GuestOp>,
+}
+
+/// A host action and when it happens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// `Some((vcpu, access))`: after that access's final exit, or after its first EFAULT
+    /// (then the access is retried). `None`: before the vCPUs start.
+    pub after: Option<(usize, usize)>,
+    /// What to do.
+    pub action: HostAction,
+}
+
+/// A complete probe scenario: one VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Scenario name, copied into the result.
+    pub name: String,
+    /// Host mappings.
+    pub backings: Vec<Backing>,
+    /// Memslots over the backings.
+    pub memslots: Vec<Memslot>,
+    /// vCPUs (one thread each).
+    pub vcpus: Vec<Vcpu>,
+    /// Host steps.
+    pub host: Vec<Step>,
+    /// Native (CPL3) or Emulated (CPL0).
+    pub mode: Mode,
+    /// Watchdog per KVM_RUN in ms; 0 means the default 2000 ms.
+    pub timeout_ms: u64,
+}

@@ -1,0 +1,239 @@
+//! One probe run: backings → VM and slots → vCPUs → holes and early steps → vCPU threads →
+//! host view. Locals are declared so that they drop in the safe order: vCPUs, then the VM,
+//! then the backings (the guest can never reach memory after it is unmapped).
+
+use crate::backing::{Backings, HostBacking};
+use crate::guest::{self, GuestCode};
+use crate::hostio;
+use crate::layout::{CODE_GPA, CODE_MAX_PAGES, PAGE};
+use crate::outcome::{bad, sys, AccessResult, ProbeError, ProbeResult};
+use crate::plan::{BackingKind, HostAction, Plan};
+use crate::vcpu_loop::{drive, VcpuJob};
+use crate::vm::GuestVm;
+use crate::watchdog::Watchdog;
+use crate::{lock, mmu};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// Default per-KVM_RUN timeout (the probes' 2 s SIGALRM).
+pub(crate) const DEFAULT_TIMEOUT_MS: u64 = 2000;
+
+/// Start gate: vCPU threads (and their watchdog threads) exist before holes are punched,
+/// so no thread stack can be mapped into a hole; then all vCPUs start together.
+struct Gate {
+    open: Mutex<Option<bool>>,
+    cv: Condvar,
+}
+
+impl Gate {
+    fn new() -> Gate {
+        Gate {
+            open: Mutex::new(None),
+            cv: Condvar::new(),
+        }
+    }
+
+    fn set(&self, go: bool) {
+        *self.open.lock().unwrap_or_else(|e| e.into_inner()) = Some(go);
+        self.cv.notify_all();
+    }
+
+    fn wait(&self) -> bool {
+        let mut g = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(go) = *g {
+                return go;
+            }
+            g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Assembles every vCPU's program at its own page-aligned address in the code area.
+fn assemble_all(plan: &Plan) -> Result<(Vec<GuestCode>, Vec<u8>), ProbeError> {
+    let mut codes = Vec::new();
+    let mut bytes = Vec::new();
+    for (v, cpu) in plan.vcpus.iter().enumerate() {
+        let base = CODE_GPA + bytes.len() as u64;
+        let code =
+            guest::assemble(&cpu.program, base).map_err(|e| bad(format!("vcpu {v}: {e}")))?;
+        bytes.extend_from_slice(&code.bytes);
+        bytes.resize(
+            (bytes.len() as u64).div_ceil(PAGE) as usize * PAGE as usize,
+            0xCC,
+        );
+        codes.push(code);
+    }
+    if bytes.len() as u64 > CODE_MAX_PAGES * PAGE {
+        return Err(bad(format!(
+            "guest code needs {} pages; at most {CODE_MAX_PAGES} fit below the data range",
+            bytes.len() as u64 / PAGE
+        )));
+    }
+    Ok((codes, bytes))
+}
+
+/// Punches holes and runs the steps scheduled before the vCPUs start.
+fn before_start(plan: &Plan, backings: &Mutex<Backings>) -> Result<(), ProbeError> {
+    let mut b = backings.lock().unwrap_or_else(|e| e.into_inner());
+    for hb in
+        b.0.iter_mut()
+            .filter(|hb| hb.spec.kind == BackingKind::Hole)
+    {
+        hb.make_hole()?;
+    }
+    for s in plan.host.iter().filter(|s| s.after.is_none()) {
+        b.apply(&s.action)?;
+    }
+    Ok(())
+}
+
+/// The final host view of every distinct (backing, offset) the guest accessed in a slot.
+fn host_reads(
+    plan: &Plan,
+    accesses: &[AccessResult],
+    backings: &mut Backings,
+) -> Vec<(String, u64, u64)> {
+    // The handlers must stop first: a host read of a missing page would otherwise raise an
+    // event of its own. With the fd closed the range is plain anon again.
+    for hb in &mut backings.0 {
+        hb.stop_uffd();
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for a in accesses {
+        let gpa = a.op.gpa();
+        let Some(m) = plan
+            .memslots
+            .iter()
+            .find(|m| (m.gpa..m.gpa + m.pages * PAGE).contains(&gpa))
+        else {
+            continue;
+        };
+        let off = m.offset_pages * PAGE + (gpa - m.gpa);
+        if !seen.insert((m.backing.clone(), off)) {
+            continue;
+        }
+        let Some(hb) = backings.get(&m.backing) else {
+            continue;
+        };
+        if hb.readable_range(off, 4) {
+            if let Ok(v) = hostio::read_u32(hb.base + off as usize) {
+                out.push((m.backing.clone(), off, u64::from(v)));
+            }
+        }
+    }
+    out
+}
+
+/// Runs a plan on the real /dev/kvm.
+pub fn run(plan: &Plan) -> Result<ProbeResult, ProbeError> {
+    crate::validate::plan(plan)?;
+    let _serial = lock();
+    let (codes, code_bytes) = assemble_all(plan)?;
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let mut list = Vec::with_capacity(plan.backings.len());
+    for b in &plan.backings {
+        list.push(HostBacking::create(b, &events)?);
+    }
+    let backings = Mutex::new(Backings(list));
+    let vm = GuestVm::new(&code_bytes)?;
+    {
+        let b = backings.lock().unwrap_or_else(|e| e.into_inner());
+        for m in &plan.memslots {
+            let hb = b
+                .get(&m.backing)
+                .ok_or_else(|| bad(format!("no backing named '{}'", m.backing)))?;
+            vm.set_slot(
+                m.slot,
+                m.gpa,
+                m.pages,
+                hb.base + (m.offset_pages * PAGE) as usize,
+                m.readonly,
+            )
+            .map_err(ProbeError::Sys)?;
+        }
+    }
+    let timeout = Duration::from_millis(if plan.timeout_ms == 0 {
+        DEFAULT_TIMEOUT_MS
+    } else {
+        plan.timeout_ms
+    });
+    let mut jobs = Vec::new();
+    for (i, (cpu, code)) in plan.vcpus.iter().zip(&codes).enumerate() {
+        let mut steps: BTreeMap<usize, Vec<&HostAction>> = BTreeMap::new();
+        for s in &plan.host {
+            if let Some((v, a)) = s.after {
+                if v == i {
+                    steps.entry(a).or_default().push(&s.action);
+                }
+            }
+        }
+        let vcpu = vm.vcpu(i as u64, plan.mode, code.base)?;
+        jobs.push(VcpuJob {
+            index: i,
+            vcpu,
+            program: &cpu.program,
+            code,
+            steps,
+            timeout,
+        });
+    }
+
+    let gate = Gate::new();
+    let (setup, results) = std::thread::scope(|s| {
+        let mut handles = Vec::new();
+        let mut spawn_err = None;
+        for job in jobs {
+            let (gate, backings) = (&gate, &backings);
+            let h = std::thread::Builder::new()
+                .name(format!("vcpu{}", job.index))
+                .spawn_scoped(s, move || {
+                    let dog = Watchdog::new();
+                    if !gate.wait() {
+                        return Ok(Vec::new());
+                    }
+                    drive(job, backings, &dog?)
+                });
+            match h {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    spawn_err = Some(sys("spawn vCPU thread", e));
+                    break;
+                }
+            }
+        }
+        let setup = match spawn_err {
+            Some(e) => Err(e),
+            None => before_start(plan, &backings),
+        };
+        gate.set(setup.is_ok());
+        let results: Vec<_> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(ProbeError::Sys("vCPU thread panicked".into())))
+            })
+            .collect();
+        (setup, results)
+    });
+    setup?;
+    let mut accesses = Vec::new();
+    for r in results {
+        accesses.extend(r?);
+    }
+    let mut b = backings.lock().unwrap_or_else(|e| e.into_inner());
+    let host_reads = host_reads(plan, &accesses, &mut b);
+    drop(b);
+    let uffd_events = std::mem::take(&mut *events.lock().unwrap_or_else(|e| e.into_inner()));
+    drop(vm);
+    Ok(ProbeResult {
+        plan: plan.name.clone(),
+        mode: plan.mode,
+        mmu: mmu::describe(),
+        accesses,
+        uffd_events,
+        host_reads,
+    })
+}

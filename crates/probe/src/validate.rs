@@ -1,0 +1,209 @@
+//! Plan validation: every mistake is a `BadPlan` naming what is wrong, never a panic.
+
+use crate::layout::{CODE_SLOT, DATA_END, DATA_GPA, PAGE, PT_SLOT};
+use crate::outcome::{bad, ProbeError};
+use crate::plan::{BackingKind, GuestOp, HostAction, Plan};
+use std::collections::HashSet;
+
+/// Largest backing accepted (1 GiB): plans describe a few pages, this only stops typos.
+const MAX_BACKING_PAGES: u64 = 1 << 18;
+/// Largest number of vCPUs.
+const MAX_VCPUS: usize = 8;
+/// Largest per-KVM_RUN timeout (10 min).
+const MAX_TIMEOUT_MS: u64 = 600_000;
+
+fn fits(value: u64, size: u8) -> bool {
+    size >= 8 || value >> (u32::from(size) * 8) == 0
+}
+
+fn check_size(size: u8, what: &str) -> Result<(), ProbeError> {
+    if matches!(size, 1 | 2 | 4 | 8) {
+        Ok(())
+    } else {
+        Err(bad(format!("{what}: size {size} is not 1, 2, 4 or 8")))
+    }
+}
+
+fn check_op(op: &GuestOp, what: &str) -> Result<(), ProbeError> {
+    check_size(op.size(), what)?;
+    let (gpa, size) = (op.gpa(), u64::from(op.size()));
+    if gpa < DATA_GPA || gpa.saturating_add(size) > DATA_END {
+        return Err(bad(format!(
+            "{what}: gpa {gpa:#x}+{size} is outside the data range {DATA_GPA:#x}..{DATA_END:#x} \
+             (below is guest code, above are page tables and the report pages)"
+        )));
+    }
+    if let GuestOp::Write { value, size, .. } = *op {
+        if !fits(value, size) {
+            return Err(bad(format!(
+                "{what}: value {value:#x} does not fit in {size} bytes"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_range(
+    plan: &Plan,
+    name: &str,
+    first: u64,
+    pages: u64,
+    what: &str,
+) -> Result<(), ProbeError> {
+    let b = plan
+        .backings
+        .iter()
+        .find(|b| b.name == name)
+        .ok_or_else(|| bad(format!("{what}: no backing named '{name}'")))?;
+    if matches!(b.kind, BackingKind::Vvar | BackingKind::VvarVclock) {
+        return Err(bad(format!(
+            "{what}: backing '{name}' is [vvar]; the probe never changes it"
+        )));
+    }
+    if pages == 0 || first.checked_add(pages).is_none_or(|end| end > b.pages) {
+        return Err(bad(format!(
+            "{what}: pages {first}..{first}+{pages} outside backing '{name}' ({} pages)",
+            b.pages
+        )));
+    }
+    Ok(())
+}
+
+fn check_action(plan: &Plan, a: &HostAction, what: &str) -> Result<(), ProbeError> {
+    match *a {
+        HostAction::Write {
+            ref backing,
+            offset,
+            size,
+            value,
+        } => {
+            check_size(size, what)?;
+            if !fits(value, size) {
+                return Err(bad(format!(
+                    "{what}: value {value:#x} does not fit in {size} bytes"
+                )));
+            }
+            let end = offset.saturating_add(u64::from(size));
+            check_range(
+                plan,
+                backing,
+                offset / PAGE,
+                (end.div_ceil(PAGE) - offset / PAGE).max(1),
+                what,
+            )
+        }
+        HostAction::MadviseDontneed {
+            ref backing,
+            offset_pages,
+            pages,
+        }
+        | HostAction::Mprotect {
+            ref backing,
+            offset_pages,
+            pages,
+            ..
+        }
+        | HostAction::Munmap {
+            ref backing,
+            offset_pages,
+            pages,
+        }
+        | HostAction::MmapFixedAnon {
+            ref backing,
+            offset_pages,
+            pages,
+            ..
+        } => check_range(plan, backing, offset_pages, pages, what),
+    }
+}
+
+/// Checks a plan before anything is created.
+pub(crate) fn plan(plan: &Plan) -> Result<(), ProbeError> {
+    if plan.vcpus.is_empty() || plan.vcpus.len() > MAX_VCPUS {
+        return Err(bad(format!(
+            "{} vCPUs; need 1..={MAX_VCPUS}",
+            plan.vcpus.len()
+        )));
+    }
+    if plan.timeout_ms > MAX_TIMEOUT_MS {
+        return Err(bad(format!(
+            "timeout_ms {} exceeds {MAX_TIMEOUT_MS}",
+            plan.timeout_ms
+        )));
+    }
+    let mut names = HashSet::new();
+    for b in &plan.backings {
+        if b.name.is_empty() || !names.insert(b.name.as_str()) {
+            return Err(bad(format!(
+                "backing name '{}' is empty or repeated",
+                b.name
+            )));
+        }
+        if b.pages == 0 || b.pages > MAX_BACKING_PAGES {
+            return Err(bad(format!(
+                "backing '{}': {} pages; need 1..={MAX_BACKING_PAGES}",
+                b.name, b.pages
+            )));
+        }
+        if matches!(b.kind, BackingKind::Vvar | BackingKind::VvarVclock) && b.fill.is_some() {
+            return Err(bad(format!(
+                "backing '{}': a [vvar] backing cannot be filled (never written)",
+                b.name
+            )));
+        }
+    }
+    let mut slots = HashSet::new();
+    let mut ranges: Vec<(u64, u64, u32)> = Vec::new();
+    for m in &plan.memslots {
+        let what = format!("memslot {}", m.slot);
+        if m.slot == CODE_SLOT || m.slot == PT_SLOT || !slots.insert(m.slot) {
+            return Err(bad(format!(
+                "{what}: slot id repeated or reserved ({CODE_SLOT}, {PT_SLOT} are the probe's)"
+            )));
+        }
+        let b = plan
+            .backings
+            .iter()
+            .find(|b| b.name == m.backing)
+            .ok_or_else(|| bad(format!("{what}: no backing named '{}'", m.backing)))?;
+        if m.pages == 0
+            || m.offset_pages
+                .checked_add(m.pages)
+                .is_none_or(|e| e > b.pages)
+        {
+            return Err(bad(format!(
+                "{what}: pages {}+{} outside backing '{}' ({} pages)",
+                m.offset_pages, m.pages, b.name, b.pages
+            )));
+        }
+        let end = m.gpa.saturating_add(m.pages.saturating_mul(PAGE));
+        if m.gpa % PAGE != 0 || m.gpa < DATA_GPA || end > DATA_END {
+            return Err(bad(format!(
+                "{what}: gpa {:#x}..{end:#x} must be page aligned inside {DATA_GPA:#x}..{DATA_END:#x}",
+                m.gpa
+            )));
+        }
+        if let Some(&(_, _, other)) = ranges.iter().find(|&&(s, e, _)| m.gpa < e && s < end) {
+            return Err(bad(format!("{what}: gpa range overlaps memslot {other}")));
+        }
+        ranges.push((m.gpa, end, m.slot));
+    }
+    for (v, cpu) in plan.vcpus.iter().enumerate() {
+        for (i, op) in cpu.program.iter().enumerate() {
+            check_op(op, &format!("vcpu {v} access {i}"))?;
+        }
+    }
+    for (k, s) in plan.host.iter().enumerate() {
+        let what = format!("host step {k}");
+        if let Some((v, i)) = s.after {
+            let n = plan.vcpus.get(v).map(|c| c.program.len());
+            if n.is_none_or(|n| i >= n) {
+                return Err(bad(format!(
+                    "{what}: after (vcpu {v}, access {i}), which does not exist"
+                )));
+            }
+        }
+        check_action(plan, &s.action, &what)?;
+    }
+    Ok(())
+}

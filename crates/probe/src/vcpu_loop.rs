@@ -1,0 +1,214 @@
+//! The VMM loop for one vCPU: run, classify each exit against the access the guest is on,
+//! run host steps at their points, and retry or skip after EFAULT.
+//!
+//! realkvm.md rule: when hva_to_pfn gets no pfn, KVM_RUN returns -1/EFAULT and the
+//! instruction is retried on the next KVM_RUN; after the host repairs the mapping the same
+//! vCPU can simply be re-run. With nothing scheduled to repair it, the access is skipped.
+
+use crate::backing::Backings;
+use crate::exits::{run_once, RawExit};
+use crate::guest::GuestCode;
+use crate::layout::{mark_off, FINAL_MARK_OFF};
+use crate::outcome::{sys, AccessResult, Exit, ProbeError};
+use crate::plan::{GuestOp, HostAction};
+use crate::watchdog::Watchdog;
+use kvm_ioctls::VcpuFd;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// A runaway guest (e.g. endless MMIO) is stopped after this many exits on one access.
+const MAX_EXITS_PER_ACCESS: usize = 64;
+
+/// Everything one vCPU thread needs.
+pub(crate) struct VcpuJob<'a> {
+    /// vCPU index in the plan.
+    pub index: usize,
+    /// The vCPU.
+    pub vcpu: VcpuFd,
+    /// Its program.
+    pub program: &'a [GuestOp],
+    /// Its assembled code.
+    pub code: &'a GuestCode,
+    /// Host steps keyed by access index (run once, in plan order).
+    pub steps: BTreeMap<usize, Vec<&'a HostAction>>,
+    /// Per-KVM_RUN timeout.
+    pub timeout: Duration,
+}
+
+/// What the loop does after an exit.
+enum Next {
+    Continue,
+    Stop,
+}
+
+struct Driver<'a, 'b> {
+    job: VcpuJob<'a>,
+    backings: &'b Mutex<Backings>,
+    cur: usize,
+    attempts: Vec<Exit>,
+    out: Vec<AccessResult>,
+}
+
+impl Driver<'_, '_> {
+    fn finish(&mut self) {
+        if let Some(op) = self.job.program.get(self.cur) {
+            self.out.push(AccessResult {
+                vcpu: self.job.index,
+                index: self.cur,
+                op: *op,
+                attempts: std::mem::take(&mut self.attempts),
+            });
+        }
+        self.cur += 1;
+    }
+
+    /// Runs the steps scheduled after the current access; false if there were none left.
+    fn run_steps(&mut self) -> Result<bool, ProbeError> {
+        let Some(steps) = self.job.steps.remove(&self.cur) else {
+            return Ok(false);
+        };
+        let mut b = self.backings.lock().unwrap_or_else(|e| e.into_inner());
+        for a in steps {
+            b.apply(a).map_err(|e| match e {
+                ProbeError::Sys(s) => ProbeError::Sys(format!(
+                    "step after (vcpu {}, access {}): {s}",
+                    self.job.index, self.cur
+                )),
+                other => other,
+            })?;
+        }
+        Ok(true)
+    }
+
+    /// The guest completed the current access with `exit`.
+    fn complete(&mut self, exit: Exit) -> Result<Next, ProbeError> {
+        self.attempts.push(exit);
+        self.run_steps()?;
+        self.finish();
+        Ok(Next::Continue)
+    }
+
+    /// Records `exit` and stops this vCPU.
+    fn stop(&mut self, exit: Exit) -> Next {
+        self.attempts.push(exit);
+        self.finish();
+        Next::Stop
+    }
+
+    /// EFAULT on the current access: repair-and-retry if steps are due, else skip it.
+    fn fault(&mut self, exit: Exit) -> Result<Next, ProbeError> {
+        self.attempts.push(exit);
+        let site = self.job.code.sites[self.cur];
+        let mut regs = self
+            .job
+            .vcpu
+            .get_regs()
+            .map_err(|e| sys("KVM_GET_REGS", e))?;
+        if regs.rip != site.insn_rip {
+            let msg = format!(
+                "fault at rip {:#x}, but access {} is at {:#x}",
+                regs.rip, self.cur, site.insn_rip
+            );
+            return Ok(self.stop(Exit::Other(msg)));
+        }
+        if self.run_steps()? {
+            return Ok(Next::Continue);
+        }
+        regs.rip = site.next_rip;
+        self.job
+            .vcpu
+            .set_regs(&regs)
+            .map_err(|e| sys("KVM_SET_REGS", e))?;
+        self.finish();
+        Ok(Next::Continue)
+    }
+
+    fn out_of_step(&mut self, what: &str) -> Next {
+        let msg = format!(
+            "{what} while on access {} (guest and VMM out of step)",
+            self.cur
+        );
+        self.stop(Exit::Other(msg))
+    }
+
+    fn handle(&mut self, raw: RawExit) -> Result<Next, ProbeError> {
+        let n = self.job.program.len();
+        let op = self.job.program.get(self.cur).copied();
+        match raw {
+            RawExit::Mark { off, .. } if off == FINAL_MARK_OFF && self.cur == n => Ok(Next::Stop),
+            _ if self.cur >= n => Err(sys(
+                format!("vCPU {}", self.job.index),
+                format!("exit after the program ended: {raw:?}"),
+            )),
+            RawExit::Report { off, data } => match op {
+                Some(GuestOp::Read { .. }) if off == mark_off(self.cur) => {
+                    self.complete(Exit::Value(data))
+                }
+                _ => Ok(self.out_of_step(&format!("report at offset {off:#x}"))),
+            },
+            RawExit::Mark { off, .. } => match op {
+                Some(GuestOp::Write { .. }) if off == mark_off(self.cur) => {
+                    self.complete(Exit::Done)
+                }
+                _ => Ok(self.out_of_step(&format!("marker at offset {off:#x}"))),
+            },
+            RawExit::MmioRead { gpa, len } => {
+                self.attempts.push(Exit::MmioRead { gpa, len });
+                Ok(Next::Continue)
+            }
+            RawExit::MmioWrite { gpa, len, data } => {
+                self.attempts.push(Exit::MmioWrite { gpa, len, data });
+                Ok(Next::Continue)
+            }
+            RawExit::Efault { exit_reason: 0 } => self.fault(Exit::Efault),
+            RawExit::Efault { exit_reason } => self.fault(Exit::Other(format!(
+                "EFAULT with exit_reason {exit_reason}"
+            ))),
+            RawExit::MemoryFault { flags, gpa, size } => self.fault(Exit::Other(format!(
+                "KVM_EXIT_MEMORY_FAULT flags={flags:#x} gpa={gpa:#x} size={size:#x}"
+            ))),
+            RawExit::Timeout => Ok(self.stop(Exit::Timeout)),
+            RawExit::Shutdown => Ok(self.stop(Exit::Shutdown)),
+            RawExit::Internal { suberror } => Ok(self.stop(Exit::InternalError { suberror })),
+            RawExit::Other(s) => Ok(self.stop(Exit::Other(s))),
+        }
+    }
+}
+
+/// Drives one vCPU through its program. Host-step failures are errors; guest outcomes
+/// (including timeouts) are results.
+pub(crate) fn drive(
+    job: VcpuJob<'_>,
+    backings: &Mutex<Backings>,
+    dog: &Watchdog,
+) -> Result<Vec<AccessResult>, ProbeError> {
+    let timeout = job.timeout;
+    let mut d = Driver {
+        job,
+        backings,
+        cur: 0,
+        attempts: Vec::new(),
+        out: Vec::new(),
+    };
+    let mut exits_here = 0;
+    let mut last = usize::MAX;
+    loop {
+        if d.cur != last {
+            last = d.cur;
+            exits_here = 0;
+        }
+        exits_here += 1;
+        if exits_here > MAX_EXITS_PER_ACCESS {
+            d.stop(Exit::Other(format!(
+                "more than {MAX_EXITS_PER_ACCESS} exits on one access"
+            )));
+            break;
+        }
+        let raw = run_once(&mut d.job.vcpu, dog, timeout);
+        if let Next::Stop = d.handle(raw)? {
+            break;
+        }
+    }
+    Ok(d.out)
+}

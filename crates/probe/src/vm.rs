@@ -1,0 +1,144 @@
+//! VM and vCPU setup, as kvmp.h `vm_new` / `vcpu_reset` do it.
+//!
+//! realkvm.md §0 "native guest setup": identity page tables in their own slot, CR0=0x80050033,
+//! CR4=PAE, EFER=LME|LMA, CS type 11 L=1, data segments type 3 DB=1; DPL 3 for the native
+//! (shadow-MMU) path, DPL 0 for the emulated path. No IDT, no irqchip, no PVM MSRs.
+
+use crate::layout::{
+    page_tables, CODE_GPA, CODE_SLOT, DATA_GPA, MARK_VA, PAGE, PT_GPA, PT_PAGES, PT_SLOT, REPORT_VA,
+};
+use crate::outcome::{sys, ProbeError};
+use crate::plan::Mode;
+use crate::region::Region;
+use kvm_bindings::{kvm_regs, kvm_segment, kvm_userspace_memory_region, KVM_MEM_READONLY};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+
+/// A VM with its code and page-table slots. Field order matters: the VM fd is closed before
+/// the code and page-table mappings are unmapped.
+pub(crate) struct GuestVm {
+    /// The VM.
+    pub fd: VmFd,
+    _code: Region,
+    _pt: Region,
+}
+
+/// Opens /dev/kvm; `NoKvm` with one clear line when that is impossible.
+pub(crate) fn open_kvm() -> Result<Kvm, ProbeError> {
+    let kvm = Kvm::new().map_err(|e| ProbeError::NoKvm(format!("cannot open /dev/kvm: {e}")))?;
+    let v = kvm.get_api_version();
+    if v != 12 {
+        return Err(ProbeError::NoKvm(format!(
+            "/dev/kvm API version {v}, expected 12"
+        )));
+    }
+    Ok(kvm)
+}
+
+impl GuestVm {
+    /// Creates a VM whose code slot at CODE_GPA holds `code` and whose page-table slot holds
+    /// the identity map.
+    pub(crate) fn new(code: &[u8]) -> Result<GuestVm, ProbeError> {
+        let kvm = open_kvm()?;
+        let fd = kvm
+            .create_vm()
+            .map_err(|e| ProbeError::NoKvm(format!("KVM_CREATE_VM: {e}")))?;
+        let code_pages = (code.len() as u64).div_ceil(PAGE).max(1);
+        // MAP_SHARED|MAP_ANONYMOUS as in kvmp.h.
+        let code_r = Region::anon(code_pages, true).map_err(|e| sys("mmap code", e))?;
+        code_r.copy_in(0, code);
+        let pt_r = Region::anon(PT_PAGES, true).map_err(|e| sys("mmap page tables", e))?;
+        let pt: Vec<u8> = page_tables().iter().flat_map(|e| e.to_le_bytes()).collect();
+        pt_r.copy_in(0, &pt);
+        let vm = GuestVm {
+            fd,
+            _code: code_r,
+            _pt: pt_r,
+        };
+        vm.set_slot(CODE_SLOT, CODE_GPA, code_pages, vm._code.base(), false)
+            .map_err(|e| sys("code slot", e))?;
+        vm.set_slot(PT_SLOT, PT_GPA, PT_PAGES, vm._pt.base(), false)
+            .map_err(|e| sys("page-table slot", e))?;
+        Ok(vm)
+    }
+
+    /// KVM_SET_USER_MEMORY_REGION.
+    pub(crate) fn set_slot(
+        &self,
+        slot: u32,
+        gpa: u64,
+        pages: u64,
+        hva: usize,
+        readonly: bool,
+    ) -> Result<(), String> {
+        let region = kvm_userspace_memory_region {
+            slot,
+            flags: if readonly { KVM_MEM_READONLY } else { 0 },
+            guest_phys_addr: gpa,
+            memory_size: pages * PAGE,
+            userspace_addr: hva as u64,
+        };
+        // SAFETY: the hva range is memory this probe owns (or its own [vvar]) and is only ever
+        // accessed through raw pointers, so guest writes cannot break Rust aliasing rules.
+        // KVM copes with the range being unmapped later (that is what the probe tests: it
+        // yields EFAULT or MMIO exits), and the VM is dropped before the backings are unmapped.
+        unsafe { self.fd.set_user_memory_region(region) }
+            .map_err(|e| format!("KVM_SET_USER_MEMORY_REGION slot {slot} gpa {gpa:#x}: {e}"))
+    }
+
+    /// Creates vCPU `id` starting at `rip` in `mode`.
+    pub(crate) fn vcpu(&self, id: u64, mode: Mode, rip: u64) -> Result<VcpuFd, ProbeError> {
+        let v = self
+            .fd
+            .create_vcpu(id)
+            .map_err(|e| sys(format!("KVM_CREATE_VCPU {id}"), e))?;
+        reset(&v, mode, rip, 0)?;
+        Ok(v)
+    }
+}
+
+/// Sets segment, control and general registers (kvmp.h `vcpu_reset`); `rcx` is for loops.
+pub(crate) fn reset(v: &VcpuFd, mode: Mode, rip: u64, rcx: u64) -> Result<(), ProbeError> {
+    let mut s = v.get_sregs().map_err(|e| sys("KVM_GET_SREGS", e))?;
+    let dpl: u8 = match mode {
+        Mode::Native => 3,
+        Mode::Emulated => 0,
+    };
+    let seg = |selector: u16, type_: u8, l: u8, db: u8| kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector: selector | u16::from(dpl),
+        type_,
+        present: 1,
+        dpl,
+        db,
+        s: 1,
+        l,
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    };
+    s.cs = seg(0x08, 11, 1, 0);
+    let ds = seg(0x10, 3, 0, 1);
+    s.ds = ds;
+    s.es = ds;
+    s.ss = ds;
+    s.fs = ds;
+    s.gs = ds;
+    s.cr3 = PT_GPA;
+    s.cr4 = 0x20;
+    s.cr0 = 0x8005_0033;
+    s.efer = 0x500;
+    v.set_sregs(&s).map_err(|e| sys("KVM_SET_SREGS", e))?;
+    let regs = kvm_regs {
+        rip,
+        rflags: 2,
+        rsp: 0x8000,
+        rbx: DATA_GPA,
+        rdi: REPORT_VA,
+        rsi: MARK_VA,
+        rcx,
+        ..Default::default()
+    };
+    v.set_regs(&regs).map_err(|e| sys("KVM_SET_REGS", e))
+}

@@ -3,6 +3,7 @@
 //! instruction emulator (`__copy_to_user`) go through.
 
 use super::frame::Owner;
+use super::notifier::{NotifierRange, NotifyEvent};
 use super::types::*;
 use super::userfaultfd::handle_userfault;
 use super::vma::{VmFaultArgs, Vma};
@@ -175,6 +176,13 @@ async fn do_wp_page(cx: &Cx, vmf: &VmFaultArgs, pte: Pte) -> VmFault {
     };
     mm.frames.copy(pte.pfn, new);
     cx.emit(format!("wp_page_copy: {} -> {new}", pte.pfn));
+    // wp_page_copy brackets the PTE switch with the notifier pair (MMU_NOTIFY_CLEAR).
+    let range = NotifierRange {
+        start: vmf.address,
+        end: vmf.address + PAGE_SIZE,
+        event: NotifyEvent::Clear,
+    };
+    mm.notify_start(cx, &range).await;
     mm.ptl_lock(cx).await;
     let ret = if mm.pte(vmf.address) != Some(pte) {
         mm.frames.put_page_now(cx, new);
@@ -198,6 +206,7 @@ async fn do_wp_page(cx: &Cx, vmf: &VmFaultArgs, pte: Pte) -> VmFault {
         VmFault::empty()
     };
     mm.ptl_unlock(cx).await;
+    mm.notify_end(cx, &range).await;
     ret
 }
 

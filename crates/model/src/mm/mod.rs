@@ -57,6 +57,8 @@ pub struct Mm {
     ptes: RefCell<BTreeMap<u64, Pte>>,
     notifiers: RefCell<Vec<Rc<dyn MmuNotifier>>>,
     next_vma: Cell<u32>,
+    /// Every PTE change as (step, address, new pfn), for the `right-frame` oracle.
+    history: RefCell<Vec<(u64, Hva, Option<Pfn>)>>,
     /// `fatal_signal_pending(current)` for the threads of this process.
     pub fatal_signal: Cell<bool>,
 }
@@ -98,6 +100,7 @@ impl Mm {
             ptes: RefCell::new(BTreeMap::new()),
             notifiers: RefCell::new(Vec::new()),
             next_vma: Cell::new(1),
+            history: RefCell::new(Vec::new()),
             fatal_signal: Cell::new(false),
         })
     }
@@ -205,6 +208,7 @@ impl Mm {
         debug_assert!(cx.holds(self.ptl).is_some(), "set_pte_at without the PTL");
         cx.access(self.pt_obj, Access::Write, "set_pte_at").await;
         self.ptes.borrow_mut().insert(addr >> PAGE_SHIFT, pte);
+        self.record(cx.step(), addr, Some(pte.pfn));
         cx.emit(format!(
             "set_pte_at({addr:#x}): {} {}{}",
             pte.pfn,
@@ -216,12 +220,36 @@ impl Mm {
     /// Install a PTE during setup (nothing runs yet: no PTL, no scheduling point).
     pub fn set_pte_setup(&self, addr: Hva, pte: Pte) {
         self.ptes.borrow_mut().insert(addr >> PAGE_SHIFT, pte);
+        self.record(0, addr, Some(pte.pfn));
+    }
+
+    fn record(&self, step: u64, addr: Hva, pfn: Option<Pfn>) {
+        self.history.borrow_mut().push((step, page_align_down(addr), pfn));
+    }
+
+    /// The pfns the host PTE for `addr` held at any time from step `since` until now.
+    pub fn pfns_since(&self, addr: Hva, since: u64) -> Vec<Pfn> {
+        let a = page_align_down(addr);
+        let h = self.history.borrow();
+        let mut out = Vec::new();
+        let mut before: Option<Pfn> = None;
+        for &(step, x, pfn) in h.iter().filter(|e| e.1 == a) {
+            let _ = x;
+            if step < since {
+                before = pfn;
+            } else if let Some(p) = pfn {
+                out.push(p);
+            }
+        }
+        out.extend(before);
+        out
     }
 
     /// `ptep_get_and_clear()`: clear a PTE under the PTL, returning the old entry.
     pub async fn clear_pte(&self, cx: &Cx, addr: Hva) -> Option<Pte> {
         cx.access(self.pt_obj, Access::Write, "ptep_get_and_clear").await;
         let old = self.ptes.borrow_mut().remove(&(addr >> PAGE_SHIFT));
+        self.record(cx.step(), addr, None);
         if let Some(p) = old {
             cx.emit(format!("clear pte {addr:#x} (was {})", p.pfn));
         }

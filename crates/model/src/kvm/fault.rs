@@ -1,0 +1,97 @@
+//! The x86 stage-2 page fault (arch/x86/kvm/mmu/mmu.c, v6.8+ protocol): snapshot
+//! `mmu_invalidate_seq` *before* the host lookup, pre-check locklessly, look the page up,
+//! pre-check again, then under `mmu_lock` re-check authoritatively before installing the
+//! SPTE, and release the faulted-in page.
+//!
+//! Older eras used the same snapshot/recheck protocol with a count-only check
+//! (`mmu_notifier_retry`, no gfn range, no lockless pre-check), which retries at least as
+//! often; the model uses the current protocol for every era, since the eras under study
+//! differ in `hva_to_pfn`.
+
+use super::policy::{Faultin, Lookup};
+use super::{Kvm, KvmPfn};
+use crate::mm::PAGE_SHIFT;
+use std::rc::Rc;
+use world::{Cx, LockMode};
+
+/// `RET_PF_*` plus the error exits of `kvm_handle_error_pfn`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum PfResult {
+    /// SPTE installed (`RET_PF_FIXED`): re-enter the guest.
+    Fixed,
+    /// `RET_PF_RETRY`: re-enter the guest, which faults again.
+    Retry,
+    /// `RET_PF_EMULATE`: emulate the instruction (RO_FAULT).
+    Emulate,
+    /// No memslot: emulated as MMIO.
+    Mmio,
+    /// Bare -EFAULT from KVM_RUN, `exit_reason` left at `KVM_EXIT_UNKNOWN`.
+    Efault,
+    /// `KVM_EXIT_INTR` (SIGPENDING).
+    Intr,
+    /// HWPOISON: SIGBUS to the vCPU thread.
+    Hwpoison,
+}
+
+/// `kvm_handle_error_pfn()` (v6.18).
+fn handle_error_pfn(cx: &Cx, pfn: KvmPfn) -> PfResult {
+    let r = match pfn {
+        KvmPfn::ErrSigpending => PfResult::Intr,
+        KvmPfn::ErrRoFault => PfResult::Emulate,
+        KvmPfn::ErrHwpoison => PfResult::Hwpoison,
+        KvmPfn::NoSlot => PfResult::Mmio,
+        _ => PfResult::Efault,
+    };
+    cx.emit(format!("kvm_handle_error_pfn({pfn}): {r:?}"));
+    r
+}
+
+/// `kvm_mmu_page_fault()` → `kvm_mmu_do_page_fault()` → `direct_page_fault()` for a guest
+/// access to `gpa`.
+pub async fn kvm_mmu_page_fault(cx: &Cx, kvm: &Rc<Kvm>, gpa: u64, write: bool) -> PfResult {
+    let _f = cx.func("kvm_mmu_page_fault");
+    let gfn = gpa >> PAGE_SHIFT;
+    cx.emit(format!("gpa {gpa:#x} {}", if write { "write" } else { "read" }));
+    // kvm_mmu_faultin_pfn: the snapshot precedes any primary-MMU lookup.
+    let mmu_seq = kvm.read_seq(cx).await;
+    let fault_start = cx.step();
+    let Some(slot) = kvm.gfn_to_memslot(gfn) else {
+        cx.emit("no memslot: MMIO".into());
+        return PfResult::Mmio;
+    };
+    if kvm.retry_gfn_unsafe(cx, gfn, mmu_seq).await {
+        return PfResult::Retry;
+    }
+    // __kvm_mmu_faultin_pfn: pass 1 with FOLL_NOWAIT; async #PF is not enabled by the guest,
+    // so NEEDS_IO goes straight to the blocking pass 2.
+    let mut l = Lookup {
+        slot,
+        gfn,
+        write,
+        nowait: true,
+        pin: false,
+    };
+    let mut f: Faultin = kvm.policy.faultin(cx, kvm, &l).await;
+    if f.pfn == KvmPfn::ErrNeedsIo {
+        l.nowait = false;
+        f = kvm.policy.faultin(cx, kvm, &l).await;
+    }
+    let KvmPfn::Pfn(pfn) = f.pfn else {
+        return handle_error_pfn(cx, f.pfn);
+    };
+    if kvm.retry_gfn_unsafe(cx, gfn, mmu_seq).await {
+        kvm.policy.release(cx, kvm, &f).await;
+        return PfResult::Retry;
+    }
+    cx.lock(kvm.mmu_lock, LockMode::Exclusive).await;
+    let r = if kvm.retry_gfn_locked(cx, gfn, mmu_seq) {
+        PfResult::Retry
+    } else {
+        let hva = l.slot.gfn_to_hva(gfn);
+        kvm.install_spte(cx, gfn, pfn, f.writable, hva, fault_start).await;
+        PfResult::Fixed
+    };
+    kvm.policy.release(cx, kvm, &f).await;
+    cx.unlock(kvm.mmu_lock).await;
+    r
+}

@@ -1,0 +1,261 @@
+//! KVM: memslots, the era-specific `hva_to_pfn` policies, the x86 page-fault path with the
+//! `mmu_invalidate_seq` protocol, KVM's MMU-notifier callbacks, vCPUs and pinned maps.
+//!
+//! Lock order: `mmap_lock` (taken inside `hva_to_pfn`, never held across `mmu_lock`) →
+//! `mmu_lock`. The notifier callbacks take `mmu_lock` while the mm side holds whatever lock
+//! its zap path holds (`mmap_lock` for munmap/mprotect/madvise, `i_mmap_rwsem` for
+//! `unmap_mapping_range`).
+//!
+//! Stage 2 is modelled as one SPTE per gfn (4 KiB, no huge pages, no shadow-paging
+//! structure). The MMU lock is taken for write, as on this machine's shadow MMU (the TDP
+//! MMU takes it for read; the retry protocol is the same).
+
+pub mod fault;
+pub mod memslot;
+pub mod notifier;
+pub mod pfn;
+pub mod pin;
+pub mod policy;
+pub mod vcpu;
+
+pub use memslot::{GfnHva, Memslot};
+pub use pfn::KvmPfn;
+pub use policy::{Faultin, Policy, PolicyId};
+
+use crate::mm::{Frames, Hva, Mm, Owner, Pfn};
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use world::{Access, Cx, LockId, LockKind, ObjId, World};
+
+/// A stage-2 leaf entry for one gfn, with what the oracles need to judge it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spte {
+    pub pfn: Pfn,
+    pub write: bool,
+    /// The hva the fault resolved (memslot translation at fault time).
+    pub hva: Hva,
+    /// Frame identity at install time: a later change means the SPTE outlived its frame.
+    pub generation: u32,
+    pub owner: Option<Owner>,
+    /// Step at which the fault snapshotted `mmu_invalidate_seq` (before the host lookup).
+    pub fault_start: u64,
+    pub installed_at: u64,
+}
+
+/// A `kvm_vcpu_map()`-style kernel mapping of a guest page, outside MMU-notifier protection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinnedMap {
+    pub id: u64,
+    pub gfn: u64,
+    pub pfn: Pfn,
+    pub generation: u32,
+    pub owner: Option<Owner>,
+}
+
+/// `struct kvm`: one VM of the VMM process whose mm is [`Kvm::mm`].
+pub struct Kvm {
+    pub mm: Rc<Mm>,
+    pub frames: Rc<Frames>,
+    pub policy: Rc<dyn Policy>,
+    /// `kvm->mmu_lock`.
+    pub mmu_lock: LockId,
+    /// Footprint of `mmu_invalidate_seq` / `_in_progress` / `_range_*`.
+    pub inv_obj: ObjId,
+    /// Footprint of the stage-2 tables (hardware walks read it; installs and zaps write it).
+    pub spte_obj: ObjId,
+    /// Footprint of the page-reference bookkeeping of KVM.
+    pub memslots: RefCell<Vec<Memslot>>,
+    /// `kvm.allow_unsafe_mappings` module parameter (v6.13+).
+    pub allow_unsafe_mappings: Cell<bool>,
+    seq: Cell<u64>,
+    in_progress: Cell<i64>,
+    range: Cell<Option<(u64, u64)>>,
+    sptes: RefCell<BTreeMap<u64, Spte>>,
+    /// References KVM took on pages (kvm_get_pfn, GUP) and has not yet dropped.
+    refs: RefCell<BTreeMap<Pfn, i64>>,
+    pins: RefCell<Vec<PinnedMap>>,
+    next_pin: Cell<u64>,
+    /// Every SPTE ever installed (for the `right-frame` oracle).
+    installs: RefCell<Vec<(u64, Spte)>>,
+}
+
+impl Kvm {
+    /// `KVM_CREATE_VM` + `mmu_notifier_register()` on the process mm.
+    pub fn new(world: &mut World, mm: &Rc<Mm>, policy: Rc<dyn Policy>) -> Rc<Self> {
+        let kvm = Rc::new(Kvm {
+            mm: mm.clone(),
+            frames: mm.frames.clone(),
+            policy,
+            mmu_lock: world.lock("mmu_lock", LockKind::RwSem),
+            inv_obj: world.object("mmu_invalidate_seq"),
+            spte_obj: world.object("stage-2 tables"),
+            memslots: RefCell::new(Vec::new()),
+            allow_unsafe_mappings: Cell::new(false),
+            seq: Cell::new(0),
+            in_progress: Cell::new(0),
+            range: Cell::new(None),
+            sptes: RefCell::new(BTreeMap::new()),
+            refs: RefCell::new(BTreeMap::new()),
+            pins: RefCell::new(Vec::new()),
+            next_pin: Cell::new(0),
+            installs: RefCell::new(Vec::new()),
+        });
+        mm.register_notifier(Rc::new(notifier::KvmNotifier(Rc::downgrade(&kvm))));
+        kvm
+    }
+
+    /// `KVM_SET_USER_MEMORY_REGION` (creation only).
+    pub fn set_memslot(&self, slot: Memslot) {
+        self.memslots.borrow_mut().push(slot);
+    }
+
+    /// `gfn_to_memslot()`.
+    pub fn gfn_to_memslot(&self, gfn: u64) -> Option<Memslot> {
+        self.memslots.borrow().iter().find(|s| s.contains(gfn)).cloned()
+    }
+
+    /// `READ_ONCE(kvm->mmu_invalidate_seq)` + `smp_rmb()`.
+    pub async fn read_seq(&self, cx: &Cx) -> u64 {
+        cx.access(self.inv_obj, Access::Read, "READ_ONCE(mmu_invalidate_seq)").await;
+        self.seq.get()
+    }
+
+    fn retry_check(&self, gfn: u64, mmu_seq: u64) -> Option<&'static str> {
+        if self.in_progress.get() > 0 {
+            match self.range.get() {
+                None => return Some("invalidation in progress, range not yet set"),
+                Some((s, e)) if s <= gfn && gfn < e => return Some("gfn inside an invalidation in progress"),
+                _ => {}
+            }
+        }
+        (self.seq.get() != mmu_seq).then_some("mmu_invalidate_seq changed")
+    }
+
+    /// `mmu_invalidate_retry_gfn_unsafe()` (v6.8+): the lockless pre-check.
+    pub async fn retry_gfn_unsafe(&self, cx: &Cx, gfn: u64, mmu_seq: u64) -> bool {
+        cx.access(self.inv_obj, Access::Read, "READ_ONCE(mmu_invalidate_in_progress)").await;
+        let r = self.retry_check(gfn, mmu_seq);
+        if let Some(why) = r {
+            cx.emit(format!("mmu_invalidate_retry_gfn_unsafe: {why}: retry"));
+        }
+        r.is_some()
+    }
+
+    /// `mmu_invalidate_retry_gfn()`: the authoritative check, under `mmu_lock`.
+    pub fn retry_gfn_locked(&self, cx: &Cx, gfn: u64, mmu_seq: u64) -> bool {
+        debug_assert!(cx.holds(self.mmu_lock).is_some());
+        let r = self.retry_check(gfn, mmu_seq);
+        if let Some(why) = r {
+            cx.emit(format!("mmu_invalidate_retry_gfn: {why}: RET_PF_RETRY"));
+        }
+        r.is_some()
+    }
+
+    /// Current SPTE of `gfn` (oracles, tests).
+    pub fn spte(&self, gfn: u64) -> Option<Spte> {
+        self.sptes.borrow().get(&gfn).cloned()
+    }
+
+    pub fn sptes(&self) -> Vec<(u64, Spte)> {
+        self.sptes.borrow().iter().map(|(g, s)| (*g, s.clone())).collect()
+    }
+
+    pub fn installs(&self) -> Vec<(u64, Spte)> {
+        self.installs.borrow().clone()
+    }
+
+    /// Hardware walk of the stage-2 tables on a guest access.
+    pub async fn walk(&self, cx: &Cx, gfn: u64) -> Option<Spte> {
+        cx.access(self.spte_obj, Access::Read, "stage-2 walk").await;
+        self.spte(gfn)
+    }
+
+    /// Install a leaf SPTE (`make_spte` + `mmu_spte_set`), under `mmu_lock`.
+    pub async fn install_spte(&self, cx: &Cx, gfn: u64, pfn: Pfn, write: bool, hva: Hva, fault_start: u64) {
+        cx.access(self.spte_obj, Access::Write, "mmu_spte_set").await;
+        let spte = Spte {
+            pfn,
+            write,
+            hva,
+            generation: self.frames.generation(pfn),
+            owner: self.frames.owner(pfn),
+            fault_start,
+            installed_at: cx.step(),
+        };
+        cx.emit(format!("SPTE gfn {gfn:#x} -> {pfn} {}", if write { "rw" } else { "ro" }));
+        self.installs.borrow_mut().push((gfn, spte.clone()));
+        self.sptes.borrow_mut().insert(gfn, spte);
+    }
+
+    /// Zap the SPTEs of gfns `[start, end)` (`kvm_unmap_gfn_range`), under `mmu_lock`.
+    pub async fn zap_gfn_range(&self, cx: &Cx, start: u64, end: u64) {
+        cx.access(self.spte_obj, Access::Write, "kvm_unmap_gfn_range").await;
+        let gone: Vec<u64> = self.sptes.borrow().range(start..end).map(|(g, _)| *g).collect();
+        for g in &gone {
+            self.sptes.borrow_mut().remove(g);
+        }
+        if !gone.is_empty() {
+            cx.emit(format!("zapped SPTEs for gfns {:#x?}", gone));
+        }
+    }
+
+    /// `kvm_mmu_invalidate_begin()` + `kvm_mmu_invalidate_range_add()`.
+    pub(crate) fn invalidate_begin(&self, cx: &Cx) {
+        self.in_progress.set(self.in_progress.get() + 1);
+        if self.in_progress.get() == 1 {
+            self.range.set(None);
+        }
+        cx.emit(format!("mmu_invalidate_in_progress = {}", self.in_progress.get()));
+    }
+
+    pub(crate) fn invalidate_range_add(&self, start: u64, end: u64) {
+        self.range.set(Some(match self.range.get() {
+            None => (start, end),
+            Some((s, e)) => (s.min(start), e.max(end)),
+        }));
+    }
+
+    /// `kvm_mmu_invalidate_end()`: `seq++`, then `in_progress--`.
+    pub(crate) fn invalidate_end(&self, cx: &Cx) {
+        self.seq.set(self.seq.get() + 1);
+        self.in_progress.set(self.in_progress.get() - 1);
+        cx.emit(format!("mmu_invalidate_seq = {}, in_progress = {}", self.seq.get(), self.in_progress.get()));
+    }
+
+    /// Invalidation state for oracles: `(in_progress, union range)`.
+    pub fn invalidation(&self) -> (i64, Option<(u64, u64)>) {
+        (self.in_progress.get(), self.range.get())
+    }
+
+    /// Account a page reference KVM took (`kvm_get_pfn`, GUP).
+    pub(crate) fn note_ref(&self, pfn: Pfn, delta: i64) {
+        *self.refs.borrow_mut().entry(pfn).or_insert(0) += delta;
+    }
+
+    /// Page references KVM still holds (should be none once every vCPU is done).
+    pub fn outstanding_refs(&self) -> Vec<(Pfn, i64)> {
+        self.refs.borrow().iter().filter(|(_, &n)| n != 0).map(|(p, n)| (*p, *n)).collect()
+    }
+
+    pub(crate) fn add_pin(&self, gfn: u64, pfn: Pfn) -> u64 {
+        let id = self.next_pin.get();
+        self.next_pin.set(id + 1);
+        self.pins.borrow_mut().push(PinnedMap {
+            id,
+            gfn,
+            pfn,
+            generation: self.frames.generation(pfn),
+            owner: self.frames.owner(pfn),
+        });
+        id
+    }
+
+    pub(crate) fn remove_pin(&self, id: u64) {
+        self.pins.borrow_mut().retain(|p| p.id != id);
+    }
+
+    pub fn pins(&self) -> Vec<PinnedMap> {
+        self.pins.borrow().clone()
+    }
+}

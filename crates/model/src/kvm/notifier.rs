@@ -1,0 +1,49 @@
+//! KVM's MMU-notifier callbacks (virt/kvm/kvm_main.c, v6.x `kvm_mmu_notifier_invalidate_range_start/end`).
+
+use super::Kvm;
+use crate::mm::{LocalBoxFuture, MmuNotifier, NotifierRange};
+use std::rc::Weak;
+use world::{Cx, LockMode};
+
+pub(crate) struct KvmNotifier(pub Weak<Kvm>);
+
+impl MmuNotifier for KvmNotifier {
+    /// For every memslot overlapping the hva range: on the first overlap take `mmu_lock` and
+    /// `kvm_mmu_invalidate_begin`; add the gfn range to the union; zap those SPTEs. Ranges
+    /// that overlap no memslot do not touch `in_progress` or `seq`. The event is ignored.
+    fn invalidate_range_start<'a>(&'a self, cx: &'a Cx, r: &'a NotifierRange) -> LocalBoxFuture<'a, ()> {
+        Box::pin(async move {
+            let Some(kvm) = self.0.upgrade() else { return };
+            let _f = cx.func("kvm_mmu_notifier_invalidate_range_start");
+            let slots = kvm.memslots.borrow().clone();
+            let mut locked = false;
+            for s in slots {
+                let Some((gs, ge)) = s.hva_range_to_gfns(r.start, r.end) else { continue };
+                if !locked {
+                    cx.lock(kvm.mmu_lock, LockMode::Exclusive).await;
+                    kvm.invalidate_begin(cx);
+                    locked = true;
+                }
+                kvm.invalidate_range_add(gs, ge);
+                kvm.zap_gfn_range(cx, gs, ge).await;
+            }
+            if locked {
+                cx.unlock(kvm.mmu_lock).await;
+            }
+        })
+    }
+
+    /// On overlap: `mmu_lock`, `kvm_mmu_invalidate_end` (`seq++` before `in_progress--`).
+    fn invalidate_range_end<'a>(&'a self, cx: &'a Cx, r: &'a NotifierRange) -> LocalBoxFuture<'a, ()> {
+        Box::pin(async move {
+            let Some(kvm) = self.0.upgrade() else { return };
+            let _f = cx.func("kvm_mmu_notifier_invalidate_range_end");
+            let hit = kvm.memslots.borrow().iter().any(|s| s.hva_range_to_gfns(r.start, r.end).is_some());
+            if hit {
+                cx.lock(kvm.mmu_lock, LockMode::Exclusive).await;
+                kvm.invalidate_end(cx);
+                cx.unlock(kvm.mmu_lock).await;
+            }
+        })
+    }
+}

@@ -1,0 +1,123 @@
+//! `hva_to_pfn` as each kernel era wrote it. Every era is its own file, written to read like
+//! the C it mirrors; what they share (the reference heuristics of `kvm_main.c` before v6.13)
+//! lives in [`common`].
+
+pub mod common;
+mod v4_7;
+mod v4_8;
+mod v5_12;
+mod v5_13;
+mod v6_13;
+
+use super::{Kvm, KvmPfn, Memslot};
+use crate::mm::{LocalBoxFuture, Pfn};
+use std::fmt;
+use std::rc::Rc;
+use world::Cx;
+
+/// What the x86 fault path gets back from the host lookup (`struct kvm_page_fault`'s
+/// `pfn`, `map_writable`, `refcounted_page`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Faultin {
+    pub pfn: KvmPfn,
+    /// `map_writable` / `*writable`: may the SPTE be writable.
+    pub writable: bool,
+    /// The reference KVM holds and must release (`refcounted_page`, or for pre-6.13 eras the
+    /// pfn whose `kvm_release_pfn_clean` will `put_page` it, decided at release time).
+    pub page: Option<Pfn>,
+}
+
+impl Faultin {
+    pub fn err(pfn: KvmPfn) -> Self {
+        Faultin {
+            pfn,
+            writable: false,
+            page: None,
+        }
+    }
+}
+
+/// A lookup request (`struct kvm_follow_pfn`, or the argument list of older eras).
+#[derive(Clone, Debug)]
+pub struct Lookup {
+    pub slot: Memslot,
+    pub gfn: u64,
+    pub write: bool,
+    /// Pass 1 of the x86 fault (`async`/`FOLL_NOWAIT`): don't sleep for I/O.
+    pub nowait: bool,
+    /// `kvm_vcpu_map`-style caller that will access the page outside MMU-notifier protection.
+    pub pin: bool,
+}
+
+/// One era's host page resolution.
+pub trait Policy {
+    fn id(&self) -> PolicyId;
+
+    /// `__gfn_to_pfn_memslot()` / `kvm_follow_pfn()` → `hva_to_pfn()` for this era.
+    fn faultin<'a>(&'a self, cx: &'a Cx, kvm: &'a Rc<Kvm>, l: &'a Lookup) -> LocalBoxFuture<'a, Faultin>;
+
+    /// Drop what [`Policy::faultin`] took: `kvm_release_pfn_clean()` (≤ v6.12) or
+    /// `kvm_release_faultin_page()` (v6.13), under `mmu_lock` on the SPTE path.
+    fn release<'a>(&'a self, cx: &'a Cx, kvm: &'a Rc<Kvm>, f: &'a Faultin) -> LocalBoxFuture<'a, ()>;
+}
+
+/// The eras kvmmu implements.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PolicyId {
+    Linux4_7,
+    Linux4_8,
+    Linux5_12,
+    Linux5_13,
+    Linux6_13,
+}
+
+impl PolicyId {
+    pub const ALL: [PolicyId; 5] = [
+        PolicyId::Linux4_7,
+        PolicyId::Linux4_8,
+        PolicyId::Linux5_12,
+        PolicyId::Linux5_13,
+        PolicyId::Linux6_13,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicyId::Linux4_7 => "linux-4.7",
+            PolicyId::Linux4_8 => "linux-4.8",
+            PolicyId::Linux5_12 => "linux-5.12",
+            PolicyId::Linux5_13 => "linux-5.13",
+            PolicyId::Linux6_13 => "linux-6.13",
+        }
+    }
+
+    /// One line for `kvmmu list`.
+    pub fn summary(self) -> &'static str {
+        match self {
+            PolicyId::Linux4_7 => "before the patch: pfn = (hva - vm_start) >> PAGE_SHIFT + vm_pgoff, BUG_ON(!reserved)",
+            PolicyId::Linux4_8 => "the patch (add6a0cd1c5b): follow_pfn, fixup_user_fault, -EAGAIN retry, kvm_get_pfn; writable = write_fault",
+            PolicyId::Linux5_12 => "bd2fae8da794: follow_pte under the PTL, RO_FAULT on a write to a read-only PTE",
+            PolicyId::Linux5_13 => "f8be156be163 (CVE-2021-22543): kvm_try_get_pfn, refcount 0 gives -EFAULT",
+            PolicyId::Linux6_13 => "kvm_follow_pfn: follow_pfnmap_start/end, no references on PFNMAP pfns, allow_unsafe_mappings gates pins",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<PolicyId> {
+        PolicyId::ALL.into_iter().find(|p| p.name() == s)
+    }
+
+    pub fn build(self) -> Rc<dyn Policy> {
+        match self {
+            PolicyId::Linux4_7 => Rc::new(v4_7::Linux4_7),
+            PolicyId::Linux4_8 => Rc::new(v4_8::Linux4_8),
+            PolicyId::Linux5_12 => Rc::new(v5_12::Linux5_12),
+            PolicyId::Linux5_13 => Rc::new(v5_13::Linux5_13),
+            PolicyId::Linux6_13 => Rc::new(v6_13::Linux6_13),
+        }
+    }
+}
+
+impl fmt::Display for PolicyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -1,0 +1,265 @@
+//! vCPUs running a guest program of loads and stores to guest-physical addresses, with the
+//! VMM run loop around them: every access either hits an SPTE or faults through
+//! [`kvm_mmu_page_fault`]; error exits are handled as x86 KVM and a VMM handle them.
+
+use super::fault::{kvm_mmu_page_fault, PfResult};
+use super::Kvm;
+use crate::mm::fault::user_access;
+use crate::mm::{Hva, PAGE_SHIFT, PAGE_SIZE};
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::rc::Rc;
+use world::{Access, Cx, ObjId};
+
+/// One guest instruction: a load or a store of `size` bytes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum GuestOp {
+    Read { gpa: u64, size: u8 },
+    Write { gpa: u64, size: u8, value: u64 },
+}
+
+impl GuestOp {
+    pub fn gpa(&self) -> u64 {
+        match *self {
+            GuestOp::Read { gpa, .. } | GuestOp::Write { gpa, .. } => gpa,
+        }
+    }
+    pub fn size(&self) -> u8 {
+        match *self {
+            GuestOp::Read { size, .. } | GuestOp::Write { size, .. } => size,
+        }
+    }
+    pub fn is_write(&self) -> bool {
+        matches!(self, GuestOp::Write { .. })
+    }
+}
+
+impl fmt::Display for GuestOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            GuestOp::Read { gpa, size } => write!(f, "read{} {gpa:#x}", size * 8),
+            GuestOp::Write { gpa, size, value } => write!(f, "write{} {gpa:#x} = {value:#x}", size * 8),
+        }
+    }
+}
+
+/// What one attempt of a guest access ended in, as the VMM sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The load completed with this value.
+    Value(u64),
+    /// The store completed.
+    Done,
+    /// `KVM_EXIT_MMIO` for a load (the VMM supplies 0).
+    MmioRead { gpa: u64, len: u8 },
+    /// `KVM_EXIT_MMIO` for a store.
+    MmioWrite { gpa: u64, len: u8, data: u64 },
+    /// `KVM_RUN` = -1, errno `EFAULT`, `exit_reason` 0.
+    Efault,
+    /// `KVM_RUN` = -1, errno `EINTR` (`KVM_EXIT_INTR`).
+    Intr,
+    /// SIGBUS (hwpoison) to the vCPU thread.
+    Sigbus,
+    /// The host crashed during this access.
+    HostBug,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Value(v) => write!(f, "{v:#x}"),
+            Outcome::Done => f.write_str("done"),
+            Outcome::MmioRead { .. } => f.write_str("MMIO read"),
+            Outcome::MmioWrite { data, .. } => write!(f, "MMIO write {data:#x}"),
+            Outcome::Efault => f.write_str("EFAULT"),
+            Outcome::Intr => f.write_str("EINTR"),
+            Outcome::Sigbus => f.write_str("SIGBUS"),
+            Outcome::HostBug => f.write_str("BUG"),
+        }
+    }
+}
+
+/// The attempts of one guest access (a first try, then re-runs after host repairs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessRecord {
+    pub op: GuestOp,
+    pub attempts: Vec<Outcome>,
+}
+
+/// The last load a guest did through an SPTE, for the `guest-coherent` oracle.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct SpteRead {
+    pub step: u64,
+    pub hva: Hva,
+    pub gpa: u64,
+    pub size: u8,
+    pub value: u64,
+}
+
+/// Orders host-side steps after guest accesses, as a VMM that waits for the guest to reach
+/// a point before acting (and re-runs a vCPU after repairing a mapping).
+pub struct Sequencer {
+    pub obj: ObjId,
+    /// Per vCPU: accesses whose first attempt has finished.
+    pub progress: RefCell<Vec<usize>>,
+    /// Host steps: the access each waits for, and whether it has run.
+    pub steps: RefCell<Vec<(Option<(usize, usize)>, bool)>>,
+}
+
+impl Sequencer {
+    pub fn new(obj: ObjId, vcpus: usize, after: Vec<Option<(usize, usize)>>) -> Rc<Self> {
+        Rc::new(Sequencer {
+            obj,
+            progress: RefCell::new(vec![0; vcpus]),
+            steps: RefCell::new(after.into_iter().map(|a| (a, false)).collect()),
+        })
+    }
+
+    /// Whether host step `j` may run.
+    pub fn step_ready(&self, j: usize) -> bool {
+        match self.steps.borrow()[j].0 {
+            None => true,
+            Some((v, i)) => self.progress.borrow()[v] > i,
+        }
+    }
+
+    pub fn step_done(&self, j: usize) {
+        self.steps.borrow_mut()[j].1 = true;
+    }
+
+    fn has_steps_after(&self, v: usize, i: usize) -> bool {
+        self.steps.borrow().iter().any(|(a, _)| *a == Some((v, i)))
+    }
+
+    fn steps_after_done(&self, v: usize, i: usize) -> bool {
+        self.steps.borrow().iter().filter(|(a, _)| *a == Some((v, i))).all(|(_, d)| *d)
+    }
+}
+
+/// A vCPU and its VMM thread.
+pub struct Vcpu {
+    pub id: usize,
+    pub kvm: Rc<Kvm>,
+    pub program: Vec<GuestOp>,
+    pub records: RefCell<Vec<AccessRecord>>,
+    pub last_spte_read: Cell<Option<SpteRead>>,
+    pub seq: Rc<Sequencer>,
+}
+
+impl Vcpu {
+    pub fn new(id: usize, kvm: &Rc<Kvm>, program: Vec<GuestOp>, seq: &Rc<Sequencer>) -> Rc<Self> {
+        Rc::new(Vcpu {
+            id,
+            kvm: kvm.clone(),
+            program,
+            records: RefCell::new(Vec::new()),
+            last_spte_read: Cell::new(None),
+            seq: seq.clone(),
+        })
+    }
+
+    /// The vCPU thread: `KVM_RUN` until the program ends.
+    pub async fn run(self: Rc<Self>, cx: Cx) {
+        for (i, op) in self.program.clone().into_iter().enumerate() {
+            self.records.borrow_mut().push(AccessRecord { op, attempts: Vec::new() });
+            loop {
+                let o = self.access(&cx, op).await;
+                self.records.borrow_mut()[i].attempts.push(o.clone());
+                let first = self.records.borrow()[i].attempts.len() == 1;
+                if first {
+                    self.seq.progress.borrow_mut()[self.id] = i + 1;
+                }
+                if o == Outcome::Efault && first && self.seq.has_steps_after(self.id, i) {
+                    // The VMM repairs the mapping, then re-runs the vCPU: the instruction is
+                    // retried.
+                    let (s, v) = (self.seq.clone(), self.id);
+                    cx.emit(format!("KVM_RUN: -EFAULT at access {i}; VMM repairs and re-runs"));
+                    cx.wait_until(self.seq.obj, "host repair", move || s.steps_after_done(v, i)).await;
+                    continue;
+                }
+                break;
+            }
+        }
+    }
+
+    /// Execute one access until it completes or exits to the VMM.
+    async fn access(&self, cx: &Cx, op: GuestOp) -> Outcome {
+        let _f = cx.func("guest");
+        let kvm = &self.kvm;
+        let gpa = op.gpa();
+        let gfn = gpa >> PAGE_SHIFT;
+        let off = gpa % PAGE_SIZE;
+        loop {
+            if let Some(s) = kvm.walk(cx, gfn).await {
+                if !op.is_write() || s.write {
+                    return match op {
+                        GuestOp::Read { size, .. } => {
+                            let v = kvm.frames.read(s.pfn, off, size).unwrap_or(!0);
+                            cx.emit(format!("{op} via SPTE ({}) = {v:#x}", s.pfn));
+                            self.last_spte_read.set(Some(SpteRead {
+                                step: cx.step(),
+                                hva: s.hva + off,
+                                gpa,
+                                size,
+                                value: v,
+                            }));
+                            Outcome::Value(v)
+                        }
+                        GuestOp::Write { size, value, .. } => {
+                            kvm.frames.write(s.pfn, off, size, value);
+                            cx.emit(format!("{op} via SPTE ({})", s.pfn));
+                            Outcome::Done
+                        }
+                    };
+                }
+            }
+            match kvm_mmu_page_fault(cx, kvm, gpa, op.is_write()).await {
+                PfResult::Fixed | PfResult::Retry => continue,
+                PfResult::Emulate => return self.emulate(cx, op).await,
+                PfResult::Mmio => return mmio_exit(op),
+                PfResult::Efault => return Outcome::Efault,
+                PfResult::Intr => return Outcome::Intr,
+                PfResult::Hwpoison => return Outcome::Sigbus,
+            }
+        }
+    }
+
+    /// `RET_PF_EMULATE` for a store: `emulator_write_emulated` → `kvm_vcpu_write_guest`,
+    /// i.e. `__copy_to_user` through the hva (a host write fault that may repair the PTE);
+    /// if that fails — or the slot is read-only — the access becomes MMIO.
+    async fn emulate(&self, cx: &Cx, op: GuestOp) -> Outcome {
+        let _f = cx.func("x86_emulate_instruction");
+        let GuestOp::Write { gpa, size, value } = op else {
+            return mmio_exit(op);
+        };
+        let gfn = gpa >> PAGE_SHIFT;
+        let Some(slot) = self.kvm.gfn_to_memslot(gfn) else {
+            return mmio_exit(op);
+        };
+        if slot.readonly {
+            cx.emit("kvm_vcpu_write_guest: read-only slot: emulate as MMIO".into());
+            return mmio_exit(op);
+        }
+        let hva = slot.gfn_to_hva(gfn) + gpa % PAGE_SIZE;
+        match user_access(cx, &self.kvm.mm, hva, size, Some(value), false).await {
+            Ok(_) => Outcome::Done,
+            Err(_) => {
+                cx.emit("__copy_to_user failed: emulate as MMIO".into());
+                mmio_exit(op)
+            }
+        }
+    }
+}
+
+fn mmio_exit(op: GuestOp) -> Outcome {
+    match op {
+        GuestOp::Read { gpa, size } => Outcome::MmioRead { gpa, len: size },
+        GuestOp::Write { gpa, size, value } => Outcome::MmioWrite { gpa, len: size, data: value },
+    }
+}
+
+/// Footprint helper: a store through a kernel mapping of a pinned page.
+pub(crate) async fn touch_frame(cx: &Cx, kvm: &Kvm, pfn: crate::mm::Pfn, write: bool) {
+    let a = if write { Access::Write } else { Access::Read };
+    cx.access(kvm.frames.obj(pfn), a, "access through kernel mapping").await;
+}

@@ -2,5 +2,7 @@
 //! guests — written as actor code for the [`world`] runtime.
 #![forbid(unsafe_code)]
 
+pub mod drivers;
 pub mod mm;
 pub mod kvm;
+pub mod harness;

@@ -78,6 +78,8 @@ pub struct Kvm {
     next_pin: Cell<u64>,
     /// Every SPTE ever installed (for the `right-frame` oracle).
     installs: RefCell<Vec<(u64, Spte)>>,
+    /// Ended invalidations: (gfn start, gfn end, step of `invalidate_range_end`).
+    ended: RefCell<Vec<(u64, u64, u64)>>,
 }
 
 impl Kvm {
@@ -100,6 +102,7 @@ impl Kvm {
             pins: RefCell::new(Vec::new()),
             next_pin: Cell::new(0),
             installs: RefCell::new(Vec::new()),
+            ended: RefCell::new(Vec::new()),
         });
         mm.register_notifier(Rc::new(notifier::KvmNotifier(Rc::downgrade(&kvm))));
         kvm
@@ -221,6 +224,16 @@ impl Kvm {
         self.seq.set(self.seq.get() + 1);
         self.in_progress.set(self.in_progress.get() - 1);
         cx.emit(format!("mmu_invalidate_seq = {}, in_progress = {}", self.seq.get(), self.in_progress.get()));
+    }
+
+    /// Record that an invalidation of gfns `[start, end)` ended now.
+    pub(crate) fn note_ended(&self, cx: &Cx, start: u64, end: u64) {
+        self.ended.borrow_mut().push((start, end, cx.step()));
+    }
+
+    /// Whether an invalidation covering `gfn` ended at or after step `since`.
+    pub fn invalidated_since(&self, gfn: u64, since: u64) -> bool {
+        self.ended.borrow().iter().any(|&(s, e, at)| s <= gfn && gfn < e && at >= since)
     }
 
     /// Invalidation state for oracles: `(in_progress, union range)`.

@@ -38,10 +38,13 @@ impl MmuNotifier for KvmNotifier {
         Box::pin(async move {
             let Some(kvm) = self.0.upgrade() else { return };
             let _f = cx.func("kvm_mmu_notifier_invalidate_range_end");
-            let hit = kvm.memslots.borrow().iter().any(|s| s.hva_range_to_gfns(r.start, r.end).is_some());
-            if hit {
+            let ranges: Vec<(u64, u64)> = kvm.memslots.borrow().iter().filter_map(|s| s.hva_range_to_gfns(r.start, r.end)).collect();
+            if !ranges.is_empty() {
                 cx.lock(kvm.mmu_lock, LockMode::Exclusive).await;
                 kvm.invalidate_end(cx);
+                for (s, e) in ranges {
+                    kvm.note_ended(cx, s, e);
+                }
                 cx.unlock(kvm.mmu_lock).await;
             }
         })

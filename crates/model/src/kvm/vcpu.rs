@@ -103,11 +103,14 @@ pub struct Sequencer {
     /// Per vCPU: accesses whose first attempt has finished.
     pub progress: RefCell<Vec<usize>>,
     /// Host steps: the access each waits for, and whether it has run.
-    pub steps: RefCell<Vec<(Option<(usize, usize)>, bool)>>,
+    pub steps: RefCell<Vec<(Option<GuestPoint>, bool)>>,
 }
 
+/// (vCPU index, access index).
+pub type GuestPoint = (usize, usize);
+
 impl Sequencer {
-    pub fn new(obj: ObjId, vcpus: usize, after: Vec<Option<(usize, usize)>>) -> Rc<Self> {
+    pub fn new(obj: ObjId, vcpus: usize, after: Vec<Option<GuestPoint>>) -> Rc<Self> {
         Rc::new(Sequencer {
             obj,
             progress: RefCell::new(vec![0; vcpus]),
@@ -167,6 +170,10 @@ impl Vcpu {
                 self.records.borrow_mut()[i].attempts.push(o.clone());
                 let first = self.records.borrow()[i].attempts.len() == 1;
                 if first {
+                    if self.seq.has_steps_after(self.id, i) {
+                        // The guest signals the VMM that it reached this point.
+                        cx.access(self.seq.obj, Access::Write, "guest reached point").await;
+                    }
                     self.seq.progress.borrow_mut()[self.id] = i + 1;
                 }
                 if o == Outcome::Efault && first && self.seq.has_steps_after(self.id, i) {

@@ -20,8 +20,9 @@ pub async fn follow_pte(cx: &Cx, mm: &Mm, address: Hva) -> Result<Pte, Errno> {
     let _f = cx.func("follow_pte");
     lockdep_assert_mmap_held(cx, mm, "follow_pte");
     mm.ptl_lock(cx).await;
+    // x86 pte_present() includes _PAGE_PROTNONE: a PROT_NONE entry is still followed.
     match mm.pte(address) {
-        Some(p) if !p.protnone => {
+        Some(p) => {
             cx.emit(format!("{address:#x} -> {} {}", p.pfn, if p.write { "rw" } else { "ro" }));
             Ok(p)
         }
@@ -79,8 +80,9 @@ pub async fn follow_pfnmap_start(cx: &Cx, vma: &Rc<Vma>, address: Hva) -> Result
     let mm = vma.mm.upgrade().expect("vma outlives its mm");
     lockdep_assert_mmap_held(cx, &mm, "follow_pfnmap_start");
     mm.ptl_lock(cx).await;
+    // x86 pte_present() includes _PAGE_PROTNONE: a PROT_NONE entry is still followed.
     match mm.pte(address) {
-        Some(p) if !p.protnone => {
+        Some(p) => {
             cx.emit(format!("{address:#x} -> {} {}", p.pfn, if p.write { "rw" } else { "ro" }));
             Ok(PfnmapArgs {
                 pfn: p.pfn,

@@ -318,6 +318,13 @@ impl Frames {
         }
     }
 
+    /// A reference taken during setup, before any actor runs (a mapping made by the host
+    /// before the scenario starts).
+    pub fn get_page_setup(&self, pfn: Pfn) {
+        let t = self.ref_target(pfn);
+        self.frames.borrow_mut()[t.0 as usize].refcount += 1;
+    }
+
     /// Mark frames `PageReserved` (driver-owned memory set up with `SetPageReserved`).
     pub fn set_reserved(&self, pfn: Pfn, reserved: bool) {
         self.frames.borrow_mut()[pfn.0 as usize].reserved = reserved;

@@ -17,6 +17,7 @@ pub mod frame;
 pub mod gup;
 pub mod insert;
 pub mod notifier;
+pub mod shmem;
 pub mod syscalls;
 pub mod types;
 pub mod userfaultfd;
@@ -110,7 +111,7 @@ impl Mm {
     /// be free (MAP_FIXED_NOREPLACE semantics); `sys_mmap` unmaps first for MAP_FIXED.
     pub fn mmap(self: &Rc<Self>, a: MmapArgs) -> Result<Rc<Vma>, Errno> {
         let end = a.start + a.pages * PAGE_SIZE;
-        if a.pages == 0 || a.start % PAGE_SIZE != 0 || self.vmas.borrow().iter().any(|v| v.start < end && a.start < v.end) {
+        if a.pages == 0 || !a.start.is_multiple_of(PAGE_SIZE) || self.vmas.borrow().iter().any(|v| v.start < end && a.start < v.end) {
             return Err(EINVAL);
         }
         let id = self.next_vma.get();

@@ -35,7 +35,7 @@ fn split_range(mm: &Rc<Mm>, start: Hva, end: Hva, flags_of: impl Fn(&Vma) -> VmF
 /// (any pointer to them is now dangling: the model marks them dead).
 pub async fn sys_munmap(cx: &Cx, mm: &Rc<Mm>, start: Hva, len: u64) -> Result<(), Errno> {
     let _f = cx.func("munmap");
-    if start % PAGE_SIZE != 0 || len == 0 {
+    if !start.is_multiple_of(PAGE_SIZE) || len == 0 {
         return Err(EINVAL);
     }
     let end = start + len.div_ceil(PAGE_SIZE) * PAGE_SIZE;

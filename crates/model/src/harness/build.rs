@@ -1,0 +1,372 @@
+//! Scenario → world.
+
+use super::host::run_host_thread;
+use crate::drivers::mixedmap::{MixedMap, Mode as MixedMode};
+use crate::drivers::ttm::{Ttm, TtmConfig};
+use crate::drivers::usbfs::Usbfs;
+use crate::drivers::userfault::Userfault;
+use crate::drivers::vfio_bar::{VfioBar, VfioBarConfig};
+use crate::drivers::vgpu_bar::{VgpuBar, VgpuConfig};
+use crate::drivers::vvar::Vvar;
+use crate::kvm::pin::{kvm_vcpu_map_access, PinOutcome};
+use crate::kvm::vcpu::{GuestOp, Sequencer, Vcpu};
+use crate::kvm::{Kvm, Memslot, PolicyId};
+use crate::mm::fault::user_access;
+use crate::mm::shmem::PageCacheOps;
+use crate::mm::{AddressSpace, Frames, Hva, Mm, MmapArgs, Owner, Pte, VmFlags, PAGE_SIZE};
+use scenario::{Backing, Scenario};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use world::World;
+
+/// RAM frames in every modelled host (the zero page, drivers' buffers, page cache, anon).
+pub const NR_RAM: u64 = 160;
+
+/// Where mapping `i` lives in the VMM's address space.
+pub fn mapping_base(i: usize) -> Hva {
+    0x7f00_0000_0000 + (i as u64) * 0x100_0000
+}
+
+/// The driver or kernel object behind a mapping.
+#[derive(Clone)]
+pub enum Backend {
+    Plain,
+    PageCache(Rc<PageCacheOps>),
+    Vvar(Rc<Vvar>),
+    Userfault(Rc<Userfault>),
+    Vgpu(Rc<VgpuBar>),
+    Vfio(Rc<VfioBar>),
+    Usbfs(Rc<Usbfs>),
+    Ttm(Rc<Ttm>),
+    Mixed(Rc<MixedMap>),
+}
+
+/// A mapping of the scenario as built: its base hva and backend.
+#[derive(Clone)]
+pub struct MappingState {
+    pub name: String,
+    pub backing: Backing,
+    pub base: Hva,
+    pub pages: u64,
+    pub backend: Backend,
+}
+
+/// Everything a built world consists of, for the runner and the oracles.
+pub struct Sys {
+    pub frames: Rc<Frames>,
+    pub mm: Rc<Mm>,
+    pub kvm: Rc<Kvm>,
+    pub vcpus: Vec<Rc<Vcpu>>,
+    pub nested: Vec<Rc<RefCell<Option<PinOutcome>>>>,
+    pub mappings: Vec<MappingState>,
+    pub seq: Rc<Sequencer>,
+    /// Actors still to finish before the uffd handlers are told to stop.
+    pub running: Rc<Cell<usize>>,
+}
+
+impl Sys {
+    pub fn mapping(&self, name: &str) -> &MappingState {
+        self.mappings.iter().find(|m| m.name == name).expect("validated mapping name")
+    }
+}
+
+fn flags(read: bool, write: bool) -> VmFlags {
+    let mut f = VmFlags::empty();
+    if read {
+        f |= VmFlags::VM_READ;
+    }
+    if write {
+        f |= VmFlags::VM_WRITE;
+    }
+    f
+}
+
+/// The content a userfault handler copies in: `0xa0 + page` in every byte (uffd.c).
+pub fn uffd_fill(page: u64) -> u32 {
+    let b = 0xa0u32.wrapping_add(page as u32) & 0xff;
+    b * 0x0101_0101
+}
+
+fn map_one(w: &mut World, frames: &Rc<Frames>, mm: &Rc<Mm>, m: &scenario::Mapping, base: Hva) -> Result<Backend, String> {
+    let e = |err: crate::mm::Errno| format!("mapping {}: {err}", m.name);
+    let prefill_anon = |pages: u64, pattern: u32, write: bool| {
+        for i in 0..pages {
+            if let Some(p) = frames.alloc(0, Owner::Anon, false) {
+                frames.fill(p, pattern);
+                mm.set_pte_setup(
+                    base + i * PAGE_SIZE,
+                    Pte {
+                        pfn: p,
+                        write,
+                        special: false,
+                        protnone: false,
+                    },
+                );
+            }
+        }
+    };
+    Ok(match m.backing {
+        Backing::AnonPrivate | Backing::ProtNone => {
+            mm.mmap(MmapArgs::anon(&m.name, base, m.pages, flags(m.read, m.write))).map_err(e)?;
+            if let Some(f) = m.fill.filter(|_| m.read) {
+                prefill_anon(m.pages, f, m.write);
+            }
+            Backend::Plain
+        }
+        Backing::Hole => Backend::Plain,
+        Backing::AnonShared | Backing::Memfd | Backing::FilePrivate | Backing::FileShared => {
+            let shared = m.backing != Backing::FilePrivate;
+            let file = AddressSpace::new(w, &m.name, m.pages);
+            let ops = Rc::new(PageCacheOps {
+                mapping: file.clone(),
+                frames: frames.clone(),
+            });
+            let is_file = matches!(m.backing, Backing::FilePrivate | Backing::FileShared);
+            if is_file {
+                file.disk_pattern.set(m.fill.unwrap_or(0));
+            }
+            let mut f = flags(m.read, m.write) | VmFlags::VM_MAYREAD;
+            if shared {
+                f |= VmFlags::VM_SHARED;
+            }
+            if m.write || !is_file {
+                f |= VmFlags::VM_MAYWRITE;
+            }
+            mm.mmap(MmapArgs {
+                name: m.name.clone(),
+                start: base,
+                pages: m.pages,
+                flags: f,
+                pgoff: 0,
+                ops: Some(ops.clone()),
+                file: Some(file),
+            })
+            .map_err(e)?;
+            if let (false, Some(pattern)) = (is_file, m.fill) {
+                // The host wrote the pattern through its mapping: cache pages, mapped.
+                for i in 0..m.pages {
+                    if let Some(p) = ops.populate(i, pattern) {
+                        frames.get_page_setup(p);
+                        mm.set_pte_setup(
+                            base + i * PAGE_SIZE,
+                            Pte {
+                                pfn: p,
+                                write: m.write,
+                                special: false,
+                                protnone: false,
+                            },
+                        );
+                    }
+                }
+            }
+            Backend::PageCache(ops)
+        }
+        Backing::Vvar => {
+            let v = Vvar::new(frames, mm).map_err(e)?;
+            v.mmap(base).map_err(e)?;
+            Backend::Vvar(v)
+        }
+        Backing::Userfault => Backend::Userfault(Userfault::new(w, mm, base, m.pages, m.user_mode_only).map_err(e)?),
+        Backing::VgpuBar => {
+            let d = VgpuBar::new(
+                w,
+                frames,
+                mm,
+                VgpuConfig {
+                    index: m.region_index as u32,
+                    pages: m.pages,
+                    pattern: m.fill.unwrap_or(0x7600_0000),
+                    retry_first_fault: m.fault_retry,
+                    racy_remap: false,
+                },
+            );
+            d.mmap(base).map_err(e)?;
+            Backend::Vgpu(d)
+        }
+        Backing::VfioBar => {
+            let d = VfioBar::new(
+                w,
+                frames,
+                mm,
+                VfioBarConfig {
+                    index: m.region_index as u32,
+                    pages: m.pages,
+                    bar_pfn: VfioBarConfig::default_bar_pfn(m.region_index as u32),
+                    pattern: m.fill.unwrap_or(0xba5e_0000),
+                    eager_legacy: false,
+                    whole_vma: false,
+                },
+            );
+            d.mmap(base).map_err(e)?;
+            Backend::Vfio(d)
+        }
+        Backing::Usbfs => {
+            let d = Usbfs::new(frames, mm);
+            d.mmap(base, m.pages, m.write).map_err(e)?;
+            Backend::Usbfs(d)
+        }
+        Backing::Ttm => {
+            let d = Ttm::new(
+                w,
+                frames,
+                mm,
+                TtmConfig {
+                    pages: m.pages,
+                    pattern: m.fill.unwrap_or(0x7770_0000),
+                    ..TtmConfig::default()
+                },
+            )
+            .map_err(e)?;
+            d.mmap(base).map_err(e)?;
+            Backend::Ttm(d)
+        }
+        Backing::Mixedmap => {
+            let mode = if m.insert_mixed { MixedMode::InsertMixed } else { MixedMode::InsertPage };
+            let d = MixedMap::new(w, frames, mm, mode, m.pages, m.fill.unwrap_or(0x3170_0000)).map_err(e)?;
+            d.mmap(base).map_err(e)?;
+            Backend::Mixed(d)
+        }
+    })
+}
+
+fn guest_op(op: &scenario::GuestOp) -> GuestOp {
+    match *op {
+        scenario::GuestOp::Read { gpa, size } => GuestOp::Read { gpa, size },
+        scenario::GuestOp::Write { gpa, size, value } => GuestOp::Write { gpa, size, value },
+    }
+}
+
+/// Build the world for `sc` under `policy`. Setup that a VMM does before starting vCPUs
+/// (driver `->mmap` work that needs the mmap lock, host touches) runs in a first phase under
+/// the sequential schedule; the returned world holds the actors of the run proper.
+pub fn build(sc: &Scenario, policy: PolicyId) -> Result<(World, Sys), String> {
+    let mut w = World::new();
+    let frames = Rc::new(Frames::new(&mut w, NR_RAM));
+    let mm = Mm::new(&mut w, frames.clone());
+    let kvm = Kvm::new(&mut w, &mm, policy.build());
+    kvm.allow_unsafe_mappings.set(sc.allow_unsafe_mappings);
+    let mut mappings = Vec::new();
+    for (i, m) in sc.mappings.iter().enumerate() {
+        let base = mapping_base(i);
+        let backend = map_one(&mut w, &frames, &mm, m, base)?;
+        mappings.push(MappingState {
+            name: m.name.clone(),
+            backing: m.backing,
+            base,
+            pages: m.pages,
+            backend,
+        });
+    }
+    for s in &sc.memslots {
+        let base = mappings.iter().find(|m| m.name == s.mapping).expect("validated").base;
+        kvm.set_memslot(Memslot {
+            id: s.slot,
+            base_gfn: s.gpa >> 12,
+            npages: s.pages,
+            userspace_addr: base + s.offset * PAGE_SIZE,
+            readonly: s.readonly,
+        });
+    }
+    // Phase 1: driver populate and host touches, sequentially.
+    {
+        for (m, st) in sc.mappings.iter().zip(&mappings) {
+            if let Backend::Mixed(d) = &st.backend {
+                let (d, mm2, base) = (d.clone(), mm.clone(), st.base);
+                w.spawn(format!("setup {}", m.name), move |cx| async move {
+                    if let Some(v) = mm2.vma_lookup(base) {
+                        let _ = d.populate(&cx, &v).await;
+                    }
+                });
+            }
+            for &page in &m.touch {
+                let (mm2, a) = (mm.clone(), st.base + page * PAGE_SIZE);
+                w.spawn(format!("touch {}", m.name), move |cx| async move {
+                    let _ = user_access(&cx, &mm2, a, 4, None, true).await;
+                });
+            }
+        }
+        let r = w.run(&mut world::FirstEnabled, &mut || std::ops::ControlFlow::Continue(()));
+        if r.status != world::Status::Completed {
+            return Err(format!("setup did not complete: {:?}", r.status));
+        }
+    }
+    let seq = Sequencer::new(w.object("vmm sequencing"), sc.vcpus.len(), sc.host.iter().map(|h| h.after).collect());
+    let running = Rc::new(Cell::new(0usize));
+    let mut vcpus = Vec::new();
+    for (i, v) in sc.vcpus.iter().enumerate() {
+        let vcpu = Vcpu::new(i, &kvm, v.program.iter().map(guest_op).collect(), &seq);
+        vcpus.push(vcpu.clone());
+        let running = running.clone();
+        running.set(running.get() + 1);
+        let obj = seq.obj;
+        w.spawn(format!("vcpu{i}"), move |cx| async move {
+            vcpu.run(cx.clone()).await;
+            finished(&cx, obj, &running).await;
+        });
+    }
+    let mut nested = Vec::new();
+    for (i, n) in sc.nested.iter().enumerate() {
+        let out = Rc::new(RefCell::new(None));
+        nested.push(out.clone());
+        let (kvm2, gpa, rounds, running) = (kvm.clone(), n.gpa, n.rounds, running.clone());
+        running.set(running.get() + 1);
+        let obj = seq.obj;
+        w.spawn(format!("nested{i}"), move |cx| async move {
+            let o = kvm_vcpu_map_access(&cx, &kvm2, gpa, rounds).await;
+            *out.borrow_mut() = Some(o);
+            finished(&cx, obj, &running).await;
+        });
+    }
+    let mut threads: Vec<String> = Vec::new();
+    for h in &sc.host {
+        if !threads.contains(&h.thread) {
+            threads.push(h.thread.clone());
+        }
+    }
+    let sys = Sys {
+        frames,
+        mm,
+        kvm,
+        vcpus,
+        nested,
+        mappings,
+        seq,
+        running,
+    };
+    for t in threads {
+        let steps: Vec<(usize, scenario::HostAction)> = sc.host.iter().enumerate().filter(|(_, h)| h.thread == t).map(|(j, h)| (j, h.action.clone())).collect();
+        let ctx = super::host::HostCtx::new(&sys);
+        sys.running.set(sys.running.get() + 1);
+        w.spawn(t, move |cx| run_host_thread(cx, ctx, steps));
+    }
+    for st in &sys.mappings {
+        if let Backend::Userfault(u) = &st.backend {
+            let u = u.clone();
+            let fill = sc.mapping(&st.name).and_then(|m| m.fill);
+            w.spawn(format!("uffd-{}", st.name), move |cx| async move {
+                let fill_of = move |page: u64| fill.unwrap_or_else(|| uffd_fill(page));
+                u.run_handler(cx, fill_of, u64::MAX).await;
+            });
+            let (u3, running, obj) = (u_clone(&sys, &st.name), sys.running.clone(), sys.seq.obj);
+            w.spawn(format!("vmm-exit-{}", st.name), move |cx| async move {
+                let r = running.clone();
+                cx.wait_until(obj, "every vCPU and host thread done", move || r.get() == 0).await;
+                u3.stop(&cx).await;
+            });
+        }
+    }
+    Ok((w, sys))
+}
+
+fn u_clone(sys: &Sys, name: &str) -> Rc<Userfault> {
+    match &sys.mapping(name).backend {
+        Backend::Userfault(u) => u.clone(),
+        _ => unreachable!("called for userfault mappings only"),
+    }
+}
+
+/// A VMM thread is done: the count the exit path waits on drops (a write of `obj`).
+pub(crate) async fn finished(cx: &world::Cx, obj: world::ObjId, running: &Cell<usize>) {
+    cx.access(obj, world::Access::Write, "thread exits").await;
+    running.set(running.get() - 1);
+}

@@ -1,0 +1,108 @@
+//! Host threads of the VMM process and the device side: the syscalls and device operations a
+//! scenario's `[[host]]` steps name.
+
+use super::build::{Backend, Sys};
+use crate::kvm::vcpu::Sequencer;
+use crate::mm::fault::user_access;
+use crate::mm::syscalls::{sys_madvise_dontneed, sys_mmap, sys_mprotect, sys_munmap};
+use crate::mm::{Errno, Frames, Mm, MmapArgs, VmFlags, PAGE_SIZE};
+use scenario::HostAction;
+use std::cell::Cell;
+use std::rc::Rc;
+use world::{Access, Cx};
+
+/// What host threads need of the built system.
+#[derive(Clone)]
+pub(crate) struct HostCtx {
+    mm: Rc<Mm>,
+    frames: Rc<Frames>,
+    mappings: Vec<super::build::MappingState>,
+    seq: Rc<Sequencer>,
+    running: Rc<Cell<usize>>,
+}
+
+impl HostCtx {
+    pub(crate) fn new(sys: &Sys) -> Self {
+        HostCtx {
+            mm: sys.mm.clone(),
+            frames: sys.frames.clone(),
+            mappings: sys.mappings.clone(),
+            seq: sys.seq.clone(),
+            running: sys.running.clone(),
+        }
+    }
+}
+
+async fn act(cx: &Cx, h: &HostCtx, a: &HostAction) -> Result<String, Errno> {
+    let m = h.mappings.iter().find(|m| m.name == a.mapping()).expect("validated mapping");
+    let page = |off: u64| m.base + off * PAGE_SIZE;
+    Ok(match a {
+        HostAction::Write { offset, size, value, .. } => {
+            user_access(cx, &h.mm, m.base + offset, *size, Some(*value), true).await?;
+            format!("store {value:#x} at {}+{offset:#x}", m.name)
+        }
+        HostAction::Read { offset, size, .. } => {
+            let v = user_access(cx, &h.mm, m.base + offset, *size, None, true).await?;
+            format!("load {}+{offset:#x} = {v:#x}", m.name)
+        }
+        HostAction::MadviseDontneed { offset, pages, .. } => {
+            sys_madvise_dontneed(cx, &h.mm, page(*offset), pages * PAGE_SIZE).await?;
+            "madvise(MADV_DONTNEED) done".into()
+        }
+        HostAction::Mprotect { offset, pages, read, write, .. } => {
+            sys_mprotect(cx, &h.mm, page(*offset), pages * PAGE_SIZE, *read, *write).await?;
+            "mprotect done".into()
+        }
+        HostAction::Munmap { offset, pages, .. } => {
+            sys_munmap(cx, &h.mm, page(*offset), pages * PAGE_SIZE).await?;
+            "munmap done".into()
+        }
+        HostAction::MmapAnon { offset, pages, fill, .. } => {
+            let args = MmapArgs::anon(&format!("{} (new anon)", m.name), page(*offset), *pages, VmFlags::VM_READ | VmFlags::VM_WRITE);
+            sys_mmap(cx, &h.mm, args).await?;
+            if let Some(f) = fill {
+                for i in 0..*pages {
+                    let a = page(offset + i);
+                    user_access(cx, &h.mm, a, 4, Some(u64::from(*f)), true).await?;
+                    if let Some(pte) = h.mm.pte(a) {
+                        cx.access(h.frames.obj(pte.pfn), Access::Write, "memset").await;
+                        h.frames.fill(pte.pfn, *f);
+                    }
+                }
+            }
+            "mmap(MAP_FIXED) of fresh anon done".into()
+        }
+        HostAction::DeviceReset { .. } => {
+            match &m.backend {
+                Backend::Vgpu(d) => d.reset(cx).await,
+                Backend::Vfio(d) => d.reset(cx).await,
+                _ => unreachable!("validated: reset needs a device"),
+            }
+            "device reset done".into()
+        }
+        HostAction::Evict { .. } => {
+            let Backend::Ttm(d) = &m.backend else { unreachable!("validated: evict needs ttm") };
+            d.evict(cx).await;
+            "buffer object evicted".into()
+        }
+    })
+}
+
+/// One host thread: its steps in order, each waiting for the guest point it is sequenced
+/// after.
+pub(crate) async fn run_host_thread(cx: Cx, h: HostCtx, steps: Vec<(usize, HostAction)>) {
+    for (j, a) in steps {
+        if !h.seq.step_ready(j) {
+            let s = h.seq.clone();
+            cx.wait_until(h.seq.obj, "guest reaches the step's point", move || s.step_ready(j)).await;
+        }
+        let r = act(&cx, &h, &a).await;
+        match r {
+            Ok(t) => cx.emit(t),
+            Err(e) => cx.emit(format!("{a:?} failed: {e}")),
+        }
+        cx.access(h.seq.obj, Access::Write, "step done").await;
+        h.seq.step_done(j);
+    }
+    super::build::finished(&cx, h.seq.obj, &h.running).await;
+}

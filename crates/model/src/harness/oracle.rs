@@ -1,0 +1,237 @@
+//! Safety oracles, checked after every step. Each looks only at model state (frames, host
+//! page tables, SPTEs, pins, device logs), never at how the state was reached, so a
+//! violation is found by exploring, not by recognising a scenario.
+
+use super::build::{Backend, Sys};
+use crate::mm::{VmFlags, PAGE_SHIFT};
+use std::fmt;
+
+/// The oracles, by name.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Oracle {
+    NoHostBug,
+    NoDeadlock,
+    RefcountSane,
+    NoFreedFrame,
+    NoWriteEscalation,
+    RightFrame,
+    NoStaleSpte,
+    GuestCoherent,
+    FirstAccessTrapped,
+}
+
+impl Oracle {
+    pub const ALL: [Oracle; 9] = [
+        Oracle::NoHostBug,
+        Oracle::NoDeadlock,
+        Oracle::RefcountSane,
+        Oracle::NoFreedFrame,
+        Oracle::NoWriteEscalation,
+        Oracle::RightFrame,
+        Oracle::NoStaleSpte,
+        Oracle::GuestCoherent,
+        Oracle::FirstAccessTrapped,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Oracle::NoHostBug => "no-host-bug",
+            Oracle::NoDeadlock => "no-deadlock",
+            Oracle::RefcountSane => "refcount-sane",
+            Oracle::NoFreedFrame => "no-freed-frame",
+            Oracle::NoWriteEscalation => "no-write-escalation",
+            Oracle::RightFrame => "right-frame",
+            Oracle::NoStaleSpte => "no-stale-spte",
+            Oracle::GuestCoherent => "guest-coherent",
+            Oracle::FirstAccessTrapped => "first-access-trapped",
+        }
+    }
+
+    pub fn summary(self) -> &'static str {
+        match self {
+            Oracle::NoHostBug => "the host kernel never hits BUG()",
+            Oracle::NoDeadlock => "the run never ends with threads blocked forever",
+            Oracle::RefcountSane => "no get on a zero refcount, no put below zero, every KVM reference released",
+            Oracle::NoFreedFrame => "no SPTE or pinned map reaches a frame that was freed or now belongs to someone else",
+            Oracle::NoWriteEscalation => "a writable SPTE implies a writable host PTE, VM_WRITE and a writable memslot",
+            Oracle::RightFrame => "an installed SPTE maps a pfn the host page table held for that hva during the fault",
+            Oracle::NoStaleSpte => "after an invalidation ends, no SPTE from an older lookup maps anything but the host's translation",
+            Oracle::GuestCoherent => "a guest read returns the current content of the frame the host maps there",
+            Oracle::FirstAccessTrapped => "on trap-on-first-access memory the device saw the access before the guest got a mapping",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Oracle> {
+        Oracle::ALL.into_iter().find(|o| o.name() == s)
+    }
+}
+
+impl fmt::Display for Oracle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One violation: which oracle, at which step, and what exactly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub oracle: Oracle,
+    pub step: u64,
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "step {}: {}: {}", self.step, self.oracle, self.detail)
+    }
+}
+
+/// Incremental oracle state for one run.
+#[derive(Default)]
+pub struct Checker {
+    anomalies_seen: usize,
+    installs_seen: usize,
+    reported: Vec<(Oracle, String)>,
+    pub violations: Vec<Violation>,
+}
+
+impl Checker {
+    fn report(&mut self, oracle: Oracle, step: u64, detail: String) {
+        // One report per (oracle, subject): a stale SPTE stays stale for many steps.
+        let key = (oracle, detail.clone());
+        if self.reported.contains(&key) {
+            return;
+        }
+        self.reported.push(key);
+        self.violations.push(Violation { oracle, step, detail });
+    }
+
+    /// Check every step-local invariant. `step` is the step just taken.
+    pub fn check_step(&mut self, sys: &Sys, step: u64) {
+        self.refcounts(sys, step);
+        self.frames_alive(sys, step);
+        self.write_escalation(sys, step);
+        self.new_installs(sys, step);
+        self.stale(sys, step);
+        self.coherent(sys, step);
+    }
+
+    /// End-of-run invariants (after every actor finished).
+    pub fn check_end(&mut self, sys: &Sys, step: u64) {
+        for (pfn, n) in sys.kvm.outstanding_refs() {
+            self.report(Oracle::RefcountSane, step, format!("KVM still holds {n} reference(s) on {pfn} at teardown"));
+        }
+    }
+
+    fn refcounts(&mut self, sys: &Sys, step: u64) {
+        let a = sys.frames.anomalies();
+        for x in &a[self.anomalies_seen..] {
+            self.report(Oracle::RefcountSane, step, format!("{} by {}: {}", x.pfn, x.actor, x.what));
+        }
+        self.anomalies_seen = a.len();
+    }
+
+    fn frame_problem(sys: &Sys, pfn: crate::mm::Pfn, generation: u32, owner: &Option<crate::mm::Owner>) -> Option<String> {
+        if !sys.frames.pfn_valid(pfn) {
+            return None;
+        }
+        match sys.frames.owner(pfn) {
+            None => Some(format!("{pfn} is free")),
+            Some(now) if sys.frames.generation(pfn) != generation || Some(&now) != owner.as_ref() => {
+                Some(format!("{pfn} was freed and now belongs to {now}"))
+            }
+            _ => None,
+        }
+    }
+
+    fn frames_alive(&mut self, sys: &Sys, step: u64) {
+        for (gfn, s) in sys.kvm.sptes() {
+            if let Some(p) = Self::frame_problem(sys, s.pfn, s.generation, &s.owner) {
+                self.report(Oracle::NoFreedFrame, step, format!("SPTE for gfn {gfn:#x} maps {p}"));
+            }
+        }
+        for m in sys.kvm.pins() {
+            if let Some(p) = Self::frame_problem(sys, m.pfn, m.generation, &m.owner) {
+                self.report(Oracle::NoFreedFrame, step, format!("kvm_vcpu_map of gfn {:#x} maps {p}", m.gfn));
+            }
+        }
+    }
+
+    fn write_escalation(&mut self, sys: &Sys, step: u64) {
+        for (gfn, s) in sys.kvm.sptes() {
+            if !s.write {
+                continue;
+            }
+            let why = match (sys.mm.pte(s.hva), sys.mm.vma_lookup(s.hva), sys.kvm.gfn_to_memslot(gfn)) {
+                (_, _, Some(slot)) if slot.readonly => Some("the memslot is KVM_MEM_READONLY".to_string()),
+                (_, None, _) => Some("no vma maps the hva".to_string()),
+                (_, Some(v), _) if !v.flags().contains(VmFlags::VM_WRITE) => Some(format!("{} lacks VM_WRITE", v.name)),
+                (None, _, _) => Some("the host PTE is not present".to_string()),
+                (Some(p), _, _) if !p.write || p.protnone => Some(format!("the host PTE ({}) is read-only", p.pfn)),
+                _ => None,
+            };
+            if let Some(why) = why {
+                self.report(Oracle::NoWriteEscalation, step, format!("writable SPTE for gfn {gfn:#x} ({}) but {why}", s.pfn));
+            }
+        }
+    }
+
+    fn new_installs(&mut self, sys: &Sys, step: u64) {
+        let installs = sys.kvm.installs();
+        for (gfn, s) in &installs[self.installs_seen..] {
+            let seen = sys.mm.pfns_since(s.hva, s.fault_start);
+            if !seen.contains(&s.pfn) {
+                let host = if seen.is_empty() {
+                    "no host PTE at all".to_string()
+                } else {
+                    seen.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+                };
+                self.report(Oracle::RightFrame, step, format!("SPTE for gfn {gfn:#x} maps {} but the host page table held {host} for hva {:#x}", s.pfn, s.hva));
+            }
+            for m in &sys.mappings {
+                let page = (s.hva.wrapping_sub(m.base)) >> PAGE_SHIFT;
+                if s.hva < m.base || page >= m.pages {
+                    continue;
+                }
+                let trapped = match &m.backend {
+                    Backend::Vgpu(d) => Some(d.first_access(page).is_some()),
+                    Backend::Userfault(u) => Some(u.first_access(page).is_some()),
+                    _ => None,
+                };
+                if trapped == Some(false) {
+                    self.report(Oracle::FirstAccessTrapped, step, format!("SPTE for gfn {gfn:#x} installed before {} saw any access to page {page}", m.name));
+                }
+            }
+        }
+        self.installs_seen = installs.len();
+    }
+
+    fn stale(&mut self, sys: &Sys, step: u64) {
+        let (in_progress, range) = sys.kvm.invalidation();
+        for (gfn, s) in sys.kvm.sptes() {
+            if in_progress > 0 && range.is_none_or(|(a, b)| a <= gfn && gfn < b) {
+                continue;
+            }
+            if !sys.kvm.invalidated_since(gfn, s.fault_start) {
+                continue;
+            }
+            let host = sys.mm.pte(s.hva).filter(|p| !p.protnone).map(|p| p.pfn);
+            if host != Some(s.pfn) {
+                let now = host.map_or("nothing".to_string(), |p| p.to_string());
+                self.report(Oracle::NoStaleSpte, step, format!("SPTE for gfn {gfn:#x} maps {} after an invalidation ended; the host maps {now}", s.pfn));
+            }
+        }
+    }
+
+    fn coherent(&mut self, sys: &Sys, step: u64) {
+        for v in &sys.vcpus {
+            let Some(r) = v.last_spte_read.take() else { continue };
+            let host = sys.mm.pte(r.hva).filter(|p| !p.protnone);
+            let expect = host.and_then(|p| sys.frames.read(p.pfn, r.hva % crate::mm::PAGE_SIZE, r.size));
+            if expect != Some(r.value) {
+                let what = expect.map_or("the host maps nothing there".to_string(), |e| format!("the host's frame holds {e:#x}"));
+                self.report(Oracle::GuestCoherent, step, format!("vcpu{} read {:#x} from gpa {:#x}; {what}", v.id, r.value, r.gpa));
+            }
+        }
+    }
+}

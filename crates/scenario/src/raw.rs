@@ -1,0 +1,124 @@
+//! The file format as serde reads it, with spans on everything validated later.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScenario {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub description: String,
+    /// Why real KVM cannot run this scenario.
+    #[serde(default)]
+    pub probe_skip: Option<String>,
+    #[serde(default)]
+    pub allow_unsafe_mappings: bool,
+    #[serde(default, rename = "mapping")]
+    pub mappings: Vec<Spanned<RawMapping>>,
+    #[serde(default, rename = "memslot")]
+    pub memslots: Vec<Spanned<RawMemslot>>,
+    #[serde(default, rename = "vcpu")]
+    pub vcpus: Vec<RawVcpu>,
+    #[serde(default, rename = "nested_map")]
+    pub nested: Vec<Spanned<RawNested>>,
+    #[serde(default, rename = "host")]
+    pub host: Vec<Spanned<RawHost>>,
+    #[serde(default)]
+    pub expect: BTreeMap<String, RawExpect>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMapping {
+    pub name: Spanned<String>,
+    pub backing: Spanned<String>,
+    pub pages: Spanned<u64>,
+    #[serde(default)]
+    pub prot: Option<Spanned<String>>,
+    #[serde(default)]
+    pub fill: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub touch: Vec<Spanned<u64>>,
+    #[serde(default)]
+    pub region_index: u64,
+    #[serde(default)]
+    pub fault_retry: bool,
+    #[serde(default)]
+    pub insert_mixed: bool,
+    #[serde(default)]
+    pub user_mode_only: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMemslot {
+    pub slot: u32,
+    pub gpa: Spanned<u64>,
+    pub mapping: Spanned<String>,
+    #[serde(default)]
+    pub offset: u64,
+    pub pages: Spanned<u64>,
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVcpu {
+    pub program: Vec<Spanned<RawOp>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOp {
+    #[serde(default)]
+    pub read: Option<u64>,
+    #[serde(default)]
+    pub write: Option<u64>,
+    #[serde(default)]
+    pub value: Option<u64>,
+    #[serde(default)]
+    pub size: Option<u8>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNested {
+    pub gpa: u64,
+    #[serde(default)]
+    pub rounds: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHost {
+    #[serde(default)]
+    pub thread: Option<String>,
+    #[serde(default)]
+    pub after: Option<Spanned<String>>,
+    pub action: Spanned<String>,
+    pub mapping: Spanned<String>,
+    #[serde(default)]
+    pub offset: Option<u64>,
+    #[serde(default)]
+    pub pages: Option<u64>,
+    #[serde(default)]
+    pub prot: Option<Spanned<String>>,
+    #[serde(default)]
+    pub value: Option<u64>,
+    #[serde(default)]
+    pub size: Option<u8>,
+    #[serde(default)]
+    pub fill: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExpect {
+    #[serde(default)]
+    pub violations: Vec<String>,
+    #[serde(default)]
+    pub outcome: Option<String>,
+}

@@ -1,0 +1,196 @@
+//! The validated scenario.
+
+use std::collections::BTreeMap;
+
+/// What backs a host mapping.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Backing {
+    /// `MAP_PRIVATE|MAP_ANONYMOUS`.
+    AnonPrivate,
+    /// `MAP_SHARED|MAP_ANONYMOUS` (shmem).
+    AnonShared,
+    /// `memfd_create` + `MAP_SHARED`.
+    Memfd,
+    /// A regular file, `MAP_PRIVATE`.
+    FilePrivate,
+    /// A regular file, `MAP_SHARED`.
+    FileShared,
+    /// The process's `[vvar]` (`VM_IO|VM_PFNMAP`, filled by `vmf_insert_pfn`).
+    Vvar,
+    /// Private anonymous memory registered with userfaultfd (MISSING), with a handler
+    /// thread that records each first access and fills the page.
+    Userfault,
+    /// A range that was munmapped after the memslot was created.
+    Hole,
+    /// `PROT_NONE` anonymous memory.
+    ProtNone,
+    /// Model only: mdev vGPU BAR, first access trapped, `remap_pfn_range` on fault.
+    VgpuBar,
+    /// Model only: vfio-pci BAR of MMIO frames, `vmf_insert_pfn` on fault.
+    VfioBar,
+    /// Model only: usbfs coherent buffer, eager `remap_pfn_range`, tail page refcount 0.
+    Usbfs,
+    /// Model only: TTM buffer object of non-compound high-order pages.
+    Ttm,
+    /// Model only: `VM_MIXEDMAP` driver inserting refcounted pages (`vm_insert_page`).
+    Mixedmap,
+}
+
+impl Backing {
+    pub const ALL: [(Backing, &'static str, &'static str); 14] = [
+        (Backing::AnonPrivate, "anon-private", "MAP_PRIVATE|MAP_ANONYMOUS memory"),
+        (Backing::AnonShared, "anon-shared", "MAP_SHARED|MAP_ANONYMOUS memory (shmem)"),
+        (Backing::Memfd, "memfd", "memfd_create + MAP_SHARED"),
+        (Backing::FilePrivate, "file-private", "a regular file mapped MAP_PRIVATE"),
+        (Backing::FileShared, "file-shared", "a regular file mapped MAP_SHARED"),
+        (Backing::Vvar, "vvar", "the process's [vvar] (VM_IO|VM_PFNMAP, vmf_insert_pfn, read-only)"),
+        (Backing::Userfault, "userfault", "private anon registered with userfaultfd MISSING + handler thread"),
+        (Backing::Hole, "hole", "munmapped after the memslot was set"),
+        (Backing::ProtNone, "prot-none", "PROT_NONE anonymous memory"),
+        (Backing::VgpuBar, "vgpu-bar", "model only: mdev vGPU BAR, first access trapped, remap_pfn_range on fault"),
+        (Backing::VfioBar, "vfio-bar", "model only: vfio-pci BAR of MMIO frames, vmf_insert_pfn on fault"),
+        (Backing::Usbfs, "usbfs", "model only: usbfs coherent buffer, tail page has refcount 0"),
+        (Backing::Ttm, "ttm", "model only: TTM buffer object of non-compound high-order pages"),
+        (Backing::Mixedmap, "mixedmap", "model only: VM_MIXEDMAP driver using vm_insert_page"),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Backing::ALL.iter().find(|b| b.0 == self).map_or("?", |b| b.1)
+    }
+
+    pub fn from_name(s: &str) -> Option<Backing> {
+        Backing::ALL.iter().find(|b| b.1 == s).map(|b| b.0)
+    }
+
+    /// Whether real KVM can run it (the model-only drivers cannot).
+    pub fn realizable(self) -> bool {
+        !matches!(self, Backing::VgpuBar | Backing::VfioBar | Backing::Usbfs | Backing::Ttm | Backing::Mixedmap)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub name: String,
+    pub backing: Backing,
+    pub pages: u64,
+    pub read: bool,
+    pub write: bool,
+    /// Initial content: every 32-bit word of every page (default 0).
+    pub fill: Option<u32>,
+    /// Pages the host touches (reads) before the guest runs (e.g. vvar page 0 after
+    /// `clock_gettime`).
+    pub touch: Vec<u64>,
+    /// Driver options.
+    pub region_index: u64,
+    /// vGPU: the fault handler must sleep (drops the mmap lock, `VM_FAULT_RETRY`).
+    pub fault_retry: bool,
+    /// mixedmap: fault with `vmf_insert_mixed` (special PTEs) instead of `vm_insert_page`.
+    pub insert_mixed: bool,
+    /// userfault: `UFFD_USER_MODE_ONLY`.
+    pub user_mode_only: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Memslot {
+    pub slot: u32,
+    pub gpa: u64,
+    pub mapping: String,
+    pub offset: u64,
+    pub pages: u64,
+    pub readonly: bool,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum GuestOp {
+    Read { gpa: u64, size: u8 },
+    Write { gpa: u64, size: u8, value: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vcpu {
+    pub program: Vec<GuestOp>,
+}
+
+/// A `kvm_vcpu_map`-style pinned access (nested virtualization).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NestedMap {
+    pub gpa: u64,
+    pub rounds: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostAction {
+    /// A host thread's store through its own mapping.
+    Write { mapping: String, offset: u64, size: u8, value: u64 },
+    /// A host thread's load (populates the host PTE).
+    Read { mapping: String, offset: u64, size: u8 },
+    MadviseDontneed { mapping: String, offset: u64, pages: u64 },
+    Mprotect { mapping: String, offset: u64, pages: u64, read: bool, write: bool },
+    Munmap { mapping: String, offset: u64, pages: u64 },
+    /// `mmap(MAP_FIXED)` of fresh private anonymous memory over the range.
+    MmapAnon { mapping: String, offset: u64, pages: u64, fill: Option<u32> },
+    /// Device reset / memory disable: the driver zaps its mappings and frees its pages.
+    DeviceReset { mapping: String },
+    /// TTM eviction of the buffer object.
+    Evict { mapping: String },
+}
+
+impl HostAction {
+    pub fn mapping(&self) -> &str {
+        match self {
+            HostAction::Write { mapping, .. }
+            | HostAction::Read { mapping, .. }
+            | HostAction::MadviseDontneed { mapping, .. }
+            | HostAction::Mprotect { mapping, .. }
+            | HostAction::Munmap { mapping, .. }
+            | HostAction::MmapAnon { mapping, .. }
+            | HostAction::DeviceReset { mapping }
+            | HostAction::Evict { mapping } => mapping,
+        }
+    }
+
+    /// Whether a VMM process can do this on real KVM.
+    pub fn realizable(&self) -> bool {
+        !matches!(self, HostAction::DeviceReset { .. } | HostAction::Evict { .. })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostStep {
+    /// Host thread name; steps of one thread run in file order.
+    pub thread: String,
+    /// Run after this vCPU access's first attempt (vcpu index, access index); `None` races.
+    pub after: Option<(usize, usize)>,
+    pub action: HostAction,
+}
+
+/// What a (scenario, policy) cell is expected to show.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Expect {
+    /// Exactly these oracles are violated (empty: none).
+    pub violations: Vec<String>,
+    /// Optional headline outcome (`EFAULT`, `refused`, `ok`, ...).
+    pub outcome: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    /// Why real KVM cannot run it, if it cannot.
+    pub probe_skip: Option<String>,
+    pub allow_unsafe_mappings: bool,
+    pub mappings: Vec<Mapping>,
+    pub memslots: Vec<Memslot>,
+    pub vcpus: Vec<Vcpu>,
+    pub nested: Vec<NestedMap>,
+    pub host: Vec<HostStep>,
+    /// Keyed by policy name (`linux-4.8`).
+    pub expect: BTreeMap<String, Expect>,
+}
+
+impl Scenario {
+    pub fn mapping(&self, name: &str) -> Option<&Mapping> {
+        self.mappings.iter().find(|m| m.name == name)
+    }
+}

@@ -1,0 +1,313 @@
+//! Semantic checks: every reference resolves, every address lands somewhere sensible.
+
+use crate::error::ScenarioError;
+use crate::raw::*;
+use crate::types::*;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+/// Oracle names a scenario may expect (kept in sync with the model's oracles by a test).
+pub const ORACLES: [&str; 9] = [
+    "no-host-bug",
+    "no-deadlock",
+    "refcount-sane",
+    "no-freed-frame",
+    "no-write-escalation",
+    "right-frame",
+    "no-stale-spte",
+    "guest-coherent",
+    "first-access-trapped",
+];
+
+/// Policy names a scenario may set expectations for.
+pub const POLICIES: [&str; 5] = ["linux-4.7", "linux-4.8", "linux-5.12", "linux-5.13", "linux-6.13"];
+
+/// Headline outcomes a cell can show.
+pub const OUTCOMES: [&str; 6] = ["ok", "EFAULT", "MMIO", "refused", "BUG", "DEADLOCK"];
+
+struct Cx<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Cx<'_> {
+    fn err<T>(&self, span: std::ops::Range<usize>, msg: impl Into<String>) -> Result<T, ScenarioError> {
+        Err(ScenarioError::at(self.file, self.text, span, msg))
+    }
+
+    fn key_span(&self, key: &str) -> std::ops::Range<usize> {
+        let start = self.text.find("[expect]").unwrap_or(0);
+        let at = self.text[start..].find(key).map_or(start, |i| start + i);
+        at..at + key.len()
+    }
+}
+
+fn prot(cx: &Cx, p: &Option<Spanned<String>>, default: (bool, bool)) -> Result<(bool, bool), ScenarioError> {
+    let Some(p) = p else { return Ok(default) };
+    match p.get_ref().as_str() {
+        "rw" => Ok((true, true)),
+        "r" => Ok((true, false)),
+        "none" => Ok((false, false)),
+        other => cx.err(p.span(), format!("prot must be \"r\", \"rw\" or \"none\", not {other:?}")),
+    }
+}
+
+fn fill(cx: &Cx, f: &Option<Spanned<u64>>) -> Result<Option<u32>, ScenarioError> {
+    match f {
+        None => Ok(None),
+        Some(f) if *f.get_ref() > u64::from(u32::MAX) => cx.err(f.span(), "fill is a 32-bit pattern"),
+        Some(f) => Ok(Some(*f.get_ref() as u32)),
+    }
+}
+
+pub(crate) fn validate(file: &str, text: &str, raw: RawScenario) -> Result<Scenario, ScenarioError> {
+    let cx = Cx { file, text };
+    if raw.name.get_ref().trim().is_empty() {
+        return cx.err(raw.name.span(), "name must not be empty");
+    }
+    let mut mappings: Vec<Mapping> = Vec::new();
+    for m in &raw.mappings {
+        let span = m.span();
+        let m = m.get_ref();
+        let name = m.name.get_ref().clone();
+        if mappings.iter().any(|x| x.name == name) {
+            return cx.err(m.name.span(), format!("mapping {name:?} defined twice"));
+        }
+        let Some(backing) = Backing::from_name(m.backing.get_ref()) else {
+            let names: Vec<&str> = Backing::ALL.iter().map(|b| b.1).collect();
+            return cx.err(m.backing.span(), format!("unknown backing {:?}; expected one of {}", m.backing.get_ref(), names.join(", ")));
+        };
+        let pages = *m.pages.get_ref();
+        if pages == 0 || pages > 64 {
+            return cx.err(m.pages.span(), "pages must be between 1 and 64");
+        }
+        let default = match backing {
+            Backing::Vvar => (true, false),
+            Backing::ProtNone => (false, false),
+            _ => (true, true),
+        };
+        let (read, write) = prot(&cx, &m.prot, default)?;
+        if backing == Backing::Vvar && write {
+            return cx.err(span, "[vvar] is read-only: prot must be \"r\"");
+        }
+        if backing == Backing::Vvar && pages > 4 {
+            return cx.err(m.pages.span(), "[vvar] has 4 pages");
+        }
+        for t in &m.touch {
+            if *t.get_ref() >= pages {
+                return cx.err(t.span(), format!("touch page {} is outside the {pages}-page mapping", t.get_ref()));
+            }
+        }
+        mappings.push(Mapping {
+            name,
+            backing,
+            pages,
+            read,
+            write,
+            fill: fill(&cx, &m.fill)?,
+            touch: m.touch.iter().map(|t| *t.get_ref()).collect(),
+            region_index: m.region_index,
+            fault_retry: m.fault_retry,
+            insert_mixed: m.insert_mixed,
+            user_mode_only: m.user_mode_only,
+        });
+    }
+    let find = |s: &Spanned<String>| -> Result<&Mapping, ScenarioError> {
+        mappings
+            .iter()
+            .find(|m| &m.name == s.get_ref())
+            .map_or_else(|| cx.err(s.span(), format!("no mapping named {:?}", s.get_ref())), Ok)
+    };
+    let mut memslots: Vec<Memslot> = Vec::new();
+    for s in &raw.memslots {
+        let s = s.get_ref();
+        let m = find(&s.mapping)?;
+        let gpa = *s.gpa.get_ref();
+        let pages = *s.pages.get_ref();
+        if gpa % 4096 != 0 {
+            return cx.err(s.gpa.span(), "gpa must be page-aligned");
+        }
+        if !(0x10000..0x1C0000).contains(&gpa) || gpa + pages * 4096 > 0x1C0000 {
+            return cx.err(s.gpa.span(), "memslots must lie in guest-physical 0x10000..0x1C0000 (the probe's guest layout owns the rest)");
+        }
+        if pages == 0 || s.offset + pages > m.pages {
+            return cx.err(s.pages.span(), format!("slot covers pages {}..{} of a {}-page mapping", s.offset, s.offset + pages, m.pages));
+        }
+        if let Some(o) = memslots.iter().find(|o| gpa < o.gpa + o.pages * 4096 && o.gpa < gpa + pages * 4096) {
+            return cx.err(s.gpa.span(), format!("overlaps memslot {}", o.slot));
+        }
+        if memslots.iter().any(|o| o.slot == s.slot) {
+            return cx.err(s.gpa.span(), format!("slot id {} used twice", s.slot));
+        }
+        memslots.push(Memslot {
+            slot: s.slot,
+            gpa,
+            mapping: m.name.clone(),
+            offset: s.offset,
+            pages,
+            readonly: s.readonly,
+        });
+    }
+    let mut vcpus = Vec::new();
+    for v in &raw.vcpus {
+        let mut program = Vec::new();
+        for op in &v.program {
+            let span = op.span();
+            let o = op.get_ref();
+            let size = o.size.unwrap_or(4);
+            if ![1, 2, 4, 8].contains(&size) {
+                return cx.err(span, "size must be 1, 2, 4 or 8");
+            }
+            let op = match (o.read, o.write, o.value) {
+                (Some(gpa), None, None) => GuestOp::Read { gpa, size },
+                (None, Some(gpa), Some(value)) => {
+                    if size < 8 && value >> (size * 8) != 0 {
+                        return cx.err(span, format!("value {value:#x} does not fit in {size} bytes"));
+                    }
+                    GuestOp::Write { gpa, size, value }
+                }
+                (None, Some(_), None) => return cx.err(span, "a write needs a value"),
+                _ => return cx.err(span, "an access is { read = GPA } or { write = GPA, value = V }"),
+            };
+            let gpa = match op {
+                GuestOp::Read { gpa, .. } | GuestOp::Write { gpa, .. } => gpa,
+            };
+            if gpa % 4096 + u64::from(size) > 4096 || gpa % u64::from(size) != 0 {
+                return cx.err(span, "an access must be naturally aligned");
+            }
+            if !(0x10000..0x1C0000).contains(&gpa) {
+                return cx.err(span, "guest accesses must lie in 0x10000..0x1C0000");
+            }
+            program.push(op);
+        }
+        vcpus.push(Vcpu { program });
+    }
+    let mut nested = Vec::new();
+    for n in &raw.nested {
+        let span = n.span();
+        let n = n.get_ref();
+        if !memslots.iter().any(|s| s.gpa <= n.gpa && n.gpa < s.gpa + s.pages * 4096) {
+            return cx.err(span, format!("nested_map gpa {:#x} is in no memslot", n.gpa));
+        }
+        nested.push(NestedMap {
+            gpa: n.gpa,
+            rounds: n.rounds.unwrap_or(3),
+        });
+    }
+    let mut host = Vec::new();
+    for (j, h) in raw.host.iter().enumerate() {
+        let span = h.span();
+        let h = h.get_ref();
+        let m = find(&h.mapping)?;
+        let after = match &h.after {
+            None => None,
+            Some(a) => Some(parse_after(&cx, a, &vcpus)?),
+        };
+        let offset = h.offset.unwrap_or(0);
+        let pages = h.pages.unwrap_or(m.pages.saturating_sub(offset / 4096));
+        let mapping = m.name.clone();
+        let action = match h.action.get_ref().as_str() {
+            "write" => HostAction::Write {
+                mapping,
+                offset,
+                size: h.size.unwrap_or(4),
+                value: h.value.map_or_else(|| cx.err(span.clone(), "write needs a value"), Ok)?,
+            },
+            "read" => HostAction::Read {
+                mapping,
+                offset,
+                size: h.size.unwrap_or(4),
+            },
+            "madvise-dontneed" => HostAction::MadviseDontneed { mapping, offset, pages },
+            "mprotect" => {
+                let (read, write) = prot(&cx, &h.prot, (true, true))?;
+                HostAction::Mprotect {
+                    mapping,
+                    offset,
+                    pages,
+                    read,
+                    write,
+                }
+            }
+            "munmap" => HostAction::Munmap { mapping, offset, pages },
+            "mmap-anon" => HostAction::MmapAnon {
+                mapping,
+                offset,
+                pages,
+                fill: h.fill.map(|f| f as u32),
+            },
+            "device-reset" => HostAction::DeviceReset { mapping },
+            "evict" => HostAction::Evict { mapping },
+            other => {
+                return cx.err(
+                    h.action.span(),
+                    format!("unknown action {other:?}; expected write, read, madvise-dontneed, mprotect, munmap, mmap-anon, device-reset or evict"),
+                )
+            }
+        };
+        let in_pages = |off_pages: u64, n: u64| off_pages + n <= m.pages;
+        let ok = match &action {
+            HostAction::Write { offset, size, .. } | HostAction::Read { offset, size, .. } => offset + u64::from(*size) <= m.pages * 4096,
+            HostAction::MadviseDontneed { offset, pages, .. } | HostAction::Mprotect { offset, pages, .. } | HostAction::Munmap { offset, pages, .. } | HostAction::MmapAnon { offset, pages, .. } => *pages > 0 && in_pages(*offset, *pages),
+            HostAction::DeviceReset { .. } => matches!(m.backing, Backing::VgpuBar | Backing::VfioBar),
+            HostAction::Evict { .. } => m.backing == Backing::Ttm,
+        };
+        if !ok {
+            return cx.err(span, format!("action {:?} does not fit mapping {:?} ({}, {} pages); offsets of madvise/mprotect/munmap/mmap-anon are in pages, of read/write in bytes", h.action.get_ref(), m.name, m.backing.name(), m.pages));
+        }
+        host.push(HostStep {
+            thread: h.thread.clone().unwrap_or_else(|| format!("host{j}")),
+            after,
+            action,
+        });
+    }
+    let mut expect = BTreeMap::new();
+    for (k, e) in raw.expect {
+        if !POLICIES.contains(&k.as_str()) {
+            return cx.err(cx.key_span(&k), format!("unknown policy {k:?} in [expect]; expected one of {}", POLICIES.join(", ")));
+        }
+        for v in &e.violations {
+            if !ORACLES.contains(&v.as_str()) {
+                return cx.err(cx.key_span(v), format!("unknown oracle {v:?}; expected one of {}", ORACLES.join(", ")));
+            }
+        }
+        if let Some(o) = &e.outcome {
+            if !OUTCOMES.contains(&o.as_str()) {
+                return cx.err(cx.key_span(o), format!("unknown outcome {o:?}; expected one of {}", OUTCOMES.join(", ")));
+            }
+        }
+        expect.insert(
+            k,
+            Expect {
+                violations: e.violations,
+                outcome: e.outcome,
+            },
+        );
+    }
+    Ok(Scenario {
+        name: raw.name.into_inner(),
+        description: raw.description,
+        probe_skip: raw.probe_skip,
+        allow_unsafe_mappings: raw.allow_unsafe_mappings,
+        mappings,
+        memslots,
+        vcpus,
+        nested,
+        host,
+        expect,
+    })
+}
+
+/// `"vcpu0:2"`: after vCPU 0's access 2 (0-based).
+fn parse_after(cx: &Cx, a: &Spanned<String>, vcpus: &[Vcpu]) -> Result<(usize, usize), ScenarioError> {
+    let s = a.get_ref();
+    let bad = || cx.err(a.span(), format!("after must look like \"vcpu0:2\" (vCPU 0, access 2), not {s:?}"));
+    let Some(rest) = s.strip_prefix("vcpu") else { return bad() };
+    let Some((v, i)) = rest.split_once(':') else { return bad() };
+    let (Ok(v), Ok(i)) = (v.parse::<usize>(), i.parse::<usize>()) else { return bad() };
+    match vcpus.get(v) {
+        None => cx.err(a.span(), format!("there is no vcpu{v}")),
+        Some(p) if i >= p.program.len() => cx.err(a.span(), format!("vcpu{v} has only {} accesses", p.program.len())),
+        Some(_) => Ok((v, i)),
+    }
+}

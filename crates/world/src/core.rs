@@ -48,7 +48,8 @@ impl Core {
 
     pub fn emit(&self, actor: ActorId, text: String) {
         let funcs = self.funcs.borrow();
-        let stack = &funcs[actor];
+        let empty = Vec::new();
+        let stack = funcs.get(actor).unwrap_or(&empty);
         let func = stack.last().copied().unwrap_or("");
         self.trace.borrow_mut().entries.push(TraceEntry {
             step: self.step.get(),
@@ -100,7 +101,7 @@ impl Cx {
 
     /// This actor's name (`vcpu0`, `host`, ...).
     pub fn name(&self) -> String {
-        self.core.names.borrow()[self.me].clone()
+        self.core.names.borrow().get(self.me).cloned().unwrap_or_else(|| "setup".to_string())
     }
 
     /// Number of steps taken so far in this run.
@@ -140,6 +141,7 @@ impl Cx {
     }
 
     /// Which mode this actor holds `l` in, if any (`lockdep_assert_held`).
+    /// Setup code (no actor) holds nothing.
     pub fn holds(&self, l: LockId) -> Option<LockMode> {
         self.core.locks.borrow()[l.0 .0 as usize].as_ref().and_then(|s| s.holds(self.me))
     }
@@ -158,7 +160,9 @@ impl Cx {
 
     /// Enter a kernel function: trace lines until the guard drops are attributed to `name`.
     pub fn func(&self, name: &'static str) -> FuncGuard {
-        self.core.funcs.borrow_mut()[self.me].push(name);
+        if let Some(stack) = self.core.funcs.borrow_mut().get_mut(self.me) {
+            stack.push(name);
+        }
         FuncGuard {
             core: self.core.clone(),
             me: self.me,
@@ -197,7 +201,9 @@ pub struct FuncGuard {
 
 impl Drop for FuncGuard {
     fn drop(&mut self) {
-        self.core.funcs.borrow_mut()[self.me].pop();
+        if let Some(stack) = self.core.funcs.borrow_mut().get_mut(self.me) {
+            stack.pop();
+        }
     }
 }
 

@@ -18,11 +18,12 @@
 //! the mmap offset 0, `vm_file` = the device's `address_space`. The driver allocates its
 //! pages (order 0, `Driver("mixedmap")`, refcount 1 held by the driver) at construction.
 //!
-//! Setup: the model's setup phase has no lock and no synchronous way to take the mapping's
-//! page reference, so `InsertPage` is populated from an actor: [`MixedMap::mmap_in`] (the
-//! whole `mmap_region` under the mmap write lock) or [`MixedMap::mmap`] at setup followed by
-//! [`MixedMap::populate`] from an actor (which takes the write lock itself). Until populated
-//! the vma has no PTEs and no `VM_MIXEDMAP`.
+//! Setup for `InsertPage`, three ways: [`MixedMap::mmap_populated`] at setup mirrors the
+//! effect of the `vm_insert_page` loop (flags, normal PTEs, one reference per mapping via
+//! `Frames::get_page_setup`) without running it; [`MixedMap::mmap_in`] runs the whole
+//! `mmap_region` from an actor under the mmap write lock; [`MixedMap::mmap`] at setup
+//! followed by [`MixedMap::populate`] from an actor (which takes the write lock itself) —
+//! until populated that vma has no PTEs and no `VM_MIXEDMAP`.
 //!
 //! Simplifications: one mapping per driver object; no `->page_mkwrite`/dirty tracking.
 
@@ -30,7 +31,7 @@ use super::{check_range, mmap_locked};
 use crate::mm::insert::{vm_insert_page, vmf_insert_mixed};
 use crate::mm::zap::unmap_mapping_pages;
 use crate::mm::{
-    AddressSpace, Errno, FaultResult, Frames, Hva, LocalBoxFuture, Mm, MmapArgs, Owner, Pfn,
+    AddressSpace, Errno, FaultResult, Frames, Hva, LocalBoxFuture, Mm, MmapArgs, Owner, Pfn, Pte,
     VmFault, VmFaultArgs, VmFlags, VmOps, Vma, EINVAL, ENOMEM, PAGE_SIZE,
 };
 use std::cell::RefCell;
@@ -123,6 +124,28 @@ impl MixedMap {
     pub fn mmap(self: &Rc<Self>, start: Hva) -> Result<Rc<Vma>, Errno> {
         check_range(start, self.pages)?;
         self.mm.mmap(self.args(start))
+    }
+
+    /// `InsertPage` at setup, all at once: the effect of `->mmap`'s `vm_insert_page` loop
+    /// without running it (nothing runs yet, so no lock): `VM_MIXEDMAP` set, every page
+    /// mapped by a normal PTE holding its own reference (`Frames::get_page_setup`). For
+    /// `InsertMixed` this is plain [`Self::mmap`].
+    pub fn mmap_populated(self: &Rc<Self>, start: Hva) -> Result<Rc<Vma>, Errno> {
+        let vma = self.mmap(start)?;
+        if self.mode == Mode::InsertPage {
+            vma.flags.set(vma.flags() | VmFlags::VM_MIXEDMAP);
+            for (i, p) in self.buf.borrow().iter().enumerate() {
+                self.frames.get_page_setup(*p);
+                let pte = Pte {
+                    pfn: *p,
+                    write: vma.page_prot_writable(),
+                    special: false,
+                    protnone: false,
+                };
+                self.mm.set_pte_setup(start + i as u64 * PAGE_SIZE, pte);
+            }
+        }
+        Ok(vma)
     }
 
     async fn insert_all(&self, cx: &Cx, vma: &Rc<Vma>) -> Result<(), Errno> {

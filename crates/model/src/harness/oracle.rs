@@ -5,6 +5,15 @@
 use super::build::{Backend, Sys};
 use crate::mm::{VmFlags, PAGE_SHIFT};
 use std::fmt;
+use std::rc::Rc;
+
+fn describe(pfns: &[crate::mm::Pfn]) -> String {
+    if pfns.is_empty() {
+        "no PTE at all".to_string()
+    } else {
+        pfns.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+    }
+}
 
 /// The oracles, by name.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -91,6 +100,7 @@ impl fmt::Display for Violation {
 pub struct Checker {
     anomalies_seen: usize,
     installs_seen: usize,
+    pins_seen: usize,
     reported: Vec<(Oracle, String)>,
     pub violations: Vec<Violation>,
 }
@@ -162,13 +172,25 @@ impl Checker {
             if !s.write {
                 continue;
             }
-            let why = match (sys.mm.pte(s.hva), sys.mm.vma_lookup(s.hva), sys.kvm.gfn_to_memslot(gfn)) {
-                (_, _, Some(slot)) if slot.readonly => Some("the memslot is KVM_MEM_READONLY".to_string()),
-                (_, None, _) => Some("no vma maps the hva".to_string()),
-                (_, Some(v), _) if !v.flags().contains(VmFlags::VM_WRITE) => Some(format!("{} lacks VM_WRITE", v.name)),
-                (None, _, _) => Some("the host PTE is not present".to_string()),
-                (Some(p), _, _) if !p.write || p.protnone => Some(format!("the host PTE ({}) is read-only", p.pfn)),
-                _ => None,
+            // The host PTE is authoritative; VM_WRITE matters where it is missing or
+            // read-only (mprotect changes vm_flags before it write-protects the PTEs and
+            // fires the notifier, so a writable SPTE over a writable PTE of a vma that just
+            // lost VM_WRITE is the kernel's own transient, not an escalation).
+            let vma = sys.mm.vma_lookup(s.hva);
+            let why = match (sys.mm.pte(s.hva), sys.kvm.gfn_to_memslot(gfn)) {
+                (_, Some(slot)) if slot.readonly => Some("the memslot is KVM_MEM_READONLY".to_string()),
+                (Some(p), _) if p.write && !p.protnone => None,
+                (pte, _) => {
+                    let pte = match pte {
+                        None => "the host PTE is not present".to_string(),
+                        Some(p) => format!("the host PTE ({}) is read-only", p.pfn),
+                    };
+                    Some(match vma {
+                        None => format!("{pte} and no vma maps the hva"),
+                        Some(v) if !v.flags().contains(VmFlags::VM_WRITE) => format!("{pte} and {} lacks VM_WRITE", v.name),
+                        Some(_) => pte,
+                    })
+                }
             };
             if let Some(why) = why {
                 self.report(Oracle::NoWriteEscalation, step, format!("writable SPTE for gfn {gfn:#x} ({}) but {why}", s.pfn));
@@ -181,29 +203,40 @@ impl Checker {
         for (gfn, s) in &installs[self.installs_seen..] {
             let seen = sys.mm.pfns_since(s.hva, s.fault_start);
             if !seen.contains(&s.pfn) {
-                let host = if seen.is_empty() {
-                    "no host PTE at all".to_string()
-                } else {
-                    seen.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
-                };
-                self.report(Oracle::RightFrame, step, format!("SPTE for gfn {gfn:#x} maps {} but the host page table held {host} for hva {:#x}", s.pfn, s.hva));
+                self.report(Oracle::RightFrame, step, format!("SPTE for gfn {gfn:#x} maps {} but the host page table held {} for hva {:#x}", s.pfn, describe(&seen), s.hva));
             }
-            for m in &sys.mappings {
-                let page = (s.hva.wrapping_sub(m.base)) >> PAGE_SHIFT;
-                if s.hva < m.base || page >= m.pages {
-                    continue;
-                }
-                let trapped = match &m.backend {
-                    Backend::Vgpu(d) => Some(d.first_access(page).is_some()),
-                    Backend::Userfault(u) => Some(u.first_access(page).is_some()),
-                    _ => None,
-                };
-                if trapped == Some(false) {
-                    self.report(Oracle::FirstAccessTrapped, step, format!("SPTE for gfn {gfn:#x} installed before {} saw any access to page {page}", m.name));
-                }
+            self.trap_check(sys, step, *gfn, s.hva, "SPTE");
+        }
+        let pins = sys.kvm.pin_log();
+        for m in &pins[self.pins_seen..] {
+            let seen = sys.mm.pfns_since(m.hva, m.fault_start);
+            if !seen.contains(&m.pfn) {
+                self.report(Oracle::RightFrame, step, format!("kvm_vcpu_map of gfn {:#x} maps {} but the host page table held {} for hva {:#x}", m.gfn, m.pfn, describe(&seen), m.hva));
+            }
+            self.trap_check(sys, step, m.gfn, m.hva, "kvm_vcpu_map");
+        }
+        self.pins_seen = pins.len();
+        self.installs_seen = installs.len();
+    }
+
+    /// On trap-on-first-access memory still backed by the trapping device (the vma at the
+    /// hva is the device's), the device must have seen an access to the page.
+    fn trap_check(&mut self, sys: &Sys, step: u64, gfn: u64, hva: crate::mm::Hva, what: &str) {
+        let Some(vma) = sys.mm.vma_lookup(hva) else { return };
+        for m in &sys.mappings {
+            let page = (hva.wrapping_sub(m.base)) >> PAGE_SHIFT;
+            if hva < m.base || page >= m.pages {
+                continue;
+            }
+            let trapped = match &m.backend {
+                Backend::Vgpu(d) if vma.file.as_ref().is_some_and(|f| Rc::ptr_eq(f, &d.mapping)) => d.first_access(page).is_some(),
+                Backend::Userfault(u) if vma.uffd.borrow().as_ref().is_some_and(|x| Rc::ptr_eq(x, &u.uffd)) => u.first_access(page).is_some(),
+                _ => continue,
+            };
+            if !trapped {
+                self.report(Oracle::FirstAccessTrapped, step, format!("{what} for gfn {gfn:#x} installed before {} saw any access to page {page}", m.name));
             }
         }
-        self.installs_seen = installs.len();
     }
 
     fn stale(&mut self, sys: &Sys, step: u64) {

@@ -155,7 +155,7 @@ pub struct CellResult {
     /// Per vCPU access: the distinct outcomes seen across schedules.
     pub outcomes: Vec<Vec<String>>,
     pub nested: Vec<String>,
-    /// `ok`, `EFAULT`, `MMIO`, `refused`, `BUG`, `DEADLOCK`.
+    /// `ok`, `emulated`, `MMIO`, `refused`, `EFAULT`, `BUG`, `DEADLOCK`.
     pub outcome: String,
     pub schedules: usize,
     /// The counterexample run (first violating schedule), else the round-robin run.
@@ -205,6 +205,9 @@ fn headline(runs: &[SingleRun]) -> String {
     }
     if has(&|o| matches!(o, Outcome::MmioRead { .. } | Outcome::MmioWrite { .. })) {
         return "MMIO".into();
+    }
+    if has(&|o| *o == Outcome::Emulated) {
+        return "emulated".into();
     }
     "ok".into()
 }

@@ -48,6 +48,9 @@ pub struct Spte {
 pub struct PinnedMap {
     pub id: u64,
     pub gfn: u64,
+    pub hva: Hva,
+    /// Step at which the lookup started (for the `right-frame` oracle).
+    pub fault_start: u64,
     pub pfn: Pfn,
     pub generation: u32,
     pub owner: Option<Owner>,
@@ -75,6 +78,7 @@ pub struct Kvm {
     /// References KVM took on pages (kvm_get_pfn, GUP) and has not yet dropped.
     refs: RefCell<BTreeMap<Pfn, i64>>,
     pins: RefCell<Vec<PinnedMap>>,
+    pin_log: RefCell<Vec<PinnedMap>>,
     next_pin: Cell<u64>,
     /// Every SPTE ever installed (for the `right-frame` oracle).
     installs: RefCell<Vec<(u64, Spte)>>,
@@ -100,6 +104,7 @@ impl Kvm {
             sptes: RefCell::new(BTreeMap::new()),
             refs: RefCell::new(BTreeMap::new()),
             pins: RefCell::new(Vec::new()),
+            pin_log: RefCell::new(Vec::new()),
             next_pin: Cell::new(0),
             installs: RefCell::new(Vec::new()),
             ended: RefCell::new(Vec::new()),
@@ -251,17 +256,26 @@ impl Kvm {
         self.refs.borrow().iter().filter(|(_, &n)| n != 0).map(|(p, n)| (*p, *n)).collect()
     }
 
-    pub(crate) fn add_pin(&self, gfn: u64, pfn: Pfn) -> u64 {
+    pub(crate) fn add_pin(&self, gfn: u64, pfn: Pfn, hva: Hva, fault_start: u64) -> u64 {
         let id = self.next_pin.get();
         self.next_pin.set(id + 1);
-        self.pins.borrow_mut().push(PinnedMap {
+        let m = PinnedMap {
             id,
             gfn,
+            hva,
+            fault_start,
             pfn,
             generation: self.frames.generation(pfn),
             owner: self.frames.owner(pfn),
-        });
+        };
+        self.pin_log.borrow_mut().push(m.clone());
+        self.pins.borrow_mut().push(m);
         id
+    }
+
+    /// Every pinned map ever made.
+    pub fn pin_log(&self) -> Vec<PinnedMap> {
+        self.pin_log.borrow().clone()
     }
 
     pub(crate) fn remove_pin(&self, id: u64) {

@@ -37,6 +37,8 @@ pub async fn kvm_vcpu_map_access(cx: &Cx, kvm: &Rc<Kvm>, gpa: u64, rounds: usize
     let Some(slot) = kvm.gfn_to_memslot(gfn) else {
         return PinOutcome::Refused("no memslot".into());
     };
+    let fault_start = cx.step();
+    let hva = slot.gfn_to_hva(gfn);
     let l = Lookup {
         slot,
         gfn,
@@ -49,7 +51,7 @@ pub async fn kvm_vcpu_map_access(cx: &Cx, kvm: &Rc<Kvm>, gpa: u64, rounds: usize
         cx.emit(format!("map failed: {}", f.pfn));
         return PinOutcome::Refused(f.pfn.to_string());
     };
-    let id = kvm.add_pin(gfn, pfn);
+    let id = kvm.add_pin(gfn, pfn, hva, fault_start);
     cx.emit(format!("mapped gfn {gfn:#x} -> {pfn} outside MMU-notifier protection"));
     let off = gpa % PAGE_SIZE;
     let mut reads = Vec::new();

@@ -50,6 +50,9 @@ pub enum Outcome {
     Value(u64),
     /// The store completed.
     Done,
+    /// The store completed, emulated by KVM through the host mapping (`RET_PF_EMULATE`): the
+    /// page was not mapped into the guest. The VMM sees no exit.
+    Emulated,
     /// `KVM_EXIT_MMIO` for a load (the VMM supplies 0).
     MmioRead { gpa: u64, len: u8 },
     /// `KVM_EXIT_MMIO` for a store.
@@ -69,6 +72,7 @@ impl fmt::Display for Outcome {
         match self {
             Outcome::Value(v) => write!(f, "{v:#x}"),
             Outcome::Done => f.write_str("done"),
+            Outcome::Emulated => f.write_str("done (emulated)"),
             Outcome::MmioRead { .. } => f.write_str("MMIO read"),
             Outcome::MmioWrite { data, .. } => write!(f, "MMIO write {data:#x}"),
             Outcome::Efault => f.write_str("EFAULT"),
@@ -170,19 +174,23 @@ impl Vcpu {
                 self.records.borrow_mut()[i].attempts.push(o.clone());
                 let first = self.records.borrow()[i].attempts.len() == 1;
                 if first {
-                    if self.seq.has_steps_after(self.id, i) {
-                        // The guest signals the VMM that it reached this point.
+                    let sequenced = self.seq.has_steps_after(self.id, i);
+                    if sequenced {
+                        // The guest exits to the VMM at this point (an MMIO marker, or the
+                        // -EFAULT itself); the VMM runs its host steps before re-entering.
                         cx.access(self.seq.obj, Access::Write, "guest reached point").await;
                     }
                     self.seq.progress.borrow_mut()[self.id] = i + 1;
-                }
-                if o == Outcome::Efault && first && self.seq.has_steps_after(self.id, i) {
-                    // The VMM repairs the mapping, then re-runs the vCPU: the instruction is
-                    // retried.
-                    let (s, v) = (self.seq.clone(), self.id);
-                    cx.emit(format!("KVM_RUN: -EFAULT at access {i}; VMM repairs and re-runs"));
-                    cx.wait_until(self.seq.obj, "host repair", move || s.steps_after_done(v, i)).await;
-                    continue;
+                    if sequenced {
+                        let (s, v) = (self.seq.clone(), self.id);
+                        cx.wait_until(self.seq.obj, "VMM host steps", move || s.steps_after_done(v, i)).await;
+                        if o == Outcome::Efault {
+                            // The VMM repaired the mapping and re-runs the vCPU: the
+                            // faulting instruction is retried.
+                            cx.emit(format!("KVM_RUN: -EFAULT at access {i}; the VMM re-runs the vCPU"));
+                            continue;
+                        }
+                    }
                 }
                 break;
             }
@@ -249,7 +257,7 @@ impl Vcpu {
         }
         let hva = slot.gfn_to_hva(gfn) + gpa % PAGE_SIZE;
         match user_access(cx, &self.kvm.mm, hva, size, Some(value), false).await {
-            Ok(_) => Outcome::Done,
+            Ok(_) => Outcome::Emulated,
             Err(_) => {
                 cx.emit("__copy_to_user failed: emulate as MMIO".into());
                 mmio_exit(op)

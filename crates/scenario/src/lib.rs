@@ -7,12 +7,14 @@
 //! on bad input.
 #![forbid(unsafe_code)]
 
+mod builtin;
 mod error;
 mod raw;
 mod types;
 mod validate;
 pub use validate::{ORACLES, OUTCOMES, POLICIES};
 
+pub use builtin::{builtin, BUILTIN};
 pub use error::ScenarioError;
 pub use types::*;
 

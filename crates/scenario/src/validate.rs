@@ -23,7 +23,7 @@ pub const ORACLES: [&str; 9] = [
 pub const POLICIES: [&str; 5] = ["linux-4.7", "linux-4.8", "linux-5.12", "linux-5.13", "linux-6.13"];
 
 /// Headline outcomes a cell can show.
-pub const OUTCOMES: [&str; 6] = ["ok", "EFAULT", "MMIO", "refused", "BUG", "DEADLOCK"];
+pub const OUTCOMES: [&str; 7] = ["ok", "emulated", "MMIO", "refused", "EFAULT", "BUG", "DEADLOCK"];
 
 struct Cx<'a> {
     file: &'a str,

@@ -490,7 +490,6 @@ fn follow_pfnmap_start_holds_ptl_until_end() {
 /// `follow_pfnmap_start` only tests `pte_present`, so it succeeds (read-only) on a
 /// PFNMAP PTE that mprotect(PROT_NONE) left behind.
 #[test]
-#[ignore = "model bug: follow_pfnmap_start/follow_pte treat a protnone PTE as not present (-EINVAL); x86 pte_present() includes _PAGE_PROTNONE"]
 fn follow_pfnmap_start_succeeds_on_protnone_pte_like_x86() {
     let mut e = env();
     device(&e.mm, "bar0", DEV, 1, pfnmap_flags(), None);

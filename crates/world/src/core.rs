@@ -158,6 +158,13 @@ impl Cx {
         }
     }
 
+    /// [`Cx::emit`] for a fixed text: allocates only when tracing.
+    pub fn emit_str(&self, text: &str) {
+        if self.core.tracing.get() {
+            self.core.emit(self.me, text.to_string());
+        }
+    }
+
     /// Enter a kernel function: trace lines until the guard drops are attributed to `name`.
     pub fn func(&self, name: &'static str) -> FuncGuard {
         if let Some(stack) = self.core.funcs.borrow_mut().get_mut(self.me) {

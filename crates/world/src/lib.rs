@@ -32,3 +32,15 @@ pub use trace::{Trace, TraceEntry};
 
 /// Index of an actor in its world, in spawn order.
 pub type ActorId = usize;
+
+/// Append a formatted trace line for the current actor, formatting only when tracing is on
+/// (scheduling points stay allocation-free in untraced runs).
+#[macro_export]
+macro_rules! emit {
+    ($cx:expr, $($t:tt)*) => {{
+        let cx = &$cx;
+        if cx.tracing() {
+            cx.emit(format!($($t)*));
+        }
+    }};
+}

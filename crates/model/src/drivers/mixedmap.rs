@@ -197,7 +197,7 @@ impl MixedMap {
     async fn fault_impl(&self, cx: &Cx, vmf: &VmFaultArgs) -> FaultResult {
         let _f = cx.func("mixedmap_fault");
         if self.mode == Mode::InsertPage {
-            cx.emit("no ->fault: VM_FAULT_SIGBUS".into());
+            cx.emit_str("no ->fault: VM_FAULT_SIGBUS");
             return FaultResult::ret(VmFault::VM_FAULT_SIGBUS);
         }
         let Some(pfn) = self.pfn_of(vmf.pgoff) else {

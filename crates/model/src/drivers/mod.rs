@@ -128,7 +128,7 @@ impl SleepLock {
         cx.wait_until(self.obj, "dma_resv_lock", move || me.holder.get().is_none())
             .await;
         self.holder.set(Some(cx.me()));
-        cx.emit(format!("lock {}", self.name));
+        world::emit!(cx, "lock {}", self.name);
     }
 
     /// `dma_resv_trylock`: take it if free, else return false at once.
@@ -136,11 +136,11 @@ impl SleepLock {
         cx.access(self.obj, Access::Write, "dma_resv_trylock").await;
         if self.holder.get().is_some() {
             self.failed_trylocks.set(self.failed_trylocks.get() + 1);
-            cx.emit(format!("trylock {} failed", self.name));
+            world::emit!(cx, "trylock {} failed", self.name);
             return false;
         }
         self.holder.set(Some(cx.me()));
-        cx.emit(format!("trylock {}", self.name));
+        world::emit!(cx, "trylock {}", self.name);
         true
     }
 
@@ -151,7 +151,7 @@ impl SleepLock {
             return cx.bug(format!("unlock of {} not held", self.name)).await;
         }
         self.holder.set(None);
-        cx.emit(format!("unlock {}", self.name));
+        world::emit!(cx, "unlock {}", self.name);
     }
 
     /// How many `try_lock`s have failed so far (reads `obj`: wait on it with that object).
@@ -184,7 +184,7 @@ where
     let name = args.name.clone();
     let r = match mm.mmap(args) {
         Ok(vma) => {
-            cx.emit(format!("new vma {name} [{:#x}, {:#x})", vma.start, vma.end));
+            world::emit!(cx, "new vma {name} [{:#x}, {:#x})", vma.start, vma.end);
             match hook(vma.clone()).await {
                 Ok(()) => Ok(vma),
                 Err(e) => Err(e),

@@ -239,7 +239,7 @@ impl Ttm {
             }
             self.swapped.set(true);
             self.evictions.set(self.evictions.get() + 1);
-            cx.emit("object swapped out".into());
+            cx.emit_str("object swapped out");
         }
         self.resv.unlock(cx).await;
     }
@@ -250,7 +250,7 @@ impl Ttm {
         if !self.resv.try_lock(cx).await {
             if vmf.flags.contains(FaultFlags::FAULT_FLAG_ALLOW_RETRY) {
                 if !vmf.flags.contains(FaultFlags::FAULT_FLAG_RETRY_NOWAIT) {
-                    cx.emit("reservation busy: drop mmap_lock, wait for it, VM_FAULT_RETRY".into());
+                    cx.emit_str("reservation busy: drop mmap_lock, wait for it, VM_FAULT_RETRY");
                     vmf.mm.mmap_unlock(cx).await;
                     self.resv.lock(cx).await;
                     self.resv.unlock(cx).await;
@@ -269,10 +269,10 @@ impl Ttm {
         let vma = &vmf.vma;
         let start = self.fake_pgoff();
         if vmf.pgoff < start || vmf.pgoff - start >= self.cfg.pages {
-            cx.emit(format!(
+            world::emit!(cx, 
                 "pgoff {:#x} beyond the object: VM_FAULT_SIGBUS",
                 vmf.pgoff
-            ));
+            );
             return VmFault::VM_FAULT_SIGBUS;
         }
         let mut page = vmf.pgoff - start;
@@ -283,10 +283,10 @@ impl Ttm {
             if self.populate().is_err() {
                 return VmFault::VM_FAULT_OOM;
             }
-            cx.emit(format!(
+            world::emit!(cx, 
                 "repopulated: pages now at {}",
                 self.pfn_of(0).expect("populated")
-            ));
+            );
         }
         let mut addr = vmf.address;
         let mut ret = VmFault::VM_FAULT_NOPAGE;

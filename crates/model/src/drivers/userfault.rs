@@ -116,7 +116,7 @@ impl Userfault {
         cx.access(self.uffd.obj, Access::Write, "signal uffd handler to stop")
             .await;
         self.stop.set(true);
-        cx.emit("uffd handler: stop requested".into());
+        cx.emit_str("uffd handler: stop requested");
     }
 
     /// The handler thread's body. Reads up to `max_msgs` messages; for each, records the
@@ -133,7 +133,7 @@ impl Userfault {
             })
             .await;
             if !self.uffd.has_pending() {
-                cx.emit(format!("stopping after {n} messages"));
+                world::emit!(cx, "stopping after {n} messages");
                 return;
             }
             let msg = self.uffd.read_msg(&cx).await;
@@ -155,12 +155,12 @@ impl Userfault {
                 Err(e) => {
                     // -ENOENT (range unmapped meanwhile) or -ENOMEM: wake so the faulter
                     // retries and sees the new state instead of sleeping forever.
-                    cx.emit(format!("UFFDIO_COPY: {e}; UFFDIO_WAKE"));
+                    world::emit!(cx, "UFFDIO_COPY: {e}; UFFDIO_WAKE");
                     let a = crate::mm::page_align_down(msg.address);
                     self.uffd.wake(&cx, a, a + PAGE_SIZE).await;
                 }
             }
         }
-        cx.emit(format!("handled {max_msgs} messages: exiting"));
+        world::emit!(cx, "handled {max_msgs} messages: exiting");
     }
 }

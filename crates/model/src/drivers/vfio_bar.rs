@@ -212,7 +212,7 @@ impl VfioBar {
         let _f = cx.func("vfio_pci_disable_memory");
         self.zap_and_down_write(cx).await;
         self.memory_enabled.set(false);
-        cx.emit("PCI_COMMAND_MEMORY cleared".into());
+        cx.emit_str("PCI_COMMAND_MEMORY cleared");
         cx.unlock(self.memory_lock).await;
     }
 
@@ -221,7 +221,7 @@ impl VfioBar {
         let _f = cx.func("vfio_pci_enable_memory");
         cx.lock(self.memory_lock, LockMode::Exclusive).await;
         self.memory_enabled.set(true);
-        cx.emit("PCI_COMMAND_MEMORY set".into());
+        cx.emit_str("PCI_COMMAND_MEMORY set");
         cx.unlock(self.memory_lock).await;
     }
 
@@ -231,7 +231,7 @@ impl VfioBar {
         let _f = cx.func("vfio_pci_core_ioctl_reset");
         self.zap_and_down_write(cx).await;
         self.resets.set(self.resets.get() + 1);
-        cx.emit("function reset".into());
+        cx.emit_str("function reset");
         cx.unlock(self.memory_lock).await;
     }
 
@@ -246,7 +246,7 @@ impl VfioBar {
     async fn fault_impl(&self, cx: &Cx, vmf: &VmFaultArgs) -> FaultResult {
         let _f = cx.func("vfio_pci_mmap_fault");
         if self.cfg.eager_legacy {
-            cx.emit("no ->fault before v5.8: VM_FAULT_SIGBUS".into());
+            cx.emit_str("no ->fault before v5.8: VM_FAULT_SIGBUS");
             return FaultResult::ret(VmFault::VM_FAULT_SIGBUS);
         }
         let base = self.region_pgoff();
@@ -255,7 +255,7 @@ impl VfioBar {
         }
         cx.lock(self.memory_lock, LockMode::Shared).await;
         let ret = if !self.memory_enabled.get() {
-            cx.emit("memory decoding disabled: VM_FAULT_SIGBUS".into());
+            cx.emit_str("memory decoding disabled: VM_FAULT_SIGBUS");
             VmFault::VM_FAULT_SIGBUS
         } else if self.cfg.whole_vma {
             let vma = &vmf.vma;

@@ -177,7 +177,7 @@ impl VgpuBar {
             .into_iter()
             .collect();
         for (page, pfn) in pages {
-            cx.emit(format!("release BAR page {page} ({pfn})"));
+            world::emit!(cx, "release BAR page {page} ({pfn})");
             self.frames.put_page(cx, pfn).await;
             self.freed.borrow_mut().push(pfn);
         }
@@ -200,10 +200,10 @@ impl VgpuBar {
         let base = self.region_pgoff();
         let write = vmf.flags.contains(FaultFlags::FAULT_FLAG_WRITE);
         if vmf.pgoff < base || vmf.pgoff - base >= self.cfg.pages {
-            cx.emit(format!(
+            world::emit!(cx, 
                 "pgoff {:#x} outside the BAR: VM_FAULT_SIGBUS",
                 vmf.pgoff
-            ));
+            );
             return FaultResult::ret(VmFault::VM_FAULT_SIGBUS);
         }
         let page = vmf.pgoff - base;
@@ -213,10 +213,10 @@ impl VgpuBar {
         {
             self.accesses.record(cx, page, write);
             if vmf.flags.contains(FaultFlags::FAULT_FLAG_RETRY_NOWAIT) {
-                cx.emit("device busy, RETRY_NOWAIT: VM_FAULT_RETRY with mmap_lock held".into());
+                cx.emit_str("device busy, RETRY_NOWAIT: VM_FAULT_RETRY with mmap_lock held");
                 return FaultResult::ret(VmFault::VM_FAULT_RETRY);
             }
-            cx.emit("device busy: drop mmap_lock and wait for it".into());
+            cx.emit_str("device busy: drop mmap_lock and wait for it");
             vmf.mm.mmap_unlock(cx).await;
             cx.access(self.dev_obj, Access::Write, "wait for device")
                 .await;
@@ -228,7 +228,7 @@ impl VgpuBar {
         }
         let key = (vmf.vma.id, page);
         if !self.cfg.racy_remap && self.mapped.borrow().contains(&key) {
-            cx.emit(format!("BAR page {page} already mapped: VM_FAULT_NOPAGE"));
+            world::emit!(cx, "BAR page {page} already mapped: VM_FAULT_NOPAGE");
             cx.unlock(self.lock).await;
             return FaultResult::ret(VmFault::VM_FAULT_NOPAGE);
         }
@@ -241,9 +241,9 @@ impl VgpuBar {
                 };
                 self.frames
                     .fill(p, self.cfg.pattern.wrapping_add(page as u32));
-                cx.emit(format!(
+                world::emit!(cx, 
                     "BAR page {page}: allocated {p} (refcount 1, not reserved)"
-                ));
+                );
                 self.backing.borrow_mut().insert(page, p);
                 p
             }
@@ -255,7 +255,7 @@ impl VgpuBar {
                 VmFault::VM_FAULT_NOPAGE
             }
             Err(e) => {
-                cx.emit(format!("remap_pfn_range: {e}: VM_FAULT_SIGBUS"));
+                world::emit!(cx, "remap_pfn_range: {e}: VM_FAULT_SIGBUS");
                 VmFault::VM_FAULT_SIGBUS
             }
         };

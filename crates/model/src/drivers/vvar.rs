@@ -65,7 +65,7 @@ impl VmOps for VclockOps {
     fn fault<'a>(&'a self, cx: &'a Cx, vmf: &'a VmFaultArgs) -> LocalBoxFuture<'a, FaultResult> {
         Box::pin(async move {
             let _f = cx.func("vvar_vclock_fault");
-            cx.emit(format!(
+            world::emit!(cx, 
                 "pgoff {}: no {} page in use on this host: VM_FAULT_SIGBUS",
                 vmf.pgoff,
                 if vmf.pgoff == 0 {
@@ -73,7 +73,7 @@ impl VmOps for VclockOps {
                 } else {
                     "Hyper-V TSC"
                 }
-            ));
+            );
             FaultResult::ret(VmFault::VM_FAULT_SIGBUS)
         })
     }
@@ -168,7 +168,7 @@ impl Vvar {
         let seq = self.seq() + 2;
         self.frames.write(self.time, 0, 4, seq);
         self.frames.write(self.time, 8, 8, seq * 1000);
-        cx.emit(format!("time page seq = {seq}"));
+        world::emit!(cx, "time page seq = {seq}");
     }
 
     /// Whether the two words a guest write would clobber still hold kernel values:
@@ -183,13 +183,13 @@ impl Vvar {
             0 => self.time,
             2 => self.rng,
             1 => {
-                cx.emit("pgoff 1: not in a time namespace: VM_FAULT_SIGBUS".into());
+                cx.emit_str("pgoff 1: not in a time namespace: VM_FAULT_SIGBUS");
                 return FaultResult::ret(VmFault::VM_FAULT_SIGBUS);
             }
             n => {
-                cx.emit(format!(
+                world::emit!(cx, 
                     "pgoff {n}: no such vDSO data page: VM_FAULT_SIGBUS"
-                ));
+                );
                 return FaultResult::ret(VmFault::VM_FAULT_SIGBUS);
             }
         };

@@ -99,7 +99,7 @@ pub(crate) async fn run_host_thread(cx: Cx, h: HostCtx, steps: Vec<(usize, HostA
         let r = act(&cx, &h, &a).await;
         match r {
             Ok(t) => cx.emit(t),
-            Err(e) => cx.emit(format!("{a:?} failed: {e}")),
+            Err(e) => world::emit!(cx, "{a:?} failed: {e}"),
         }
         cx.access(h.seq.obj, Access::Write, "step done").await;
         h.seq.step_done(j);

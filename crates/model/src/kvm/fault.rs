@@ -42,7 +42,7 @@ fn handle_error_pfn(cx: &Cx, pfn: KvmPfn) -> PfResult {
         KvmPfn::NoSlot => PfResult::Mmio,
         _ => PfResult::Efault,
     };
-    cx.emit(format!("kvm_handle_error_pfn({pfn}): {r:?}"));
+    world::emit!(cx, "kvm_handle_error_pfn({pfn}): {r:?}");
     r
 }
 
@@ -51,12 +51,12 @@ fn handle_error_pfn(cx: &Cx, pfn: KvmPfn) -> PfResult {
 pub async fn kvm_mmu_page_fault(cx: &Cx, kvm: &Rc<Kvm>, gpa: u64, write: bool) -> PfResult {
     let _f = cx.func("kvm_mmu_page_fault");
     let gfn = gpa >> PAGE_SHIFT;
-    cx.emit(format!("gpa {gpa:#x} {}", if write { "write" } else { "read" }));
+    world::emit!(cx, "gpa {gpa:#x} {}", if write { "write" } else { "read" });
     // kvm_mmu_faultin_pfn: the snapshot precedes any primary-MMU lookup.
     let mmu_seq = kvm.read_seq(cx).await;
     let fault_start = cx.step();
     let Some(slot) = kvm.gfn_to_memslot(gfn) else {
-        cx.emit("no memslot: MMIO".into());
+        cx.emit_str("no memslot: MMIO");
         return PfResult::Mmio;
     };
     if kvm.retry_gfn_unsafe(cx, gfn, mmu_seq).await {

@@ -145,7 +145,7 @@ impl Kvm {
         cx.access(self.inv_obj, Access::Read, "READ_ONCE(mmu_invalidate_in_progress)").await;
         let r = self.retry_check(gfn, mmu_seq);
         if let Some(why) = r {
-            cx.emit(format!("mmu_invalidate_retry_gfn_unsafe: {why}: retry"));
+            world::emit!(cx, "mmu_invalidate_retry_gfn_unsafe: {why}: retry");
         }
         r.is_some()
     }
@@ -155,7 +155,7 @@ impl Kvm {
         debug_assert!(cx.holds(self.mmu_lock).is_some());
         let r = self.retry_check(gfn, mmu_seq);
         if let Some(why) = r {
-            cx.emit(format!("mmu_invalidate_retry_gfn: {why}: RET_PF_RETRY"));
+            world::emit!(cx, "mmu_invalidate_retry_gfn: {why}: RET_PF_RETRY");
         }
         r.is_some()
     }
@@ -191,7 +191,7 @@ impl Kvm {
             fault_start,
             installed_at: cx.step(),
         };
-        cx.emit(format!("SPTE gfn {gfn:#x} -> {pfn} {}", if write { "rw" } else { "ro" }));
+        world::emit!(cx, "SPTE gfn {gfn:#x} -> {pfn} {}", if write { "rw" } else { "ro" });
         self.installs.borrow_mut().push((gfn, spte.clone()));
         self.sptes.borrow_mut().insert(gfn, spte);
     }
@@ -204,7 +204,7 @@ impl Kvm {
             self.sptes.borrow_mut().remove(g);
         }
         if !gone.is_empty() {
-            cx.emit(format!("zapped SPTEs for gfns {:#x?}", gone));
+            world::emit!(cx, "zapped SPTEs for gfns {:#x?}", gone);
         }
     }
 
@@ -214,7 +214,7 @@ impl Kvm {
         if self.in_progress.get() == 1 {
             self.range.set(None);
         }
-        cx.emit(format!("mmu_invalidate_in_progress = {}", self.in_progress.get()));
+        world::emit!(cx, "mmu_invalidate_in_progress = {}", self.in_progress.get());
     }
 
     pub(crate) fn invalidate_range_add(&self, start: u64, end: u64) {
@@ -228,7 +228,7 @@ impl Kvm {
     pub(crate) fn invalidate_end(&self, cx: &Cx) {
         self.seq.set(self.seq.get() + 1);
         self.in_progress.set(self.in_progress.get() - 1);
-        cx.emit(format!("mmu_invalidate_seq = {}, in_progress = {}", self.seq.get(), self.in_progress.get()));
+        world::emit!(cx, "mmu_invalidate_seq = {}, in_progress = {}", self.seq.get(), self.in_progress.get());
     }
 
     /// Record that an invalidation of gfns `[start, end)` ended now.

@@ -187,7 +187,7 @@ impl Vcpu {
                         if o == Outcome::Efault {
                             // The VMM repaired the mapping and re-runs the vCPU: the
                             // faulting instruction is retried.
-                            cx.emit(format!("KVM_RUN: -EFAULT at access {i}; the VMM re-runs the vCPU"));
+                            world::emit!(cx, "KVM_RUN: -EFAULT at access {i}; the VMM re-runs the vCPU");
                             continue;
                         }
                     }
@@ -210,7 +210,7 @@ impl Vcpu {
                     return match op {
                         GuestOp::Read { size, .. } => {
                             let v = kvm.frames.read(s.pfn, off, size).unwrap_or(!0);
-                            cx.emit(format!("{op} via SPTE ({}) = {v:#x}", s.pfn));
+                            world::emit!(cx, "{op} via SPTE ({}) = {v:#x}", s.pfn);
                             self.last_spte_read.set(Some(SpteRead {
                                 step: cx.step(),
                                 hva: s.hva + off,
@@ -222,7 +222,7 @@ impl Vcpu {
                         }
                         GuestOp::Write { size, value, .. } => {
                             kvm.frames.write(s.pfn, off, size, value);
-                            cx.emit(format!("{op} via SPTE ({})", s.pfn));
+                            world::emit!(cx, "{op} via SPTE ({})", s.pfn);
                             Outcome::Done
                         }
                     };
@@ -252,14 +252,14 @@ impl Vcpu {
             return mmio_exit(op);
         };
         if slot.readonly {
-            cx.emit("kvm_vcpu_write_guest: read-only slot: emulate as MMIO".into());
+            cx.emit_str("kvm_vcpu_write_guest: read-only slot: emulate as MMIO");
             return mmio_exit(op);
         }
         let hva = slot.gfn_to_hva(gfn) + gpa % PAGE_SIZE;
         match user_access(cx, &self.kvm.mm, hva, size, Some(value), false).await {
             Ok(_) => Outcome::Emulated,
             Err(_) => {
-                cx.emit("__copy_to_user failed: emulate as MMIO".into());
+                cx.emit_str("__copy_to_user failed: emulate as MMIO");
                 mmio_exit(op)
             }
         }

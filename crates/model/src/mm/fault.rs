@@ -27,14 +27,14 @@ pub async fn handle_mm_fault(cx: &Cx, mm: &Rc<Mm>, vma: &Rc<Vma>, address: Hva, 
         pgoff: vma.linear_pgoff(address),
         flags,
     };
-    cx.emit(format!("{address:#x} {} in {}", if flags.contains(FaultFlags::FAULT_FLAG_WRITE) { "write" } else { "read" }, vma.name));
+    world::emit!(cx, "{address:#x} {} in {}", if flags.contains(FaultFlags::FAULT_FLAG_WRITE) { "write" } else { "read" }, vma.name);
     // handle_pte_fault: a lockless look, then decide under the PTL.
     match mm.pte(address) {
         None if vma.is_anonymous() => do_anonymous_page(cx, &vmf).await,
         None => do_fault(cx, &vmf).await,
         Some(pte) if flags.contains(FaultFlags::FAULT_FLAG_WRITE) && !pte.write => do_wp_page(cx, &vmf, pte).await,
         Some(_) => {
-            cx.emit("pte present and sufficient: spurious fault".into());
+            cx.emit_str("pte present and sufficient: spurious fault");
             VmFault::empty()
         }
     }
@@ -66,7 +66,7 @@ async fn do_anonymous_page(cx: &Cx, vmf: &VmFaultArgs) -> VmFault {
     let Some(page) = mm.frames.alloc(0, Owner::Anon, false) else {
         return VmFault::VM_FAULT_OOM;
     };
-    cx.emit(format!("allocated {page}"));
+    world::emit!(cx, "allocated {page}");
     mm.ptl_lock(cx).await;
     let ret = if mm.pte(vmf.address).is_some() {
         // Lost a race with another fault: release ours.
@@ -96,10 +96,10 @@ async fn do_fault(cx: &Cx, vmf: &VmFaultArgs) -> VmFault {
     let shared = vmf.vma.flags().contains(VmFlags::VM_SHARED);
     let r = {
         let _f = cx.func("__do_fault");
-        cx.emit(format!("{}->fault(pgoff {:#x})", ops.name(), vmf.pgoff));
+        world::emit!(cx, "{}->fault(pgoff {:#x})", ops.name(), vmf.pgoff);
         ops.fault(cx, vmf).await
     };
-    cx.emit(format!("->fault returned {}", r.ret));
+    world::emit!(cx, "->fault returned {}", r.ret);
     if r.ret.intersects(VmFault::ERROR | VmFault::VM_FAULT_NOPAGE | VmFault::VM_FAULT_RETRY | VmFault::VM_FAULT_COMPLETED) {
         if let Some(p) = r.page {
             vmf.mm.frames.put_page(cx, p).await;
@@ -116,7 +116,7 @@ async fn do_fault(cx: &Cx, vmf: &VmFaultArgs) -> VmFault {
             return VmFault::VM_FAULT_OOM;
         };
         vmf.mm.frames.copy(page, new);
-        cx.emit(format!("COW: copied {page} to {new}"));
+        world::emit!(cx, "COW: copied {page} to {new}");
         let ret = finish_fault(cx, vmf, new, true).await;
         vmf.mm.frames.put_page(cx, page).await;
         return ret;
@@ -157,7 +157,7 @@ async fn do_wp_page(cx: &Cx, vmf: &VmFaultArgs, pte: Pte) -> VmFault {
         if pte.special {
             // wp_pfn_shared: give the driver a say, then make the PTE writable.
             if let Some(ops) = vma.ops.clone() {
-                cx.emit(format!("wp_pfn_shared: {}->pfn_mkwrite", ops.name()));
+                world::emit!(cx, "wp_pfn_shared: {}->pfn_mkwrite", ops.name());
                 let r = ops.pfn_mkwrite(cx, vmf).await;
                 if r.intersects(VmFault::ERROR | VmFault::VM_FAULT_NOPAGE) {
                     return r;
@@ -175,7 +175,7 @@ async fn do_wp_page(cx: &Cx, vmf: &VmFaultArgs, pte: Pte) -> VmFault {
         return VmFault::VM_FAULT_OOM;
     };
     mm.frames.copy(pte.pfn, new);
-    cx.emit(format!("wp_page_copy: {} -> {new}", pte.pfn));
+    world::emit!(cx, "wp_page_copy: {} -> {new}", pte.pfn);
     // wp_page_copy brackets the PTE switch with the notifier pair (MMU_NOTIFY_CLEAR).
     let range = NotifierRange {
         start: vmf.address,
@@ -214,7 +214,7 @@ async fn wp_page_reuse(cx: &Cx, mm: &Mm, address: Hva, pfn: Pfn) -> VmFault {
     mm.ptl_lock(cx).await;
     if mm.pte(address).is_some_and(|p| p.pfn == pfn) {
         mm.modify_pte(cx, address, |p| p.write = true).await;
-        cx.emit(format!("wp_page_reuse: {address:#x} now writable"));
+        world::emit!(cx, "wp_page_reuse: {address:#x} now writable");
     }
     mm.ptl_unlock(cx).await;
     VmFault::empty()
@@ -239,34 +239,34 @@ pub async fn fixup_user_fault(cx: &Cx, mm: &Rc<Mm>, address: Hva, mut flags: Fau
     flags |= FaultFlags::FAULT_FLAG_ALLOW_RETRY | FaultFlags::FAULT_FLAG_KILLABLE;
     loop {
         let Some(vma) = mm.vma_lookup(address) else {
-            cx.emit(format!("no vma at {address:#x}: -EFAULT"));
+            world::emit!(cx, "no vma at {address:#x}: -EFAULT");
             return Err(EFAULT);
         };
         if !vma_permits_fault(&vma, flags) {
-            cx.emit(format!("vma_permits_fault: {} lacks {}: -EFAULT", vma.name, if flags.contains(FaultFlags::FAULT_FLAG_WRITE) { "VM_WRITE" } else { "VM_READ" }));
+            world::emit!(cx, "vma_permits_fault: {} lacks {}: -EFAULT", vma.name, if flags.contains(FaultFlags::FAULT_FLAG_WRITE) { "VM_WRITE" } else { "VM_READ" });
             return Err(EFAULT);
         }
         if flags.contains(FaultFlags::FAULT_FLAG_KILLABLE) && mm.fatal_signal.get() {
-            cx.emit("fatal signal pending: -EINTR".into());
+            cx.emit_str("fatal signal pending: -EINTR");
             return Err(EINTR);
         }
         let ret = handle_mm_fault(cx, mm, &vma, address, flags).await;
         if ret.contains(VmFault::VM_FAULT_COMPLETED) {
             mm.mmap_read_lock(cx).await;
             *unlocked = true;
-            cx.emit("VM_FAULT_COMPLETED: relocked, *unlocked = true".into());
+            cx.emit_str("VM_FAULT_COMPLETED: relocked, *unlocked = true");
             return Ok(());
         }
         if ret.intersects(VmFault::ERROR) {
             let e = vm_fault_to_errno(ret, FollFlags::empty()).unwrap_or(EFAULT);
-            cx.emit(format!("{ret}: {e}"));
+            world::emit!(cx, "{ret}: {e}");
             return Err(e);
         }
         if ret.contains(VmFault::VM_FAULT_RETRY) {
             mm.mmap_read_lock(cx).await;
             *unlocked = true;
             flags |= FaultFlags::FAULT_FLAG_TRIED;
-            cx.emit("VM_FAULT_RETRY: relocked, *unlocked = true, retry".into());
+            cx.emit_str("VM_FAULT_RETRY: relocked, *unlocked = true, retry");
             continue;
         }
         return Ok(());
@@ -281,11 +281,11 @@ pub async fn fixup_user_fault_v4_6(cx: &Cx, mm: &Rc<Mm>, address: Hva, mut flags
     flags |= FaultFlags::FAULT_FLAG_ALLOW_RETRY;
     loop {
         let Some(vma) = mm.vma_lookup(address) else {
-            cx.emit(format!("find_extend_vma({address:#x}) = NULL: -EFAULT"));
+            world::emit!(cx, "find_extend_vma({address:#x}) = NULL: -EFAULT");
             return Err(EFAULT);
         };
         if !vma_permits_fault(&vma, flags) {
-            cx.emit(format!("{} lacks the needed VM_READ/VM_WRITE: -EFAULT", vma.name));
+            world::emit!(cx, "{} lacks the needed VM_READ/VM_WRITE: -EFAULT", vma.name);
             return Err(EFAULT);
         }
         let ret = handle_mm_fault(cx, mm, &vma, address, flags).await;
@@ -297,7 +297,7 @@ pub async fn fixup_user_fault_v4_6(cx: &Cx, mm: &Rc<Mm>, address: Hva, mut flags
             } else {
                 EFAULT
             };
-            cx.emit(format!("{ret}: {e}"));
+            world::emit!(cx, "{ret}: {e}");
             return Err(e);
         }
         if ret.intersects(VmFault::VM_FAULT_RETRY | VmFault::VM_FAULT_COMPLETED) {
@@ -305,7 +305,7 @@ pub async fn fixup_user_fault_v4_6(cx: &Cx, mm: &Rc<Mm>, address: Hva, mut flags
             if !flags.contains(FaultFlags::FAULT_FLAG_TRIED) {
                 *unlocked = true;
                 flags = flags.without(FaultFlags::FAULT_FLAG_ALLOW_RETRY) | FaultFlags::FAULT_FLAG_TRIED;
-                cx.emit("VM_FAULT_RETRY: relocked, *unlocked = true, retry once".into());
+                cx.emit_str("VM_FAULT_RETRY: relocked, *unlocked = true, retry once");
                 continue;
             }
         }
@@ -335,12 +335,12 @@ pub async fn user_access(cx: &Cx, mm: &Rc<Mm>, addr: Hva, size: u8, write: Optio
                 return match write {
                     Some(v) => {
                         mm.frames.write(pte.pfn, off, size, v);
-                        cx.emit(format!("store {v:#x} to {addr:#x} ({})", pte.pfn));
+                        world::emit!(cx, "store {v:#x} to {addr:#x} ({})", pte.pfn);
                         Ok(0)
                     }
                     None => {
                         let v = mm.frames.read(pte.pfn, off, size).unwrap_or(!0);
-                        cx.emit(format!("load {addr:#x} = {v:#x} ({})", pte.pfn));
+                        world::emit!(cx, "load {addr:#x} = {v:#x} ({})", pte.pfn);
                         Ok(v)
                     }
                 };
@@ -349,12 +349,12 @@ pub async fn user_access(cx: &Cx, mm: &Rc<Mm>, addr: Hva, size: u8, write: Optio
         mm.mmap_read_lock(cx).await;
         let Some(vma) = mm.vma_lookup(addr) else {
             mm.mmap_unlock(cx).await;
-            cx.emit(format!("no vma at {addr:#x}: SIGSEGV"));
+            world::emit!(cx, "no vma at {addr:#x}: SIGSEGV");
             return Err(EFAULT);
         };
         if !vma_permits_fault(&vma, flags) {
             mm.mmap_unlock(cx).await;
-            cx.emit(format!("access_error in {}: SIGSEGV", vma.name));
+            world::emit!(cx, "access_error in {}: SIGSEGV", vma.name);
             return Err(EFAULT);
         }
         let ret = handle_mm_fault(cx, mm, &vma, addr, flags).await;
@@ -364,7 +364,7 @@ pub async fn user_access(cx: &Cx, mm: &Rc<Mm>, addr: Hva, size: u8, write: Optio
         }
         mm.mmap_unlock(cx).await;
         if ret.intersects(VmFault::ERROR) {
-            cx.emit(format!("{ret}: SIGBUS/SIGSEGV"));
+            world::emit!(cx, "{ret}: SIGBUS/SIGSEGV");
             return Err(EFAULT);
         }
     }

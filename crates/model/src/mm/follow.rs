@@ -9,7 +9,7 @@ use world::Cx;
 
 fn lockdep_assert_mmap_held(cx: &Cx, mm: &Mm, who: &str) {
     if cx.holds(mm.mmap_lock).is_none() {
-        cx.emit(format!("lockdep: {who} without mmap_lock held"));
+        world::emit!(cx, "lockdep: {who} without mmap_lock held");
     }
 }
 
@@ -23,12 +23,12 @@ pub async fn follow_pte(cx: &Cx, mm: &Mm, address: Hva) -> Result<Pte, Errno> {
     // x86 pte_present() includes _PAGE_PROTNONE: a PROT_NONE entry is still followed.
     match mm.pte(address) {
         Some(p) => {
-            cx.emit(format!("{address:#x} -> {} {}", p.pfn, if p.write { "rw" } else { "ro" }));
+            world::emit!(cx, "{address:#x} -> {} {}", p.pfn, if p.write { "rw" } else { "ro" });
             Ok(p)
         }
         _ => {
             mm.ptl_unlock(cx).await;
-            cx.emit(format!("{address:#x}: no present pte: -EINVAL"));
+            world::emit!(cx, "{address:#x}: no present pte: -EINVAL");
             Err(EINVAL)
         }
     }
@@ -48,7 +48,7 @@ pub async fn follow_pfn(cx: &Cx, vma: &Rc<Vma>, address: Hva) -> Result<Pfn, Err
         return cx.bug(format!("use-after-free of vma {} in follow_pfn", vma.name)).await;
     }
     if !vma.flags().intersects(VmFlags::VM_IO | VmFlags::VM_PFNMAP) {
-        cx.emit(format!("{} is not VM_IO|VM_PFNMAP: -EINVAL", vma.name));
+        world::emit!(cx, "{} is not VM_IO|VM_PFNMAP: -EINVAL", vma.name);
         return Err(EINVAL);
     }
     let mm = vma.mm.upgrade().expect("vma outlives its mm");
@@ -74,7 +74,7 @@ pub async fn follow_pfnmap_start(cx: &Cx, vma: &Rc<Vma>, address: Hva) -> Result
         return cx.bug(format!("use-after-free of vma {} in follow_pfnmap_start", vma.name)).await;
     }
     if !vma.contains(address) || !vma.flags().intersects(VmFlags::VM_IO | VmFlags::VM_PFNMAP) {
-        cx.emit(format!("{address:#x} not in a VM_IO|VM_PFNMAP vma: -EINVAL"));
+        world::emit!(cx, "{address:#x} not in a VM_IO|VM_PFNMAP vma: -EINVAL");
         return Err(EINVAL);
     }
     let mm = vma.mm.upgrade().expect("vma outlives its mm");
@@ -83,7 +83,7 @@ pub async fn follow_pfnmap_start(cx: &Cx, vma: &Rc<Vma>, address: Hva) -> Result
     // x86 pte_present() includes _PAGE_PROTNONE: a PROT_NONE entry is still followed.
     match mm.pte(address) {
         Some(p) => {
-            cx.emit(format!("{address:#x} -> {} {}", p.pfn, if p.write { "rw" } else { "ro" }));
+            world::emit!(cx, "{address:#x} -> {} {}", p.pfn, if p.write { "rw" } else { "ro" });
             Ok(PfnmapArgs {
                 pfn: p.pfn,
                 writable: p.write,
@@ -92,7 +92,7 @@ pub async fn follow_pfnmap_start(cx: &Cx, vma: &Rc<Vma>, address: Hva) -> Result
         }
         _ => {
             mm.ptl_unlock(cx).await;
-            cx.emit(format!("{address:#x}: pte not present: -EINVAL"));
+            world::emit!(cx, "{address:#x}: pte not present: -EINVAL");
             Err(EINVAL)
         }
     }

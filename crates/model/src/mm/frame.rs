@@ -157,7 +157,7 @@ impl Frames {
     }
 
     fn anomaly(&self, cx: &Cx, pfn: Pfn, what: String) {
-        cx.emit(format!("refcount anomaly on {pfn}: {what}"));
+        world::emit!(cx, "refcount anomaly on {pfn}: {what}");
         self.anomalies.borrow_mut().push(RefAnomaly {
             pfn,
             what,
@@ -229,7 +229,7 @@ impl Frames {
             if free {
                 self.free_frame(p);
             } else if rc > 0 {
-                cx.emit(format!("{p} not freed: refcount {rc}"));
+                world::emit!(cx, "{p} not freed: refcount {rc}");
             }
         }
     }
@@ -265,7 +265,7 @@ impl Frames {
             f.refcount += 1;
             (f.refcount - 1, f.owner.is_none())
         };
-        cx.emit(format!("get_page({pfn}): refcount {before} -> {}", before + 1));
+        world::emit!(cx, "get_page({pfn}): refcount {before} -> {}", before + 1);
         if before <= 0 || free {
             self.anomaly(cx, pfn, format!("get_page on refcount {before}{}", if free { " (free page)" } else { "" }));
         }
@@ -279,13 +279,13 @@ impl Frames {
         let f = &mut frames[t.0 as usize];
         if f.refcount == 0 {
             drop(frames);
-            cx.emit(format!("get_page_unless_zero({pfn}): refcount 0, no reference"));
+            world::emit!(cx, "get_page_unless_zero({pfn}): refcount 0, no reference");
             return false;
         }
         f.refcount += 1;
         let rc = f.refcount;
         drop(frames);
-        cx.emit(format!("get_page_unless_zero({pfn}): refcount {} -> {rc}", rc - 1));
+        world::emit!(cx, "get_page_unless_zero({pfn}): refcount {} -> {rc}", rc - 1);
         true
     }
 
@@ -306,12 +306,12 @@ impl Frames {
             f.refcount -= 1;
             (f.refcount, f.reserved)
         };
-        cx.emit(format!("put_page({pfn}): refcount {} -> {after}", after + 1));
+        world::emit!(cx, "put_page({pfn}): refcount {} -> {after}", after + 1);
         if after < 0 {
             self.anomaly(cx, pfn, format!("put_page below zero (refcount {after})"));
         } else if after == 0 && !reserved {
             let order = self.order_of(t);
-            cx.emit(format!("{t} freed (order {order})"));
+            world::emit!(cx, "{t} freed (order {order})");
             for i in 0..(1u64 << order) {
                 self.free_frame(Pfn(t.0 + i));
             }

@@ -36,14 +36,14 @@ pub async fn get_user_page_fast_only(cx: &Cx, mm: &Mm, addr: Hva, foll: FollFlag
     let _f = cx.func("get_user_page_fast_only");
     cx.access(mm.pt_obj, Access::Read, "gup_fast: READ_ONCE(pte)").await;
     let Some(pte) = mm.pte(addr) else {
-        cx.emit(format!("{addr:#x}: pte none, fall back"));
+        world::emit!(cx, "{addr:#x}: pte none, fall back");
         return None;
     };
     if pte.protnone || pte.special || (foll.contains(FollFlags::FOLL_WRITE) && !pte.write) {
-        cx.emit(format!(
+        world::emit!(cx, 
             "{addr:#x}: {} pte, fall back",
             if pte.special { "special" } else if pte.protnone { "protnone" } else { "read-only" }
-        ));
+        );
         return None;
     }
     if !mm.frames.get_page_unless_zero(cx, pte.pfn).await {
@@ -52,11 +52,11 @@ pub async fn get_user_page_fast_only(cx: &Cx, mm: &Mm, addr: Hva, foll: FollFlag
     // Re-check the PTE did not change under us (gup_fast_pte_range's pte_val compare).
     cx.access(mm.pt_obj, Access::Read, "gup_fast: recheck pte").await;
     if mm.pte(addr) != Some(pte) {
-        cx.emit("pte changed under gup_fast: drop the page and fall back".into());
+        cx.emit_str("pte changed under gup_fast: drop the page and fall back");
         mm.frames.put_page(cx, pte.pfn).await;
         return None;
     }
-    cx.emit(format!("{addr:#x} -> {}", pte.pfn));
+    world::emit!(cx, "{addr:#x} -> {}", pte.pfn);
     Some(pte.pfn)
 }
 
@@ -73,7 +73,7 @@ async fn follow_page_pte(cx: &Cx, mm: &Mm, addr: Hva, foll: FollFlags) -> Result
         Some(p) if p.protnone => Ok(Follow::NeedFault),
         Some(p) if foll.contains(FollFlags::FOLL_WRITE) && !p.write => Ok(Follow::NeedFault),
         Some(p) if p.special && p.pfn != mm.frames.zero_pfn() => {
-            cx.emit(format!("{addr:#x}: special pte, no struct page: -EEXIST"));
+            world::emit!(cx, "{addr:#x}: special pte, no struct page: -EEXIST");
             Err(EEXIST)
         }
         Some(p) => {
@@ -126,11 +126,11 @@ const FOLL_TRIED: FollFlags = FollFlags(0x800);
 /// that would have had to sleep).
 async fn __get_user_pages(cx: &Cx, mm: &Rc<Mm>, addr: Hva, foll: FollFlags, locked: &mut bool) -> Result<Option<Pfn>, Errno> {
     let Some(vma) = mm.vma_lookup(addr) else {
-        cx.emit(format!("no vma at {addr:#x}: -EFAULT"));
+        world::emit!(cx, "no vma at {addr:#x}: -EFAULT");
         return Err(EFAULT);
     };
     if let Err(e) = check_vma_flags(&vma, foll) {
-        cx.emit(format!("check_vma_flags({}, {foll}): {e}", vma.name));
+        world::emit!(cx, "check_vma_flags({}, {foll}): {e}", vma.name);
         return Err(e);
     }
     loop {
@@ -139,7 +139,7 @@ async fn __get_user_pages(cx: &Cx, mm: &Rc<Mm>, addr: Hva, foll: FollFlags, lock
         }
         match follow_page_pte(cx, mm, addr, foll).await? {
             Follow::Page(p) => {
-                cx.emit(format!("{addr:#x} -> {p}"));
+                world::emit!(cx, "{addr:#x} -> {p}");
                 return Ok(Some(p));
             }
             Follow::NeedFault => match faultin_page(cx, mm, &vma, addr, foll, locked).await {
@@ -172,7 +172,7 @@ pub async fn get_user_pages_unlocked(cx: &Cx, mm: &Rc<Mm>, addr: Hva, mut foll: 
         }
         mm.mmap_unlock(cx).await;
         if let Ok(None) = r {
-            cx.emit("0 pages (FOLL_NOWAIT)".into());
+            cx.emit_str("0 pages (FOLL_NOWAIT)");
         }
         return r;
     }

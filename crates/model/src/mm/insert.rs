@@ -29,7 +29,7 @@ pub async fn remap_pfn_range(cx: &Cx, vma: &Rc<Vma>, addr: Hva, pfn: Pfn, pages:
         vma.pgoff.set(pfn.0);
     }
     if cx.holds(mm.mmap_lock) != Some(LockMode::Exclusive) {
-        cx.emit("WARNING: vm_flags_set() without mmap_lock held for write".into());
+        cx.emit_str("WARNING: vm_flags_set() without mmap_lock held for write");
     }
     vma.flags.set(vma.flags() | VmFlags::VM_IO | VmFlags::VM_PFNMAP | VmFlags::VM_DONTEXPAND | VmFlags::VM_DONTDUMP);
     mm.ptl_lock(cx).await;
@@ -79,7 +79,7 @@ pub async fn vmf_insert_pfn(cx: &Cx, vma: &Rc<Vma>, addr: Hva, pfn: Pfn) -> VmFa
 async fn insert_pfn(cx: &Cx, mm: &super::Mm, vma: &Vma, addr: Hva, pfn: Pfn) -> VmFault {
     mm.ptl_lock(cx).await;
     if let Some(old) = mm.pte(addr) {
-        cx.emit(format!("{addr:#x} already maps {}: leave it (VM_FAULT_NOPAGE)", old.pfn));
+        world::emit!(cx, "{addr:#x} already maps {}: leave it (VM_FAULT_NOPAGE)", old.pfn);
     } else {
         let pte = Pte {
             pfn,
@@ -126,7 +126,7 @@ pub async fn vm_insert_page(cx: &Cx, vma: &Rc<Vma>, addr: Hva, page: Pfn) -> Res
         vma.flags.set(vma.flags() | VmFlags::VM_MIXEDMAP);
     }
     if !mm.frames.pfn_valid(page) || mm.frames.refcount(page) == 0 || mm.frames.owner(page) == Some(super::Owner::Anon) {
-        cx.emit(format!("insert_page({page}): refcount 0, anon or no struct page: -EINVAL"));
+        world::emit!(cx, "insert_page({page}): refcount 0, anon or no struct page: -EINVAL");
         return Err(EINVAL);
     }
     let addr = page_align_down(addr);

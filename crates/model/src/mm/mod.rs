@@ -210,12 +210,12 @@ impl Mm {
         cx.access(self.pt_obj, Access::Write, "set_pte_at").await;
         self.ptes.borrow_mut().insert(addr >> PAGE_SHIFT, pte);
         self.record(cx.step(), addr, Some(pte.pfn));
-        cx.emit(format!(
+        world::emit!(cx, 
             "set_pte_at({addr:#x}): {} {}{}",
             pte.pfn,
             if pte.write { "rw" } else { "ro" },
             if pte.special { " special" } else { "" }
-        ));
+        );
     }
 
     /// Install a PTE during setup (nothing runs yet: no PTL, no scheduling point).
@@ -252,7 +252,7 @@ impl Mm {
         let old = self.ptes.borrow_mut().remove(&(addr >> PAGE_SHIFT));
         self.record(cx.step(), addr, None);
         if let Some(p) = old {
-            cx.emit(format!("clear pte {addr:#x} (was {})", p.pfn));
+            world::emit!(cx, "clear pte {addr:#x} (was {})", p.pfn);
         }
         old
     }
@@ -273,7 +273,7 @@ impl Mm {
     /// `mmu_notifier_invalidate_range_start()`.
     pub async fn notify_start(&self, cx: &Cx, range: &NotifierRange) {
         let _f = cx.func("mmu_notifier_invalidate_range_start");
-        cx.emit(format!("[{:#x}, {:#x}) {:?}", range.start, range.end, range.event));
+        world::emit!(cx, "[{:#x}, {:#x}) {:?}", range.start, range.end, range.event);
         let ns = self.notifiers.borrow().clone();
         for n in ns {
             n.invalidate_range_start(cx, range).await;
@@ -283,7 +283,7 @@ impl Mm {
     /// `mmu_notifier_invalidate_range_end()`.
     pub async fn notify_end(&self, cx: &Cx, range: &NotifierRange) {
         let _f = cx.func("mmu_notifier_invalidate_range_end");
-        cx.emit(format!("[{:#x}, {:#x}) {:?}", range.start, range.end, range.event));
+        world::emit!(cx, "[{:#x}, {:#x}) {:?}", range.start, range.end, range.event);
         let ns = self.notifiers.borrow().clone();
         for n in ns {
             n.invalidate_range_end(cx, range).await;

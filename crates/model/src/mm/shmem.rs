@@ -51,7 +51,7 @@ impl VmOps for PageCacheOps {
                 Some(p) => p,
                 None => match self.populate(index, self.mapping.disk_pattern.get()) {
                     Some(p) => {
-                        cx.emit(format!("page cache miss at index {index}: new {p}"));
+                        world::emit!(cx, "page cache miss at index {index}: new {p}");
                         p
                     }
                     None => return FaultResult::ret(VmFault::VM_FAULT_OOM),

@@ -62,7 +62,7 @@ async fn do_munmap(cx: &Cx, mm: &Rc<Mm>, start: Hva, end: Hva) {
         mm.frames.put_page(cx, p).await;
     }
     for v in victims {
-        cx.emit(format!("vma {} [{:#x}, {:#x}) freed", v.name, v.start, v.end));
+        world::emit!(cx, "vma {} [{:#x}, {:#x}) freed", v.name, v.start, v.end);
         mm.replace_vma(&v, Vec::new());
     }
 }
@@ -77,7 +77,7 @@ pub async fn sys_mmap(cx: &Cx, mm: &Rc<Mm>, args: MmapArgs) -> Result<Rc<Vma>, E
     let name = args.name.clone();
     let r = mm.mmap(args);
     if let Ok(v) = &r {
-        cx.emit(format!("new vma {name} [{:#x}, {:#x}) {}", v.start, v.end, v.flags()));
+        world::emit!(cx, "new vma {name} [{:#x}, {:#x}) {}", v.start, v.end, v.flags());
     }
     mm.mmap_unlock(cx).await;
     r

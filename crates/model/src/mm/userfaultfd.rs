@@ -57,7 +57,7 @@ impl Userfaultfd {
         cx.wait_until(self.obj, "userfaultfd message", move || !me.pending.borrow().is_empty()).await;
         let (_, msg) = self.pending.borrow_mut().remove(0);
         self.delivered.borrow_mut().push(msg);
-        cx.emit(format!("read uffd_msg: {} fault at {:#x}", if msg.write { "write" } else { "read" }, msg.address));
+        world::emit!(cx, "read uffd_msg: {} fault at {:#x}", if msg.write { "write" } else { "read" }, msg.address);
         msg
     }
 
@@ -96,7 +96,7 @@ impl Userfaultfd {
         mm.ptl_lock(cx).await;
         let r = if mm.pte(dst).is_some() {
             mm.frames.put_page_now(cx, page);
-            cx.emit(format!("{dst:#x} already mapped: -EEXIST"));
+            world::emit!(cx, "{dst:#x} already mapped: -EEXIST");
             Err(EEXIST)
         } else {
             let pte = Pte {
@@ -127,15 +127,15 @@ pub async fn handle_userfault(cx: &Cx, vmf: &VmFaultArgs) -> VmFault {
         return VmFault::VM_FAULT_SIGBUS;
     };
     if ctx.user_mode_only && !vmf.flags.contains(FaultFlags::FAULT_FLAG_USER) {
-        cx.emit("kernel-mode fault on a UFFD_USER_MODE_ONLY range: VM_FAULT_SIGBUS".into());
+        cx.emit_str("kernel-mode fault on a UFFD_USER_MODE_ONLY range: VM_FAULT_SIGBUS");
         return VmFault::VM_FAULT_SIGBUS;
     }
     if !vmf.flags.contains(FaultFlags::FAULT_FLAG_ALLOW_RETRY) {
-        cx.emit("cannot drop mmap_lock (no ALLOW_RETRY): VM_FAULT_SIGBUS".into());
+        cx.emit_str("cannot drop mmap_lock (no ALLOW_RETRY): VM_FAULT_SIGBUS");
         return VmFault::VM_FAULT_SIGBUS;
     }
     if vmf.flags.contains(FaultFlags::FAULT_FLAG_RETRY_NOWAIT) {
-        cx.emit("RETRY_NOWAIT: VM_FAULT_RETRY without waiting".into());
+        cx.emit_str("RETRY_NOWAIT: VM_FAULT_RETRY without waiting");
         return VmFault::VM_FAULT_RETRY;
     }
     let id = ctx.next_waiter.get();
@@ -147,7 +147,7 @@ pub async fn handle_userfault(cx: &Cx, vmf: &VmFaultArgs) -> VmFault {
     cx.access(ctx.obj, Access::Write, "queue uffd_msg").await;
     ctx.pending.borrow_mut().push((id, msg));
     let seen = ctx.wakes.borrow().len();
-    cx.emit(format!("queued message for {:#x}; drop mmap_lock and sleep", vmf.address));
+    world::emit!(cx, "queued message for {:#x}; drop mmap_lock and sleep", vmf.address);
     vmf.mm.mmap_unlock(cx).await;
     let c = ctx.clone();
     let addr = vmf.address;

@@ -25,7 +25,7 @@ pub fn kvm_is_reserved_pfn(kvm: &Kvm, pfn: Pfn, zero_refcounted: bool) -> bool {
 pub async fn kvm_get_pfn(cx: &Cx, kvm: &Kvm, pfn: Pfn, zero_refcounted: bool) {
     let _f = cx.func("kvm_get_pfn");
     if kvm_is_reserved_pfn(kvm, pfn, zero_refcounted) {
-        cx.emit(format!("{pfn} is reserved: no reference"));
+        world::emit!(cx, "{pfn} is reserved: no reference");
         return;
     }
     kvm.frames.get_page(cx, pfn).await;
@@ -37,7 +37,7 @@ pub async fn kvm_get_pfn(cx: &Cx, kvm: &Kvm, pfn: Pfn, zero_refcounted: bool) {
 pub async fn kvm_try_get_pfn(cx: &Cx, kvm: &Kvm, pfn: Pfn) -> bool {
     let _f = cx.func("kvm_try_get_pfn");
     if kvm_is_reserved_pfn(kvm, pfn, true) {
-        cx.emit(format!("{pfn} is reserved: no reference"));
+        world::emit!(cx, "{pfn} is reserved: no reference");
         return true;
     }
     let ok = kvm.frames.get_page_unless_zero(cx, pfn).await;

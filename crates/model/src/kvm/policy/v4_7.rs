@@ -46,18 +46,18 @@ async fn hva_to_pfn(cx: &Cx, kvm: &Rc<Kvm>, addr: u64, nowait: bool, write_fault
                 page: Some(p),
             }
         }
-        Err(e) => cx.emit(format!("get_user_pages: {}", e.map_or("0 pages".to_string(), |e| e.to_string()))),
+        Err(e) => world::emit!(cx, "get_user_pages: {}", e.map_or("0 pages".to_string(), |e| e.to_string())),
     }
     mm.mmap_read_lock(cx).await;
     let vma = mm.vma_lookup(addr);
     let r = match vma {
         None => {
-            cx.emit(format!("find_vma_intersection({addr:#x}) = NULL: KVM_PFN_ERR_FAULT"));
+            world::emit!(cx, "find_vma_intersection({addr:#x}) = NULL: KVM_PFN_ERR_FAULT");
             Faultin::err(KvmPfn::ErrFault)
         }
         Some(vma) if vma.flags().contains(VmFlags::VM_PFNMAP) => {
             let pfn = Pfn(((addr - vma.start) >> PAGE_SHIFT) + vma.pgoff.get());
-            cx.emit(format!("VM_PFNMAP {}: pfn = (hva - vm_start) >> PAGE_SHIFT + vm_pgoff = {pfn}", vma.name));
+            world::emit!(cx, "VM_PFNMAP {}: pfn = (hva - vm_start) >> PAGE_SHIFT + vm_pgoff = {pfn}", vma.name);
             if !kvm_is_reserved_pfn(kvm, pfn, false) {
                 mm.mmap_unlock(cx).await;
                 return cx.bug(format!("BUG_ON(!kvm_is_reserved_pfn({pfn}))")).await;

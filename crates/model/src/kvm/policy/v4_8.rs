@@ -51,7 +51,7 @@ async fn hva_to_pfn_remapped(cx: &Cx, kvm: &Kvm, vma: &Rc<Vma>, addr: u64, write
             let flags = if write_fault { FaultFlags::FAULT_FLAG_WRITE } else { FaultFlags::empty() };
             let r = fixup_user_fault_v4_6(cx, &kvm.mm, addr, flags, &mut unlocked).await;
             if unlocked {
-                cx.emit("mmap_sem was dropped: -EAGAIN".into());
+                cx.emit_str("mmap_sem was dropped: -EAGAIN");
                 return Err(EAGAIN);
             }
             r?;
@@ -76,13 +76,13 @@ async fn hva_to_pfn(cx: &Cx, kvm: &Rc<Kvm>, addr: u64, nowait: bool, write_fault
                 page: Some(p),
             }
         }
-        Err(e) => cx.emit(format!("get_user_pages: {}", e.map_or("0 pages".to_string(), |e| e.to_string()))),
+        Err(e) => world::emit!(cx, "get_user_pages: {}", e.map_or("0 pages".to_string(), |e| e.to_string())),
     }
     mm.mmap_read_lock(cx).await;
     let r = loop {
         // retry:
         let Some(vma) = mm.vma_lookup(addr) else {
-            cx.emit(format!("find_vma_intersection({addr:#x}) = NULL: KVM_PFN_ERR_FAULT"));
+            world::emit!(cx, "find_vma_intersection({addr:#x}) = NULL: KVM_PFN_ERR_FAULT");
             break Faultin::err(KvmPfn::ErrFault);
         };
         if vma.flags().intersects(VmFlags::VM_IO | VmFlags::VM_PFNMAP) {

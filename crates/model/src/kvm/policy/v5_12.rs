@@ -48,7 +48,7 @@ async fn hva_to_pfn_remapped(cx: &Cx, kvm: &Kvm, addr: u64, write_fault: bool, w
             let flags = if write_fault { FaultFlags::FAULT_FLAG_WRITE } else { FaultFlags::empty() };
             let r = fixup_user_fault(cx, mm, addr, flags, &mut unlocked).await;
             if unlocked {
-                cx.emit("mmap_lock was dropped: -EAGAIN".into());
+                cx.emit_str("mmap_lock was dropped: -EAGAIN");
                 return Err(EAGAIN);
             }
             r?;
@@ -56,7 +56,7 @@ async fn hva_to_pfn_remapped(cx: &Cx, kvm: &Kvm, addr: u64, write_fault: bool, w
         }
     };
     let f = if write_fault && !pte.write {
-        cx.emit("write fault on a read-only pte: KVM_PFN_ERR_RO_FAULT".into());
+        cx.emit_str("write fault on a read-only pte: KVM_PFN_ERR_RO_FAULT");
         Faultin::err(KvmPfn::ErrRoFault)
     } else {
         // "if (writable) *writable = pte_write(*ptep);"
@@ -97,12 +97,12 @@ pub(super) async fn hva_to_pfn_era(cx: &Cx, kvm: &Rc<Kvm>, addr: u64, nowait: bo
                 page: Some(p),
             }
         }
-        Err(e) => cx.emit(format!("get_user_pages: {}", e.map_or("0 pages".to_string(), |e| e.to_string()))),
+        Err(e) => world::emit!(cx, "get_user_pages: {}", e.map_or("0 pages".to_string(), |e| e.to_string())),
     }
     mm.mmap_read_lock(cx).await;
     let r = loop {
         let Some(vma) = mm.vma_lookup(addr) else {
-            cx.emit(format!("vma_lookup({addr:#x}) = NULL: KVM_PFN_ERR_FAULT"));
+            world::emit!(cx, "vma_lookup({addr:#x}) = NULL: KVM_PFN_ERR_FAULT");
             break Faultin::err(KvmPfn::ErrFault);
         };
         if vma.flags().intersects(VmFlags::VM_IO | VmFlags::VM_PFNMAP) {
@@ -113,7 +113,7 @@ pub(super) async fn hva_to_pfn_era(cx: &Cx, kvm: &Rc<Kvm>, addr: u64, nowait: bo
             match r {
                 Err(e) if e == EAGAIN => continue,
                 Err(e) => {
-                    cx.emit(format!("hva_to_pfn_remapped: {e}: KVM_PFN_ERR_FAULT"));
+                    world::emit!(cx, "hva_to_pfn_remapped: {e}: KVM_PFN_ERR_FAULT");
                     break Faultin::err(KvmPfn::ErrFault);
                 }
                 Ok(f) => break f,

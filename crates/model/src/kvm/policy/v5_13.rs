@@ -50,7 +50,7 @@ pub(super) async fn hva_to_pfn_remapped(cx: &Cx, kvm: &Kvm, addr: u64, write_fau
             let flags = if write_fault { FaultFlags::FAULT_FLAG_WRITE } else { FaultFlags::empty() };
             let r = fixup_user_fault(cx, mm, addr, flags, &mut unlocked).await;
             if unlocked {
-                cx.emit("mmap_lock was dropped: -EAGAIN".into());
+                cx.emit_str("mmap_lock was dropped: -EAGAIN");
                 return Err(EAGAIN);
             }
             r?;
@@ -59,14 +59,14 @@ pub(super) async fn hva_to_pfn_remapped(cx: &Cx, kvm: &Kvm, addr: u64, write_fau
     };
     let mut r = Ok(());
     let f = if write_fault && !pte.write {
-        cx.emit("write fault on a read-only pte: KVM_PFN_ERR_RO_FAULT".into());
+        cx.emit_str("write fault on a read-only pte: KVM_PFN_ERR_RO_FAULT");
         Faultin::err(KvmPfn::ErrRoFault)
     } else {
         let writable = want_writable && pte.write;
         // "Get a reference here because callers of *hva_to_pfn* and *gfn_to_pfn* ultimately
         // call kvm_release_pfn_clean on the returned pfn."
         if !kvm_try_get_pfn(cx, kvm, pte.pfn).await {
-            cx.emit(format!("{} has refcount 0: -EFAULT", pte.pfn));
+            world::emit!(cx, "{} has refcount 0: -EFAULT", pte.pfn);
             r = Err(EFAULT);
         }
         Faultin {

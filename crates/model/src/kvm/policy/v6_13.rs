@@ -99,24 +99,24 @@ async fn hva_to_pfn(cx: &Cx, kvm: &Rc<Kvm>, hva: u64, flags: FollFlags, map_writ
             return resolve_page(page, writable);
         }
         Err(e) if e == EINTR || e == EAGAIN => {
-            cx.emit(format!("get_user_pages: {e}: KVM_PFN_ERR_SIGPENDING"));
+            world::emit!(cx, "get_user_pages: {e}: KVM_PFN_ERR_SIGPENDING");
             return Faultin::err(KvmPfn::ErrSigpending);
         }
-        Err(e) => cx.emit(format!("get_user_pages: {e}")),
-        Ok(None) => cx.emit("get_user_pages: 0 pages (FOLL_NOWAIT)".into()),
+        Err(e) => world::emit!(cx, "get_user_pages: {e}"),
+        Ok(None) => cx.emit_str("get_user_pages: 0 pages (FOLL_NOWAIT)"),
     }
     mm.mmap_read_lock(cx).await;
     let r = loop {
         // retry:
         let Some(vma) = mm.vma_lookup(hva) else {
-            cx.emit(format!("vma_lookup({hva:#x}) = NULL: KVM_PFN_ERR_FAULT"));
+            world::emit!(cx, "vma_lookup({hva:#x}) = NULL: KVM_PFN_ERR_FAULT");
             break Faultin::err(KvmPfn::ErrFault);
         };
         if vma.flags().intersects(VmFlags::VM_IO | VmFlags::VM_PFNMAP) {
             match hva_to_pfn_remapped(cx, kvm, &vma, hva, write, map_writable, pin).await {
                 Err(e) if e == EAGAIN => continue,
                 Err(e) => {
-                    cx.emit(format!("hva_to_pfn_remapped: {e}: KVM_PFN_ERR_FAULT"));
+                    world::emit!(cx, "hva_to_pfn_remapped: {e}: KVM_PFN_ERR_FAULT");
                     break Faultin::err(KvmPfn::ErrFault);
                 }
                 Ok(f) => break f,
@@ -138,7 +138,7 @@ async fn hva_to_pfn_remapped(cx: &Cx, kvm: &Kvm, vma: &Rc<Vma>, hva: u64, write:
     let _f = cx.func("hva_to_pfn_remapped");
     // "Remapped memory cannot be pinned in any meaningful sense."
     if pin && !kvm.allow_unsafe_mappings.get() {
-        cx.emit("pin && !allow_unsafe_mappings: -EINVAL".into());
+        cx.emit_str("pin && !allow_unsafe_mappings: -EINVAL");
         return Err(EINVAL);
     }
     let args = match follow_pfnmap_start(cx, vma, hva).await {
@@ -148,7 +148,7 @@ async fn hva_to_pfn_remapped(cx: &Cx, kvm: &Kvm, vma: &Rc<Vma>, hva: u64, write:
             let flags = if write { FaultFlags::FAULT_FLAG_WRITE } else { FaultFlags::empty() };
             let r = fixup_user_fault(cx, &kvm.mm, hva, flags, &mut unlocked).await;
             if unlocked {
-                cx.emit("mmap_lock was dropped: -EAGAIN".into());
+                cx.emit_str("mmap_lock was dropped: -EAGAIN");
                 return Err(EAGAIN);
             }
             r?;
@@ -156,7 +156,7 @@ async fn hva_to_pfn_remapped(cx: &Cx, kvm: &Kvm, vma: &Rc<Vma>, hva: u64, write:
         }
     };
     let f = if write && !args.writable {
-        cx.emit("write fault on a read-only pte: KVM_PFN_ERR_RO_FAULT".into());
+        cx.emit_str("write fault on a read-only pte: KVM_PFN_ERR_RO_FAULT");
         Faultin::err(KvmPfn::ErrRoFault)
     } else {
         // kvm_resolve_pfn(kfp, NULL, &args, args.writable): no reference.

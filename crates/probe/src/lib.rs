@@ -53,6 +53,22 @@ pub fn kvm_available() -> Result<(), String> {
         .map_err(|e| format!("KVM_CREATE_VM failed: {e}"))
 }
 
+/// For tests that need `/dev/kvm`: `true` (after printing one `SKIP <test>: <reason>`
+/// line) when KVM cannot be used here. With `KVMMU_REQUIRE_KVM` set in the environment
+/// (CI sets it whenever `/dev/kvm` exists) an unusable KVM is a test failure instead.
+pub fn skip_without_kvm(test: &str) -> bool {
+    match kvm_available() {
+        Ok(()) => false,
+        Err(e) if std::env::var_os("KVMMU_REQUIRE_KVM").is_some() => {
+            panic!("{test}: /dev/kvm is required (KVMMU_REQUIRE_KVM) but unusable: {e}")
+        }
+        Err(e) => {
+            println!("SKIP {test}: {e}");
+            true
+        }
+    }
+}
+
 /// A description of the host's KVM MMU, e.g. "shadow (kvm_pvm, tdp_mmu=N)".
 pub fn mmu_description() -> String {
     mmu::describe()

@@ -43,6 +43,8 @@ pub struct SingleRun {
     pub trace: Trace,
     pub choices: Vec<usize>,
     pub steps: u64,
+    /// Page references KVM took during the run (0: a reference-free mapping).
+    pub refs_taken: u64,
 }
 
 /// Run one schedule.
@@ -121,6 +123,7 @@ pub fn run_once(sc: &Scenario, policy: PolicyId, kind: ScheduleKind, tracing: bo
         trace: r.trace,
         choices: r.schedule,
         steps: r.steps,
+        refs_taken: sys.kvm.refs_taken(),
     })
 }
 

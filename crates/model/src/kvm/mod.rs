@@ -77,6 +77,7 @@ pub struct Kvm {
     sptes: RefCell<BTreeMap<u64, Spte>>,
     /// References KVM took on pages (kvm_get_pfn, GUP) and has not yet dropped.
     refs: RefCell<BTreeMap<Pfn, i64>>,
+    refs_taken: Cell<u64>,
     pins: RefCell<Vec<PinnedMap>>,
     pin_log: RefCell<Vec<PinnedMap>>,
     next_pin: Cell<u64>,
@@ -103,6 +104,7 @@ impl Kvm {
             range: Cell::new(None),
             sptes: RefCell::new(BTreeMap::new()),
             refs: RefCell::new(BTreeMap::new()),
+            refs_taken: Cell::new(0),
             pins: RefCell::new(Vec::new()),
             pin_log: RefCell::new(Vec::new()),
             next_pin: Cell::new(0),
@@ -249,6 +251,14 @@ impl Kvm {
     /// Account a page reference KVM took (`kvm_get_pfn`, GUP).
     pub(crate) fn note_ref(&self, pfn: Pfn, delta: i64) {
         *self.refs.borrow_mut().entry(pfn).or_insert(0) += delta;
+        if delta > 0 {
+            self.refs_taken.set(self.refs_taken.get() + delta as u64);
+        }
+    }
+
+    /// How many page references KVM has taken in total (0 for a reference-free mapping).
+    pub fn refs_taken(&self) -> u64 {
+        self.refs_taken.get()
     }
 
     /// Page references KVM still holds (should be none once every vCPU is done).

@@ -8,15 +8,10 @@ use probe::{
 /// The data gpa of the single-slot plans (kvmp.h DATA_GPA).
 pub const D: u64 = 0x10000;
 
-/// True (after printing one SKIP line) when /dev/kvm cannot be used.
+/// True (after printing one SKIP line) when /dev/kvm cannot be used; a failure under
+/// `KVMMU_REQUIRE_KVM`.
 pub fn skip(test: &str) -> bool {
-    match probe::kvm_available() {
-        Ok(()) => false,
-        Err(e) => {
-            println!("SKIP {test}: {e}");
-            true
-        }
-    }
+    probe::skip_without_kvm(test)
 }
 
 pub fn backing(

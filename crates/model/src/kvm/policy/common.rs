@@ -62,7 +62,14 @@ pub async fn kvm_release_pfn_clean(cx: &Cx, kvm: &Kvm, pfn: KvmPfn, zero_refcoun
 /// The GUP half of pre-v6.13 `hva_to_pfn`: `hva_to_pfn_fast` (only for atomic/async callers
 /// that want a writable page) then `hva_to_pfn_slow`. Returns `Ok((pfn, writable))`,
 /// `Err(None)` for "FOLL_NOWAIT would sleep", `Err(Some(e))` for a GUP error.
-pub async fn gup_pre_6_13(cx: &Cx, kvm: &Kvm, addr: Hva, nowait: bool, write_fault: bool, want_writable: bool) -> Result<(Pfn, bool), Option<crate::mm::Errno>> {
+pub async fn gup_pre_6_13(
+    cx: &Cx,
+    kvm: &Kvm,
+    addr: Hva,
+    nowait: bool,
+    write_fault: bool,
+    want_writable: bool,
+) -> Result<(Pfn, bool), Option<crate::mm::Errno>> {
     let mm = &kvm.mm;
     if nowait && (write_fault || want_writable) {
         if let Some(p) = get_user_page_fast_only(cx, mm, addr, FollFlags::FOLL_WRITE).await {
@@ -96,6 +103,33 @@ pub async fn gup_pre_6_13(cx: &Cx, kvm: &Kvm, addr: Hva, nowait: bool, write_fau
         }
     }
     Ok((page, writable))
+}
+
+/// The pre-v6.13 `hva_to_pfn` prologue: the page from GUP, with the reference GUP took,
+/// or `None` (after tracing why) when the vma path must be tried.
+pub async fn gup_first(
+    cx: &Cx,
+    kvm: &Kvm,
+    addr: Hva,
+    nowait: bool,
+    write_fault: bool,
+    want_writable: bool,
+) -> Option<super::Faultin> {
+    match gup_pre_6_13(cx, kvm, addr, nowait, write_fault, want_writable).await {
+        Ok((p, w)) => Some(super::Faultin {
+            pfn: KvmPfn::Pfn(p),
+            writable: w,
+            page: Some(p),
+        }),
+        Err(e) => {
+            world::emit!(
+                cx,
+                "get_user_pages: {}",
+                e.map_or("0 pages".to_string(), |e| e.to_string())
+            );
+            None
+        }
+    }
 }
 
 /// `__gfn_to_pfn_memslot()`'s prologue: `KVM_HVA_ERR_RO_BAD` → `RO_FAULT`; a read-only slot

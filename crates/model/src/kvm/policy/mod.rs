@@ -2,6 +2,53 @@
 //! the C it mirrors; what they share (the reference heuristics of `kvm_main.c` before v6.13)
 //! lives in [`common`].
 
+/// The `Policy` impl every pre-v6.13 era shares: `__gfn_to_pfn_memslot` (read-only slot
+/// handling) around the era's own `hva_to_pfn`, and `kvm_release_pfn_clean` to release.
+/// `$zero_refcounted`: whether the era has 7df003c85218 (see `common::kvm_is_reserved_pfn`).
+macro_rules! pre_6_13_policy {
+    ($ty:ident, $id:expr, $hva_to_pfn:path, $zero_refcounted:expr) => {
+        pub struct $ty;
+
+        impl super::Policy for $ty {
+            fn id(&self) -> super::PolicyId {
+                $id
+            }
+
+            fn faultin<'a>(
+                &'a self,
+                cx: &'a world::Cx,
+                kvm: &'a std::rc::Rc<crate::kvm::Kvm>,
+                l: &'a super::Lookup,
+            ) -> crate::mm::LocalBoxFuture<'a, super::Faultin> {
+                Box::pin(async move {
+                    let _f = cx.func("__gfn_to_pfn_memslot");
+                    let (addr, slot_writable) =
+                        match super::common::slot_hva(&l.slot, l.gfn, l.write) {
+                            Ok(x) => x,
+                            Err(e) => return super::Faultin::err(e),
+                        };
+                    // A read-only slot, and kvm_vcpu_map, pass writable = NULL.
+                    $hva_to_pfn(cx, kvm, addr, l.nowait, l.write, slot_writable && !l.pin).await
+                })
+            }
+
+            fn release<'a>(
+                &'a self,
+                cx: &'a world::Cx,
+                kvm: &'a std::rc::Rc<crate::kvm::Kvm>,
+                f: &'a super::Faultin,
+            ) -> crate::mm::LocalBoxFuture<'a, ()> {
+                Box::pin(super::common::kvm_release_pfn_clean(
+                    cx,
+                    kvm,
+                    f.pfn,
+                    $zero_refcounted,
+                ))
+            }
+        }
+    };
+}
+
 pub mod common;
 mod v4_7;
 mod v4_8;
@@ -54,11 +101,21 @@ pub trait Policy {
     fn id(&self) -> PolicyId;
 
     /// `__gfn_to_pfn_memslot()` / `kvm_follow_pfn()` → `hva_to_pfn()` for this era.
-    fn faultin<'a>(&'a self, cx: &'a Cx, kvm: &'a Rc<Kvm>, l: &'a Lookup) -> LocalBoxFuture<'a, Faultin>;
+    fn faultin<'a>(
+        &'a self,
+        cx: &'a Cx,
+        kvm: &'a Rc<Kvm>,
+        l: &'a Lookup,
+    ) -> LocalBoxFuture<'a, Faultin>;
 
     /// Drop what [`Policy::faultin`] took: `kvm_release_pfn_clean()` (≤ v6.12) or
     /// `kvm_release_faultin_page()` (v6.13), under `mmu_lock` on the SPTE path.
-    fn release<'a>(&'a self, cx: &'a Cx, kvm: &'a Rc<Kvm>, f: &'a Faultin) -> LocalBoxFuture<'a, ()>;
+    fn release<'a>(
+        &'a self,
+        cx: &'a Cx,
+        kvm: &'a Rc<Kvm>,
+        f: &'a Faultin,
+    ) -> LocalBoxFuture<'a, ()>;
 }
 
 /// The eras kvmmu implements.

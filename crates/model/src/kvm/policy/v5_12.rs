@@ -4,57 +4,29 @@
 //! `follow_pte` returns with the PTL held, so the write bit and the `kvm_get_pfn` are taken
 //! while the PTE cannot change; a write fault on a read-only PTE gives `KVM_PFN_ERR_RO_FAULT`.
 
-use super::common::{gup_pre_6_13, kvm_get_pfn, kvm_release_pfn_clean, slot_hva};
+use super::common::{gup_first, kvm_get_pfn};
 use super::v4_7::vma_is_valid;
-use super::{Faultin, Lookup, Policy, PolicyId};
+use super::{Faultin, PolicyId};
 use crate::kvm::{Kvm, KvmPfn};
 use crate::mm::fault::fixup_user_fault;
 use crate::mm::follow::{follow_pte, pte_unmap_unlock};
-use crate::mm::{Errno, FaultFlags, LocalBoxFuture, VmFlags, EAGAIN};
+use crate::mm::{Errno, FaultFlags, Pte, VmFlags, EAGAIN};
 use std::rc::Rc;
 use world::Cx;
 
-pub struct Linux5_12;
-
-impl Policy for Linux5_12 {
-    fn id(&self) -> PolicyId {
-        PolicyId::Linux5_12
-    }
-
-    fn faultin<'a>(&'a self, cx: &'a Cx, kvm: &'a Rc<Kvm>, l: &'a Lookup) -> LocalBoxFuture<'a, Faultin> {
-        Box::pin(async move {
-            let _f = cx.func("__gfn_to_pfn_memslot");
-            let (addr, slot_writable) = match slot_hva(&l.slot, l.gfn, l.write) {
-                Ok(x) => x,
-                Err(e) => return Faultin::err(e),
-            };
-            hva_to_pfn(cx, kvm, addr, l.nowait, l.write, slot_writable && !l.pin).await
-        })
-    }
-
-    fn release<'a>(&'a self, cx: &'a Cx, kvm: &'a Rc<Kvm>, f: &'a Faultin) -> LocalBoxFuture<'a, ()> {
-        Box::pin(kvm_release_pfn_clean(cx, kvm, f.pfn, true))
-    }
-}
+pre_6_13_policy!(Linux5_12, PolicyId::Linux5_12, hva_to_pfn, true);
 
 /// `hva_to_pfn_remapped(vma, addr, async, write_fault, writable, p_pfn)`, v5.12.
-async fn hva_to_pfn_remapped(cx: &Cx, kvm: &Kvm, addr: u64, write_fault: bool, want_writable: bool) -> Result<Faultin, Errno> {
+async fn hva_to_pfn_remapped(
+    cx: &Cx,
+    kvm: &Kvm,
+    addr: u64,
+    write_fault: bool,
+    want_writable: bool,
+) -> Result<Faultin, Errno> {
     let _f = cx.func("hva_to_pfn_remapped");
     let mm = &kvm.mm;
-    let pte = match follow_pte(cx, mm, addr).await {
-        Ok(p) => p,
-        Err(_) => {
-            let mut unlocked = false;
-            let flags = if write_fault { FaultFlags::FAULT_FLAG_WRITE } else { FaultFlags::empty() };
-            let r = fixup_user_fault(cx, mm, addr, flags, &mut unlocked).await;
-            if unlocked {
-                cx.emit_str("mmap_lock was dropped: -EAGAIN");
-                return Err(EAGAIN);
-            }
-            r?;
-            follow_pte(cx, mm, addr).await?
-        }
-    };
+    let pte = follow_pte_or_fixup(cx, kvm, addr, write_fault).await?;
     let f = if write_fault && !pte.write {
         cx.emit_str("write fault on a read-only pte: KVM_PFN_ERR_RO_FAULT");
         Faultin::err(KvmPfn::ErrRoFault)
@@ -72,6 +44,36 @@ async fn hva_to_pfn_remapped(cx: &Cx, kvm: &Kvm, addr: u64, write_fault: bool, w
     Ok(f)
 }
 
+/// The walk both v5.12 and v5.13 start with: `follow_pte`, and when there is no PTE,
+/// `fixup_user_fault` then `follow_pte` again — or -EAGAIN if the mmap lock was dropped.
+/// On success the PTL is held (release with `pte_unmap_unlock`).
+pub(super) async fn follow_pte_or_fixup(
+    cx: &Cx,
+    kvm: &Kvm,
+    addr: u64,
+    write_fault: bool,
+) -> Result<Pte, Errno> {
+    let mm = &kvm.mm;
+    match follow_pte(cx, mm, addr).await {
+        Ok(p) => Ok(p),
+        Err(_) => {
+            let mut unlocked = false;
+            let flags = if write_fault {
+                FaultFlags::FAULT_FLAG_WRITE
+            } else {
+                FaultFlags::empty()
+            };
+            let r = fixup_user_fault(cx, mm, addr, flags, &mut unlocked).await;
+            if unlocked {
+                cx.emit_str("mmap_lock was dropped: -EAGAIN");
+                return Err(EAGAIN);
+            }
+            r?;
+            follow_pte(cx, mm, addr).await
+        }
+    }
+}
+
 /// Which `hva_to_pfn_remapped` the shared v5.12–v6.12 `hva_to_pfn` calls.
 #[derive(Copy, Clone)]
 pub(super) enum Remapped {
@@ -81,23 +83,40 @@ pub(super) enum Remapped {
 
 /// `hva_to_pfn(addr, atomic, async, write_fault, writable)`, v5.12 (shared with v5.13,
 /// which differs only in `try_get`).
-pub(super) async fn hva_to_pfn(cx: &Cx, kvm: &Rc<Kvm>, addr: u64, nowait: bool, write_fault: bool, want_writable: bool) -> Faultin {
-    hva_to_pfn_era(cx, kvm, addr, nowait, write_fault, want_writable, Remapped::V5_12).await
+pub(super) async fn hva_to_pfn(
+    cx: &Cx,
+    kvm: &Rc<Kvm>,
+    addr: u64,
+    nowait: bool,
+    write_fault: bool,
+    want_writable: bool,
+) -> Faultin {
+    hva_to_pfn_era(
+        cx,
+        kvm,
+        addr,
+        nowait,
+        write_fault,
+        want_writable,
+        Remapped::V5_12,
+    )
+    .await
 }
 
 /// The body of `hva_to_pfn` from v5.12 to v6.12; only the remapped walker differs.
-pub(super) async fn hva_to_pfn_era(cx: &Cx, kvm: &Rc<Kvm>, addr: u64, nowait: bool, write_fault: bool, want_writable: bool, remapped: Remapped) -> Faultin {
+pub(super) async fn hva_to_pfn_era(
+    cx: &Cx,
+    kvm: &Rc<Kvm>,
+    addr: u64,
+    nowait: bool,
+    write_fault: bool,
+    want_writable: bool,
+    remapped: Remapped,
+) -> Faultin {
     let _f = cx.func("hva_to_pfn");
     let mm = &kvm.mm;
-    match gup_pre_6_13(cx, kvm, addr, nowait, write_fault, want_writable).await {
-        Ok((p, w)) => {
-            return Faultin {
-                pfn: KvmPfn::Pfn(p),
-                writable: w,
-                page: Some(p),
-            }
-        }
-        Err(e) => world::emit!(cx, "get_user_pages: {}", e.map_or("0 pages".to_string(), |e| e.to_string())),
+    if let Some(f) = gup_first(cx, kvm, addr, nowait, write_fault, want_writable).await {
+        return f;
     }
     mm.mmap_read_lock(cx).await;
     let r = loop {
@@ -107,8 +126,13 @@ pub(super) async fn hva_to_pfn_era(cx: &Cx, kvm: &Rc<Kvm>, addr: u64, nowait: bo
         };
         if vma.flags().intersects(VmFlags::VM_IO | VmFlags::VM_PFNMAP) {
             let r = match remapped {
-                Remapped::V5_12 => hva_to_pfn_remapped(cx, kvm, addr, write_fault, want_writable).await,
-                Remapped::V5_13 => super::v5_13::hva_to_pfn_remapped(cx, kvm, addr, write_fault, want_writable).await,
+                Remapped::V5_12 => {
+                    hva_to_pfn_remapped(cx, kvm, addr, write_fault, want_writable).await
+                }
+                Remapped::V5_13 => {
+                    super::v5_13::hva_to_pfn_remapped(cx, kvm, addr, write_fault, want_writable)
+                        .await
+                }
             };
             match r {
                 Err(e) if e == EAGAIN => continue,

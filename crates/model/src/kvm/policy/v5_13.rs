@@ -6,57 +6,49 @@
 //! gives -EFAULT instead of being resurrected — which also refuses legitimate TTM/amdgpu
 //! buffers (the functional regression that v6.13 fixed).
 
-use super::common::{kvm_release_pfn_clean, kvm_try_get_pfn, slot_hva};
-use super::v5_12::{hva_to_pfn_era, Remapped};
-use super::{Faultin, Lookup, Policy, PolicyId};
+use super::common::kvm_try_get_pfn;
+use super::v5_12::{follow_pte_or_fixup, hva_to_pfn_era, Remapped};
+use super::{Faultin, PolicyId};
 use crate::kvm::{Kvm, KvmPfn};
-use crate::mm::fault::fixup_user_fault;
-use crate::mm::follow::{follow_pte, pte_unmap_unlock};
-use crate::mm::{Errno, FaultFlags, LocalBoxFuture, EAGAIN, EFAULT};
+use crate::mm::follow::pte_unmap_unlock;
+use crate::mm::{Errno, EFAULT};
 use std::rc::Rc;
 use world::Cx;
 
-pub struct Linux5_13;
+pre_6_13_policy!(Linux5_13, PolicyId::Linux5_13, hva_to_pfn, true);
 
-impl Policy for Linux5_13 {
-    fn id(&self) -> PolicyId {
-        PolicyId::Linux5_13
-    }
-
-    fn faultin<'a>(&'a self, cx: &'a Cx, kvm: &'a Rc<Kvm>, l: &'a Lookup) -> LocalBoxFuture<'a, Faultin> {
-        Box::pin(async move {
-            let _f = cx.func("__gfn_to_pfn_memslot");
-            let (addr, slot_writable) = match slot_hva(&l.slot, l.gfn, l.write) {
-                Ok(x) => x,
-                Err(e) => return Faultin::err(e),
-            };
-            hva_to_pfn_era(cx, kvm, addr, l.nowait, l.write, slot_writable && !l.pin, Remapped::V5_13).await
-        })
-    }
-
-    fn release<'a>(&'a self, cx: &'a Cx, kvm: &'a Rc<Kvm>, f: &'a Faultin) -> LocalBoxFuture<'a, ()> {
-        Box::pin(kvm_release_pfn_clean(cx, kvm, f.pfn, true))
-    }
+/// `hva_to_pfn()`, v5.13–v6.12: v5.12's, with this era's `hva_to_pfn_remapped`.
+async fn hva_to_pfn(
+    cx: &Cx,
+    kvm: &Rc<Kvm>,
+    addr: u64,
+    nowait: bool,
+    write_fault: bool,
+    want_writable: bool,
+) -> Faultin {
+    hva_to_pfn_era(
+        cx,
+        kvm,
+        addr,
+        nowait,
+        write_fault,
+        want_writable,
+        Remapped::V5_13,
+    )
+    .await
 }
 
 /// `hva_to_pfn_remapped(vma, addr, write_fault, writable, p_pfn)`, v5.13.
-pub(super) async fn hva_to_pfn_remapped(cx: &Cx, kvm: &Kvm, addr: u64, write_fault: bool, want_writable: bool) -> Result<Faultin, Errno> {
+pub(super) async fn hva_to_pfn_remapped(
+    cx: &Cx,
+    kvm: &Kvm,
+    addr: u64,
+    write_fault: bool,
+    want_writable: bool,
+) -> Result<Faultin, Errno> {
     let _f = cx.func("hva_to_pfn_remapped");
     let mm = &kvm.mm;
-    let pte = match follow_pte(cx, mm, addr).await {
-        Ok(p) => p,
-        Err(_) => {
-            let mut unlocked = false;
-            let flags = if write_fault { FaultFlags::FAULT_FLAG_WRITE } else { FaultFlags::empty() };
-            let r = fixup_user_fault(cx, mm, addr, flags, &mut unlocked).await;
-            if unlocked {
-                cx.emit_str("mmap_lock was dropped: -EAGAIN");
-                return Err(EAGAIN);
-            }
-            r?;
-            follow_pte(cx, mm, addr).await?
-        }
-    };
+    let pte = follow_pte_or_fixup(cx, kvm, addr, write_fault).await?;
     let mut r = Ok(());
     let f = if write_fault && !pte.write {
         cx.emit_str("write fault on a read-only pte: KVM_PFN_ERR_RO_FAULT");

@@ -13,7 +13,9 @@ use crate::kvm::{Kvm, KvmPfn};
 use crate::mm::fault::fixup_user_fault;
 use crate::mm::follow::{follow_pfnmap_end, follow_pfnmap_start};
 use crate::mm::gup::{get_user_page_fast_only, get_user_pages_unlocked};
-use crate::mm::{Errno, FaultFlags, FollFlags, LocalBoxFuture, Pfn, Vma, VmFlags, EAGAIN, EINTR, EINVAL};
+use crate::mm::{
+    Errno, FaultFlags, FollFlags, LocalBoxFuture, Pfn, VmFlags, Vma, EAGAIN, EINTR, EINVAL,
+};
 use std::rc::Rc;
 use world::Cx;
 
@@ -25,7 +27,12 @@ impl Policy for Linux6_13 {
     }
 
     /// `kvm_follow_pfn(kfp)`.
-    fn faultin<'a>(&'a self, cx: &'a Cx, kvm: &'a Rc<Kvm>, l: &'a Lookup) -> LocalBoxFuture<'a, Faultin> {
+    fn faultin<'a>(
+        &'a self,
+        cx: &'a Cx,
+        kvm: &'a Rc<Kvm>,
+        l: &'a Lookup,
+    ) -> LocalBoxFuture<'a, Faultin> {
         Box::pin(async move {
             let _f = cx.func("kvm_follow_pfn");
             let (hva, slot_writable) = match slot_hva(&l.slot, l.gfn, l.write) {
@@ -49,7 +56,12 @@ impl Policy for Linux6_13 {
 
     /// `kvm_release_faultin_page(kvm, refcounted_page, unused, dirty)`: a no-op for NULL
     /// (every PFNMAP lookup); otherwise drops the GUP reference (`put_page`/`unpin`).
-    fn release<'a>(&'a self, cx: &'a Cx, kvm: &'a Rc<Kvm>, f: &'a Faultin) -> LocalBoxFuture<'a, ()> {
+    fn release<'a>(
+        &'a self,
+        cx: &'a Cx,
+        kvm: &'a Rc<Kvm>,
+        f: &'a Faultin,
+    ) -> LocalBoxFuture<'a, ()> {
         Box::pin(async move {
             let Some(page) = f.page else { return };
             let _f = cx.func("kvm_release_faultin_page");
@@ -70,7 +82,14 @@ fn resolve_page(page: Pfn, writable: bool) -> Faultin {
 }
 
 /// `hva_to_pfn(kfp)`, v6.13 (c3 in kernel-history.md).
-async fn hva_to_pfn(cx: &Cx, kvm: &Rc<Kvm>, hva: u64, flags: FollFlags, map_writable: bool, pin: bool) -> Faultin {
+async fn hva_to_pfn(
+    cx: &Cx,
+    kvm: &Rc<Kvm>,
+    hva: u64,
+    flags: FollFlags,
+    map_writable: bool,
+    pin: bool,
+) -> Faultin {
     let _f = cx.func("hva_to_pfn");
     let mm = &kvm.mm;
     let write = flags.contains(FollFlags::FOLL_WRITE);
@@ -82,7 +101,13 @@ async fn hva_to_pfn(cx: &Cx, kvm: &Rc<Kvm>, hva: u64, flags: FollFlags, map_writ
         }
     }
     // hva_to_pfn_slow.
-    let gup_flags = flags | FollFlags::FOLL_HWPOISON | if pin { FollFlags::FOLL_PIN } else { FollFlags::empty() };
+    let gup_flags = flags
+        | FollFlags::FOLL_HWPOISON
+        | if pin {
+            FollFlags::FOLL_PIN
+        } else {
+            FollFlags::empty()
+        };
     match get_user_pages_unlocked(cx, mm, hva, gup_flags).await {
         Ok(Some(mut page)) => {
             kvm.note_ref(page, 1);
@@ -134,7 +159,15 @@ async fn hva_to_pfn(cx: &Cx, kvm: &Rc<Kvm>, hva: u64, flags: FollFlags, map_writ
 
 /// `hva_to_pfn_remapped(vma, kfp, p_pfn)`, v6.13 (c4). Returns with the PTL released; the
 /// pfn is only safe under MMU-notifier protection.
-async fn hva_to_pfn_remapped(cx: &Cx, kvm: &Kvm, vma: &Rc<Vma>, hva: u64, write: bool, map_writable: bool, pin: bool) -> Result<Faultin, Errno> {
+async fn hva_to_pfn_remapped(
+    cx: &Cx,
+    kvm: &Kvm,
+    vma: &Rc<Vma>,
+    hva: u64,
+    write: bool,
+    map_writable: bool,
+    pin: bool,
+) -> Result<Faultin, Errno> {
     let _f = cx.func("hva_to_pfn_remapped");
     // "Remapped memory cannot be pinned in any meaningful sense."
     if pin && !kvm.allow_unsafe_mappings.get() {
@@ -145,7 +178,11 @@ async fn hva_to_pfn_remapped(cx: &Cx, kvm: &Kvm, vma: &Rc<Vma>, hva: u64, write:
         Ok(a) => a,
         Err(_) => {
             let mut unlocked = false;
-            let flags = if write { FaultFlags::FAULT_FLAG_WRITE } else { FaultFlags::empty() };
+            let flags = if write {
+                FaultFlags::FAULT_FLAG_WRITE
+            } else {
+                FaultFlags::empty()
+            };
             let r = fixup_user_fault(cx, &kvm.mm, hva, flags, &mut unlocked).await;
             if unlocked {
                 cx.emit_str("mmap_lock was dropped: -EAGAIN");

@@ -141,12 +141,13 @@ pub async fn sys_madvise_dontneed(cx: &Cx, mm: &Rc<Mm>, start: Hva, len: u64) ->
     let _f = cx.func("madvise(MADV_DONTNEED)");
     let end = start + len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
     mm.mmap_read_lock(cx).await;
-    let vmas = mm.vmas_in(start, end);
-    if vmas.iter().any(|v| v.flags().contains(VmFlags::VM_PFNMAP)) {
-        mm.mmap_unlock(cx).await;
-        return Err(EINVAL);
-    }
-    for v in vmas {
+    // madvise_walk_vmas: vma by vma; a PFNMAP vma fails madvise_dontneed_free_valid_vma()
+    // after the vmas before it were already zapped.
+    for v in mm.vmas_in(start, end) {
+        if v.flags().contains(VmFlags::VM_PFNMAP) {
+            mm.mmap_unlock(cx).await;
+            return Err(EINVAL);
+        }
         zap_page_range_single(cx, &v, start, end, NotifyEvent::Clear).await;
     }
     mm.mmap_unlock(cx).await;

@@ -11,15 +11,22 @@ macro_rules! outln {
     ($o:expr, $($t:tt)*) => {{ use std::fmt::Write as _; let _ = writeln!($o, $($t)*); }};
 }
 
+mod diff;
 mod input;
 mod list;
+mod plan;
+mod probe;
 mod run;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "kvmmu", version, about = "KVM's guest page fault to host pfn path, for device mappings: model, checker, probe")]
+#[command(
+    name = "kvmmu",
+    version,
+    about = "KVM's guest page fault to host pfn path, for device mappings: model, checker, probe"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -29,6 +36,24 @@ struct Cli {
 pub enum Format {
     Text,
     Json,
+}
+
+/// How the guest runs on real KVM (realkvm.md §0).
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// 64-bit CPL3 code: shadow-MMU faults through hva_to_pfn (what the model predicts).
+    Native,
+    /// CPL0 code: KVM's instruction emulator reaches memory with copy_{from,to}_user.
+    Emulated,
+}
+
+impl ModeArg {
+    pub fn probe(self) -> ::probe::Mode {
+        match self {
+            ModeArg::Native => ::probe::Mode::Native,
+            ModeArg::Emulated => ::probe::Mode::Emulated,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -54,6 +79,31 @@ enum Cmd {
     },
     /// List the built-in scenarios, the policies and the oracles.
     List,
+    /// Run scenarios on this machine's real /dev/kvm and print what happened per access.
+    ///
+    /// Scenarios with model-only drivers or actions print one `skip:` line. Exit status 2
+    /// when /dev/kvm is missing or unusable, or on bad input.
+    Probe {
+        /// Built-in scenario names or scenario files (default: every built-in scenario).
+        scenarios: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        #[arg(long, value_enum, default_value_t = ModeArg::Native)]
+        mode: ModeArg,
+    },
+    /// Compare the model (linux-6.13, host steps before the vCPUs) with real KVM, per access.
+    ///
+    /// Exit status 1 on any disagreement in native mode, 2 on bad input or unusable KVM. In
+    /// emulated mode the model still predicts the native path: differences are printed,
+    /// labelled, and are not failures.
+    Diff {
+        /// Built-in scenario names or scenario files (default: every built-in scenario).
+        scenarios: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        #[arg(long, value_enum, default_value_t = ModeArg::Native)]
+        mode: ModeArg,
+    },
 }
 
 /// Write program output; a reader that went away (`| head`) is not an error.
@@ -77,5 +127,15 @@ fn main() -> ExitCode {
             list::list();
             ExitCode::SUCCESS
         }
+        Cmd::Probe {
+            scenarios,
+            format,
+            mode,
+        } => probe::probe(&scenarios, format, mode),
+        Cmd::Diff {
+            scenarios,
+            format,
+            mode,
+        } => diff::diff(&scenarios, format, mode),
     }
 }

@@ -228,6 +228,17 @@ impl HostBacking {
                 hostio::write(base + offset as usize, &bytes[..usize::from(size)])
                     .map_err(|e| sys(what("write"), e))
             }
+            HostAction::Read { offset, size, .. } => {
+                // Only pages this probe still maps (or [vvar], where the fault-safe read
+                // decides): a hole may hold another thread's mapping by now.
+                if self.readable_range(offset, u64::from(size)) {
+                    let mut buf = [0u8; 8];
+                    // A faulting read (hole, PROT_NONE, a [vvar] page the host cannot
+                    // fault) is what the host would see too: not an error.
+                    let _ = hostio::read(base + offset as usize, &mut buf[..usize::from(size)]);
+                }
+                Ok(())
+            }
             HostAction::MadviseDontneed {
                 offset_pages,
                 pages,

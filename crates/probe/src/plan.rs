@@ -107,6 +107,16 @@ pub enum HostAction {
         size: u8,
         value: u64,
     },
+    /// Host load of `size` bytes through its own mapping, fault-safe (the kernel does the
+    /// copy, so an unreadable page gives EFAULT instead of SIGSEGV/SIGBUS). It populates the
+    /// host PTE, as a VMM reading the page would (e.g. `[vvar]` page 0 after
+    /// `clock_gettime`). Allowed on `[vvar]` too: it never changes the mapping. A read that
+    /// faults is not an error; the value is not reported.
+    Read {
+        backing: String,
+        offset: u64,
+        size: u8,
+    },
     /// `madvise(MADV_DONTNEED)`.
     MadviseDontneed {
         backing: String,
@@ -141,6 +151,7 @@ impl HostAction {
     pub fn backing(&self) -> &str {
         match self {
             HostAction::Write { backing, .. }
+            | HostAction::Read { backing, .. }
             | HostAction::MadviseDontneed { backing, .. }
             | HostAction::Mprotect { backing, .. }
             | HostAction::Munmap { backing, .. }

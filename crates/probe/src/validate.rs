@@ -50,12 +50,24 @@ fn check_range(
     pages: u64,
     what: &str,
 ) -> Result<(), ProbeError> {
+    check_range_of(plan, name, first, pages, what, false)
+}
+
+/// `vvar_ok`: the action only reads, so a `[vvar]` backing is allowed.
+fn check_range_of(
+    plan: &Plan,
+    name: &str,
+    first: u64,
+    pages: u64,
+    what: &str,
+    vvar_ok: bool,
+) -> Result<(), ProbeError> {
     let b = plan
         .backings
         .iter()
         .find(|b| b.name == name)
         .ok_or_else(|| bad(format!("{what}: no backing named '{name}'")))?;
-    if matches!(b.kind, BackingKind::Vvar | BackingKind::VvarVclock) {
+    if !vvar_ok && matches!(b.kind, BackingKind::Vvar | BackingKind::VvarVclock) {
         return Err(bad(format!(
             "{what}: backing '{name}' is [vvar]; the probe never changes it"
         )));
@@ -90,6 +102,22 @@ fn check_action(plan: &Plan, a: &HostAction, what: &str) -> Result<(), ProbeErro
                 offset / PAGE,
                 (end.div_ceil(PAGE) - offset / PAGE).max(1),
                 what,
+            )
+        }
+        HostAction::Read {
+            ref backing,
+            offset,
+            size,
+        } => {
+            check_size(size, what)?;
+            let end = offset.saturating_add(u64::from(size));
+            check_range_of(
+                plan,
+                backing,
+                offset / PAGE,
+                (end.div_ceil(PAGE) - offset / PAGE).max(1),
+                what,
+                true,
             )
         }
         HostAction::MadviseDontneed {

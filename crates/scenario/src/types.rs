@@ -38,24 +38,71 @@ pub enum Backing {
 
 impl Backing {
     pub const ALL: [(Backing, &'static str, &'static str); 14] = [
-        (Backing::AnonPrivate, "anon-private", "MAP_PRIVATE|MAP_ANONYMOUS memory"),
-        (Backing::AnonShared, "anon-shared", "MAP_SHARED|MAP_ANONYMOUS memory (shmem)"),
+        (
+            Backing::AnonPrivate,
+            "anon-private",
+            "MAP_PRIVATE|MAP_ANONYMOUS memory",
+        ),
+        (
+            Backing::AnonShared,
+            "anon-shared",
+            "MAP_SHARED|MAP_ANONYMOUS memory (shmem)",
+        ),
         (Backing::Memfd, "memfd", "memfd_create + MAP_SHARED"),
-        (Backing::FilePrivate, "file-private", "a regular file mapped MAP_PRIVATE"),
-        (Backing::FileShared, "file-shared", "a regular file mapped MAP_SHARED"),
-        (Backing::Vvar, "vvar", "the process's [vvar] (VM_IO|VM_PFNMAP, vmf_insert_pfn, read-only)"),
-        (Backing::Userfault, "userfault", "private anon registered with userfaultfd MISSING + handler thread"),
+        (
+            Backing::FilePrivate,
+            "file-private",
+            "a regular file mapped MAP_PRIVATE",
+        ),
+        (
+            Backing::FileShared,
+            "file-shared",
+            "a regular file mapped MAP_SHARED",
+        ),
+        (
+            Backing::Vvar,
+            "vvar",
+            "the process's [vvar] (VM_IO|VM_PFNMAP, vmf_insert_pfn, read-only)",
+        ),
+        (
+            Backing::Userfault,
+            "userfault",
+            "private anon registered with userfaultfd MISSING + handler thread",
+        ),
         (Backing::Hole, "hole", "munmapped after the memslot was set"),
         (Backing::ProtNone, "prot-none", "PROT_NONE anonymous memory"),
-        (Backing::VgpuBar, "vgpu-bar", "model only: mdev vGPU BAR, first access trapped, remap_pfn_range on fault"),
-        (Backing::VfioBar, "vfio-bar", "model only: vfio-pci BAR of MMIO frames, vmf_insert_pfn on fault"),
-        (Backing::Usbfs, "usbfs", "model only: usbfs coherent buffer, tail page has refcount 0"),
-        (Backing::Ttm, "ttm", "model only: TTM buffer object of non-compound high-order pages"),
-        (Backing::Mixedmap, "mixedmap", "model only: VM_MIXEDMAP driver using vm_insert_page"),
+        (
+            Backing::VgpuBar,
+            "vgpu-bar",
+            "model only: mdev vGPU BAR, first access trapped, remap_pfn_range on fault",
+        ),
+        (
+            Backing::VfioBar,
+            "vfio-bar",
+            "model only: vfio-pci BAR of MMIO frames, vmf_insert_pfn on fault",
+        ),
+        (
+            Backing::Usbfs,
+            "usbfs",
+            "model only: usbfs coherent buffer, tail page has refcount 0",
+        ),
+        (
+            Backing::Ttm,
+            "ttm",
+            "model only: TTM buffer object of non-compound high-order pages",
+        ),
+        (
+            Backing::Mixedmap,
+            "mixedmap",
+            "model only: VM_MIXEDMAP driver using vm_insert_page",
+        ),
     ];
 
     pub fn name(self) -> &'static str {
-        Backing::ALL.iter().find(|b| b.0 == self).map_or("?", |b| b.1)
+        Backing::ALL
+            .iter()
+            .find(|b| b.0 == self)
+            .map_or("?", |b| b.1)
     }
 
     pub fn from_name(s: &str) -> Option<Backing> {
@@ -64,7 +111,10 @@ impl Backing {
 
     /// Whether real KVM can run it (the model-only drivers cannot).
     pub fn realizable(self) -> bool {
-        !matches!(self, Backing::VgpuBar | Backing::VfioBar | Backing::Usbfs | Backing::Ttm | Backing::Mixedmap)
+        !matches!(
+            self,
+            Backing::VgpuBar | Backing::VfioBar | Backing::Usbfs | Backing::Ttm | Backing::Mixedmap
+        )
     }
 }
 
@@ -75,7 +125,12 @@ pub struct Mapping {
     pub pages: u64,
     pub read: bool,
     pub write: bool,
-    /// Initial content: every 32-bit word of every page (default 0).
+    /// Initial content, the same on the model and on real KVM: every 32-bit word of every
+    /// page (default 0). Anonymous and shmem backings: the host stores it through its mapping
+    /// before the run (prot-none and prot "r": before the protection is dropped). Files: the
+    /// file's content on disk. userfault: what the handler `UFFDIO_COPY`s in for every page
+    /// (default: byte `0xa0 + page index`). Not allowed for `[vvar]` (kernel data); a hole
+    /// has no content.
     pub fill: Option<u32>,
     /// Pages the host touches (reads) before the guest runs (e.g. vvar page 0 after
     /// `clock_gettime`).
@@ -121,14 +176,42 @@ pub struct NestedMap {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HostAction {
     /// A host thread's store through its own mapping.
-    Write { mapping: String, offset: u64, size: u8, value: u64 },
+    Write {
+        mapping: String,
+        offset: u64,
+        size: u8,
+        value: u64,
+    },
     /// A host thread's load (populates the host PTE).
-    Read { mapping: String, offset: u64, size: u8 },
-    MadviseDontneed { mapping: String, offset: u64, pages: u64 },
-    Mprotect { mapping: String, offset: u64, pages: u64, read: bool, write: bool },
-    Munmap { mapping: String, offset: u64, pages: u64 },
+    Read {
+        mapping: String,
+        offset: u64,
+        size: u8,
+    },
+    MadviseDontneed {
+        mapping: String,
+        offset: u64,
+        pages: u64,
+    },
+    Mprotect {
+        mapping: String,
+        offset: u64,
+        pages: u64,
+        read: bool,
+        write: bool,
+    },
+    Munmap {
+        mapping: String,
+        offset: u64,
+        pages: u64,
+    },
     /// `mmap(MAP_FIXED)` of fresh private anonymous memory over the range.
-    MmapAnon { mapping: String, offset: u64, pages: u64, fill: Option<u32> },
+    MmapAnon {
+        mapping: String,
+        offset: u64,
+        pages: u64,
+        fill: Option<u32>,
+    },
     /// Device reset / memory disable: the driver zaps its mappings and frees its pages.
     DeviceReset { mapping: String },
     /// TTM eviction of the buffer object.
@@ -151,7 +234,10 @@ impl HostAction {
 
     /// Whether a VMM process can do this on real KVM.
     pub fn realizable(&self) -> bool {
-        !matches!(self, HostAction::DeviceReset { .. } | HostAction::Evict { .. })
+        !matches!(
+            self,
+            HostAction::DeviceReset { .. } | HostAction::Evict { .. }
+        )
     }
 }
 

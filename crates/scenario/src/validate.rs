@@ -20,10 +20,18 @@ pub const ORACLES: [&str; 9] = [
 ];
 
 /// Policy names a scenario may set expectations for.
-pub const POLICIES: [&str; 5] = ["linux-4.7", "linux-4.8", "linux-5.12", "linux-5.13", "linux-6.13"];
+pub const POLICIES: [&str; 5] = [
+    "linux-4.7",
+    "linux-4.8",
+    "linux-5.12",
+    "linux-5.13",
+    "linux-6.13",
+];
 
 /// Headline outcomes a cell can show.
-pub const OUTCOMES: [&str; 7] = ["ok", "emulated", "MMIO", "refused", "EFAULT", "BUG", "DEADLOCK"];
+pub const OUTCOMES: [&str; 7] = [
+    "ok", "emulated", "MMIO", "refused", "EFAULT", "BUG", "DEADLOCK",
+];
 
 struct Cx<'a> {
     file: &'a str,
@@ -31,7 +39,11 @@ struct Cx<'a> {
 }
 
 impl Cx<'_> {
-    fn err<T>(&self, span: std::ops::Range<usize>, msg: impl Into<String>) -> Result<T, ScenarioError> {
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        msg: impl Into<String>,
+    ) -> Result<T, ScenarioError> {
         Err(ScenarioError::at(self.file, self.text, span, msg))
     }
 
@@ -42,25 +54,38 @@ impl Cx<'_> {
     }
 }
 
-fn prot(cx: &Cx, p: &Option<Spanned<String>>, default: (bool, bool)) -> Result<(bool, bool), ScenarioError> {
+fn prot(
+    cx: &Cx,
+    p: &Option<Spanned<String>>,
+    default: (bool, bool),
+) -> Result<(bool, bool), ScenarioError> {
     let Some(p) = p else { return Ok(default) };
     match p.get_ref().as_str() {
         "rw" => Ok((true, true)),
         "r" => Ok((true, false)),
         "none" => Ok((false, false)),
-        other => cx.err(p.span(), format!("prot must be \"r\", \"rw\" or \"none\", not {other:?}")),
+        other => cx.err(
+            p.span(),
+            format!("prot must be \"r\", \"rw\" or \"none\", not {other:?}"),
+        ),
     }
 }
 
 fn fill(cx: &Cx, f: &Option<Spanned<u64>>) -> Result<Option<u32>, ScenarioError> {
     match f {
         None => Ok(None),
-        Some(f) if *f.get_ref() > u64::from(u32::MAX) => cx.err(f.span(), "fill is a 32-bit pattern"),
+        Some(f) if *f.get_ref() > u64::from(u32::MAX) => {
+            cx.err(f.span(), "fill is a 32-bit pattern")
+        }
         Some(f) => Ok(Some(*f.get_ref() as u32)),
     }
 }
 
-pub(crate) fn validate(file: &str, text: &str, raw: RawScenario) -> Result<Scenario, ScenarioError> {
+pub(crate) fn validate(
+    file: &str,
+    text: &str,
+    raw: RawScenario,
+) -> Result<Scenario, ScenarioError> {
     let cx = Cx { file, text };
     if raw.name.get_ref().trim().is_empty() {
         return cx.err(raw.name.span(), "name must not be empty");
@@ -75,7 +100,14 @@ pub(crate) fn validate(file: &str, text: &str, raw: RawScenario) -> Result<Scena
         }
         let Some(backing) = Backing::from_name(m.backing.get_ref()) else {
             let names: Vec<&str> = Backing::ALL.iter().map(|b| b.1).collect();
-            return cx.err(m.backing.span(), format!("unknown backing {:?}; expected one of {}", m.backing.get_ref(), names.join(", ")));
+            return cx.err(
+                m.backing.span(),
+                format!(
+                    "unknown backing {:?}; expected one of {}",
+                    m.backing.get_ref(),
+                    names.join(", ")
+                ),
+            );
         };
         let pages = *m.pages.get_ref();
         if pages == 0 || pages > 64 {
@@ -90,12 +122,24 @@ pub(crate) fn validate(file: &str, text: &str, raw: RawScenario) -> Result<Scena
         if backing == Backing::Vvar && write {
             return cx.err(span, "[vvar] is read-only: prot must be \"r\"");
         }
+        if let (Backing::Vvar, Some(f)) = (backing, &m.fill) {
+            return cx.err(
+                f.span(),
+                "[vvar] holds the kernel's vDSO data: it cannot be filled",
+            );
+        }
         if backing == Backing::Vvar && pages > 4 {
             return cx.err(m.pages.span(), "[vvar] has 4 pages");
         }
         for t in &m.touch {
             if *t.get_ref() >= pages {
-                return cx.err(t.span(), format!("touch page {} is outside the {pages}-page mapping", t.get_ref()));
+                return cx.err(
+                    t.span(),
+                    format!(
+                        "touch page {} is outside the {pages}-page mapping",
+                        t.get_ref()
+                    ),
+                );
             }
         }
         mappings.push(Mapping {
@@ -116,7 +160,10 @@ pub(crate) fn validate(file: &str, text: &str, raw: RawScenario) -> Result<Scena
         mappings
             .iter()
             .find(|m| &m.name == s.get_ref())
-            .map_or_else(|| cx.err(s.span(), format!("no mapping named {:?}", s.get_ref())), Ok)
+            .map_or_else(
+                || cx.err(s.span(), format!("no mapping named {:?}", s.get_ref())),
+                Ok,
+            )
     };
     let mut memslots: Vec<Memslot> = Vec::new();
     for s in &raw.memslots {
@@ -131,9 +178,20 @@ pub(crate) fn validate(file: &str, text: &str, raw: RawScenario) -> Result<Scena
             return cx.err(s.gpa.span(), "memslots must lie in guest-physical 0x10000..0x1C0000 (the probe's guest layout owns the rest)");
         }
         if pages == 0 || s.offset + pages > m.pages {
-            return cx.err(s.pages.span(), format!("slot covers pages {}..{} of a {}-page mapping", s.offset, s.offset + pages, m.pages));
+            return cx.err(
+                s.pages.span(),
+                format!(
+                    "slot covers pages {}..{} of a {}-page mapping",
+                    s.offset,
+                    s.offset + pages,
+                    m.pages
+                ),
+            );
         }
-        if let Some(o) = memslots.iter().find(|o| gpa < o.gpa + o.pages * 4096 && o.gpa < gpa + pages * 4096) {
+        if let Some(o) = memslots
+            .iter()
+            .find(|o| gpa < o.gpa + o.pages * 4096 && o.gpa < gpa + pages * 4096)
+        {
             return cx.err(s.gpa.span(), format!("overlaps memslot {}", o.slot));
         }
         if memslots.iter().any(|o| o.slot == s.slot) {
@@ -162,12 +220,20 @@ pub(crate) fn validate(file: &str, text: &str, raw: RawScenario) -> Result<Scena
                 (Some(gpa), None, None) => GuestOp::Read { gpa, size },
                 (None, Some(gpa), Some(value)) => {
                     if size < 8 && value >> (size * 8) != 0 {
-                        return cx.err(span, format!("value {value:#x} does not fit in {size} bytes"));
+                        return cx.err(
+                            span,
+                            format!("value {value:#x} does not fit in {size} bytes"),
+                        );
                     }
                     GuestOp::Write { gpa, size, value }
                 }
                 (None, Some(_), None) => return cx.err(span, "a write needs a value"),
-                _ => return cx.err(span, "an access is { read = GPA } or { write = GPA, value = V }"),
+                _ => {
+                    return cx.err(
+                        span,
+                        "an access is { read = GPA } or { write = GPA, value = V }",
+                    )
+                }
             };
             let gpa = match op {
                 GuestOp::Read { gpa, .. } | GuestOp::Write { gpa, .. } => gpa,
@@ -186,8 +252,14 @@ pub(crate) fn validate(file: &str, text: &str, raw: RawScenario) -> Result<Scena
     for n in &raw.nested {
         let span = n.span();
         let n = n.get_ref();
-        if !memslots.iter().any(|s| s.gpa <= n.gpa && n.gpa < s.gpa + s.pages * 4096) {
-            return cx.err(span, format!("nested_map gpa {:#x} is in no memslot", n.gpa));
+        if !memslots
+            .iter()
+            .any(|s| s.gpa <= n.gpa && n.gpa < s.gpa + s.pages * 4096)
+        {
+            return cx.err(
+                span,
+                format!("nested_map gpa {:#x} is in no memslot", n.gpa),
+            );
         }
         nested.push(NestedMap {
             gpa: n.gpa,
@@ -247,9 +319,16 @@ pub(crate) fn validate(file: &str, text: &str, raw: RawScenario) -> Result<Scena
         };
         let in_pages = |off_pages: u64, n: u64| off_pages + n <= m.pages;
         let ok = match &action {
-            HostAction::Write { offset, size, .. } | HostAction::Read { offset, size, .. } => offset + u64::from(*size) <= m.pages * 4096,
-            HostAction::MadviseDontneed { offset, pages, .. } | HostAction::Mprotect { offset, pages, .. } | HostAction::Munmap { offset, pages, .. } | HostAction::MmapAnon { offset, pages, .. } => *pages > 0 && in_pages(*offset, *pages),
-            HostAction::DeviceReset { .. } => matches!(m.backing, Backing::VgpuBar | Backing::VfioBar),
+            HostAction::Write { offset, size, .. } | HostAction::Read { offset, size, .. } => {
+                offset + u64::from(*size) <= m.pages * 4096
+            }
+            HostAction::MadviseDontneed { offset, pages, .. }
+            | HostAction::Mprotect { offset, pages, .. }
+            | HostAction::Munmap { offset, pages, .. }
+            | HostAction::MmapAnon { offset, pages, .. } => *pages > 0 && in_pages(*offset, *pages),
+            HostAction::DeviceReset { .. } => {
+                matches!(m.backing, Backing::VgpuBar | Backing::VfioBar)
+            }
             HostAction::Evict { .. } => m.backing == Backing::Ttm,
         };
         if !ok {
@@ -264,16 +343,34 @@ pub(crate) fn validate(file: &str, text: &str, raw: RawScenario) -> Result<Scena
     let mut expect = BTreeMap::new();
     for (k, e) in raw.expect {
         if !POLICIES.contains(&k.as_str()) {
-            return cx.err(cx.key_span(&k), format!("unknown policy {k:?} in [expect]; expected one of {}", POLICIES.join(", ")));
+            return cx.err(
+                cx.key_span(&k),
+                format!(
+                    "unknown policy {k:?} in [expect]; expected one of {}",
+                    POLICIES.join(", ")
+                ),
+            );
         }
         for v in &e.violations {
             if !ORACLES.contains(&v.as_str()) {
-                return cx.err(cx.key_span(v), format!("unknown oracle {v:?}; expected one of {}", ORACLES.join(", ")));
+                return cx.err(
+                    cx.key_span(v),
+                    format!(
+                        "unknown oracle {v:?}; expected one of {}",
+                        ORACLES.join(", ")
+                    ),
+                );
             }
         }
         if let Some(o) = &e.outcome {
             if !OUTCOMES.contains(&o.as_str()) {
-                return cx.err(cx.key_span(o), format!("unknown outcome {o:?}; expected one of {}", OUTCOMES.join(", ")));
+                return cx.err(
+                    cx.key_span(o),
+                    format!(
+                        "unknown outcome {o:?}; expected one of {}",
+                        OUTCOMES.join(", ")
+                    ),
+                );
             }
         }
         expect.insert(
@@ -299,15 +396,33 @@ pub(crate) fn validate(file: &str, text: &str, raw: RawScenario) -> Result<Scena
 }
 
 /// `"vcpu0:2"`: after vCPU 0's access 2 (0-based).
-fn parse_after(cx: &Cx, a: &Spanned<String>, vcpus: &[Vcpu]) -> Result<(usize, usize), ScenarioError> {
+fn parse_after(
+    cx: &Cx,
+    a: &Spanned<String>,
+    vcpus: &[Vcpu],
+) -> Result<(usize, usize), ScenarioError> {
     let s = a.get_ref();
-    let bad = || cx.err(a.span(), format!("after must look like \"vcpu0:2\" (vCPU 0, access 2), not {s:?}"));
-    let Some(rest) = s.strip_prefix("vcpu") else { return bad() };
-    let Some((v, i)) = rest.split_once(':') else { return bad() };
-    let (Ok(v), Ok(i)) = (v.parse::<usize>(), i.parse::<usize>()) else { return bad() };
+    let bad = || {
+        cx.err(
+            a.span(),
+            format!("after must look like \"vcpu0:2\" (vCPU 0, access 2), not {s:?}"),
+        )
+    };
+    let Some(rest) = s.strip_prefix("vcpu") else {
+        return bad();
+    };
+    let Some((v, i)) = rest.split_once(':') else {
+        return bad();
+    };
+    let (Ok(v), Ok(i)) = (v.parse::<usize>(), i.parse::<usize>()) else {
+        return bad();
+    };
     match vcpus.get(v) {
         None => cx.err(a.span(), format!("there is no vcpu{v}")),
-        Some(p) if i >= p.program.len() => cx.err(a.span(), format!("vcpu{v} has only {} accesses", p.program.len())),
+        Some(p) if i >= p.program.len() => cx.err(
+            a.span(),
+            format!("vcpu{v} has only {} accesses", p.program.len()),
+        ),
         Some(_) => Ok((v, i)),
     }
 }

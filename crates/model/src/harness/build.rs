@@ -62,11 +62,17 @@ pub struct Sys {
     pub seq: Rc<Sequencer>,
     /// Actors still to finish before the uffd handlers are told to stop.
     pub running: Rc<Cell<usize>>,
+    /// The vCPU and nested-map actors (the guest side), for schedules that order the host
+    /// side first ([`super::ScheduleKind::VcpusLast`]).
+    pub guest_actors: Vec<world::ActorId>,
 }
 
 impl Sys {
     pub fn mapping(&self, name: &str) -> &MappingState {
-        self.mappings.iter().find(|m| m.name == name).expect("validated mapping name")
+        self.mappings
+            .iter()
+            .find(|m| m.name == name)
+            .expect("validated mapping name")
     }
 }
 
@@ -87,9 +93,15 @@ pub fn uffd_fill(page: u64) -> u32 {
     b * 0x0101_0101
 }
 
-fn map_one(w: &mut World, frames: &Rc<Frames>, mm: &Rc<Mm>, m: &scenario::Mapping, base: Hva) -> Result<Backend, String> {
+fn map_one(
+    w: &mut World,
+    frames: &Rc<Frames>,
+    mm: &Rc<Mm>,
+    m: &scenario::Mapping,
+    base: Hva,
+) -> Result<Backend, String> {
     let e = |err: crate::mm::Errno| format!("mapping {}: {err}", m.name);
-    let prefill_anon = |pages: u64, pattern: u32, write: bool| {
+    let prefill_anon = |pages: u64, pattern: u32, write: bool, protnone: bool| {
         for i in 0..pages {
             if let Some(p) = frames.alloc(0, Owner::Anon, false) {
                 frames.fill(p, pattern);
@@ -99,7 +111,7 @@ fn map_one(w: &mut World, frames: &Rc<Frames>, mm: &Rc<Mm>, m: &scenario::Mappin
                         pfn: p,
                         write,
                         special: false,
-                        protnone: false,
+                        protnone,
                     },
                 );
             }
@@ -107,9 +119,19 @@ fn map_one(w: &mut World, frames: &Rc<Frames>, mm: &Rc<Mm>, m: &scenario::Mappin
     };
     Ok(match m.backing {
         Backing::AnonPrivate | Backing::ProtNone => {
-            mm.mmap(MmapArgs::anon(&m.name, base, m.pages, flags(m.read, m.write))).map_err(e)?;
-            if let Some(f) = m.fill.filter(|_| m.read) {
-                prefill_anon(m.pages, f, m.write);
+            mm.mmap(MmapArgs::anon(
+                &m.name,
+                base,
+                m.pages,
+                flags(m.read, m.write),
+            ))
+            .map_err(e)?;
+            // The host stored `fill` while the mapping was still read-write, then dropped the
+            // protection (as the probe does): mprotect leaves the pages mapped, read-only or,
+            // for PROT_NONE, as protnone PTEs (x86 `_PAGE_PROTNONE`, still `pte_present`), so
+            // a later mprotect back to read-write shows the data again.
+            if let Some(f) = m.fill {
+                prefill_anon(m.pages, f, m.write, !m.read && !m.write);
             }
             Backend::Plain
         }
@@ -166,7 +188,9 @@ fn map_one(w: &mut World, frames: &Rc<Frames>, mm: &Rc<Mm>, m: &scenario::Mappin
             v.mmap(base).map_err(e)?;
             Backend::Vvar(v)
         }
-        Backing::Userfault => Backend::Userfault(Userfault::new(w, mm, base, m.pages, m.user_mode_only).map_err(e)?),
+        Backing::Userfault => {
+            Backend::Userfault(Userfault::new(w, mm, base, m.pages, m.user_mode_only).map_err(e)?)
+        }
         Backing::VgpuBar => {
             let d = VgpuBar::new(
                 w,
@@ -221,8 +245,13 @@ fn map_one(w: &mut World, frames: &Rc<Frames>, mm: &Rc<Mm>, m: &scenario::Mappin
             Backend::Ttm(d)
         }
         Backing::Mixedmap => {
-            let mode = if m.insert_mixed { MixedMode::InsertMixed } else { MixedMode::InsertPage };
-            let d = MixedMap::new(w, frames, mm, mode, m.pages, m.fill.unwrap_or(0x3170_0000)).map_err(e)?;
+            let mode = if m.insert_mixed {
+                MixedMode::InsertMixed
+            } else {
+                MixedMode::InsertPage
+            };
+            let d = MixedMap::new(w, frames, mm, mode, m.pages, m.fill.unwrap_or(0x3170_0000))
+                .map_err(e)?;
             d.mmap(base).map_err(e)?;
             Backend::Mixed(d)
         }
@@ -258,7 +287,11 @@ pub fn build(sc: &Scenario, policy: PolicyId) -> Result<(World, Sys), String> {
         });
     }
     for s in &sc.memslots {
-        let base = mappings.iter().find(|m| m.name == s.mapping).expect("validated").base;
+        let base = mappings
+            .iter()
+            .find(|m| m.name == s.mapping)
+            .expect("validated")
+            .base;
         kvm.set_memslot(Memslot {
             id: s.slot,
             base_gfn: s.gpa >> 12,
@@ -285,24 +318,31 @@ pub fn build(sc: &Scenario, policy: PolicyId) -> Result<(World, Sys), String> {
                 });
             }
         }
-        let r = w.run(&mut world::FirstEnabled, &mut || std::ops::ControlFlow::Continue(()));
+        let r = w.run(&mut world::FirstEnabled, &mut || {
+            std::ops::ControlFlow::Continue(())
+        });
         if r.status != world::Status::Completed {
             return Err(format!("setup did not complete: {:?}", r.status));
         }
     }
-    let seq = Sequencer::new(w.object("vmm sequencing"), sc.vcpus.len(), sc.host.iter().map(|h| h.after).collect());
+    let seq = Sequencer::new(
+        w.object("vmm sequencing"),
+        sc.vcpus.len(),
+        sc.host.iter().map(|h| h.after).collect(),
+    );
     let running = Rc::new(Cell::new(0usize));
     let mut vcpus = Vec::new();
+    let mut guest_actors = Vec::new();
     for (i, v) in sc.vcpus.iter().enumerate() {
         let vcpu = Vcpu::new(i, &kvm, v.program.iter().map(guest_op).collect(), &seq);
         vcpus.push(vcpu.clone());
         let running = running.clone();
         running.set(running.get() + 1);
         let obj = seq.obj;
-        w.spawn(format!("vcpu{i}"), move |cx| async move {
+        guest_actors.push(w.spawn(format!("vcpu{i}"), move |cx| async move {
             vcpu.run(cx.clone()).await;
             finished(&cx, obj, &running).await;
-        });
+        }));
     }
     let mut nested = Vec::new();
     for (i, n) in sc.nested.iter().enumerate() {
@@ -311,11 +351,11 @@ pub fn build(sc: &Scenario, policy: PolicyId) -> Result<(World, Sys), String> {
         let (kvm2, gpa, rounds, running) = (kvm.clone(), n.gpa, n.rounds, running.clone());
         running.set(running.get() + 1);
         let obj = seq.obj;
-        w.spawn(format!("nested{i}"), move |cx| async move {
+        guest_actors.push(w.spawn(format!("nested{i}"), move |cx| async move {
             let o = kvm_vcpu_map_access(&cx, &kvm2, gpa, rounds).await;
             *out.borrow_mut() = Some(o);
             finished(&cx, obj, &running).await;
-        });
+        }));
     }
     let mut threads: Vec<String> = Vec::new();
     for h in &sc.host {
@@ -332,9 +372,16 @@ pub fn build(sc: &Scenario, policy: PolicyId) -> Result<(World, Sys), String> {
         mappings,
         seq,
         running,
+        guest_actors,
     };
     for t in threads {
-        let steps: Vec<(usize, scenario::HostAction)> = sc.host.iter().enumerate().filter(|(_, h)| h.thread == t).map(|(j, h)| (j, h.action.clone())).collect();
+        let steps: Vec<(usize, scenario::HostAction)> = sc
+            .host
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.thread == t)
+            .map(|(j, h)| (j, h.action.clone()))
+            .collect();
         let ctx = super::host::HostCtx::new(&sys);
         sys.running.set(sys.running.get() + 1);
         w.spawn(t, move |cx| run_host_thread(cx, ctx, steps));
@@ -350,7 +397,8 @@ pub fn build(sc: &Scenario, policy: PolicyId) -> Result<(World, Sys), String> {
             let (u3, running, obj) = (u_clone(&sys, &st.name), sys.running.clone(), sys.seq.obj);
             w.spawn(format!("vmm-exit-{}", st.name), move |cx| async move {
                 let r = running.clone();
-                cx.wait_until(obj, "every vCPU and host thread done", move || r.get() == 0).await;
+                cx.wait_until(obj, "every vCPU and host thread done", move || r.get() == 0)
+                    .await;
                 u3.stop(&cx).await;
             });
         }

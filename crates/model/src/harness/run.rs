@@ -17,6 +17,11 @@ pub enum ScheduleKind {
     RoundRobin,
     Random(u64),
     Replay(Vec<usize>),
+    /// Deterministic, in the order a VMM imposes when it runs host steps that are not
+    /// sequenced after a guest access (`after`) before it starts the vCPUs, as the real-KVM
+    /// probe does: every host-side actor (host threads, uffd handlers) runs before any
+    /// guest-side actor (vCPU, nested map) whenever it can; otherwise as `Sequential`.
+    VcpusLast,
 }
 
 impl std::fmt::Display for ScheduleKind {
@@ -26,6 +31,7 @@ impl std::fmt::Display for ScheduleKind {
             ScheduleKind::RoundRobin => f.write_str("round-robin"),
             ScheduleKind::Random(s) => write!(f, "random seed {s}"),
             ScheduleKind::Replay(_) => f.write_str("replay"),
+            ScheduleKind::VcpusLast => f.write_str("vcpus-last"),
         }
     }
 }
@@ -45,10 +51,37 @@ pub struct SingleRun {
     pub steps: u64,
     /// Page references KVM took during the run (0: a reference-free mapping).
     pub refs_taken: u64,
+    /// userfaultfd messages the handlers read, in order: (mapping, page index, write).
+    pub uffd: Vec<(String, u64, bool)>,
+}
+
+/// [`ScheduleKind::VcpusLast`]: the first enabled host-side actor, else the first enabled.
+struct VcpusLast {
+    guests: Vec<world::ActorId>,
+}
+
+impl Scheduler for VcpusLast {
+    fn pick(
+        &mut self,
+        enabled: &[world::ActorId],
+        _: &[world::Footprint],
+    ) -> Option<world::ActorId> {
+        enabled
+            .iter()
+            .copied()
+            .find(|a| !self.guests.contains(a))
+            .or_else(|| enabled.first().copied())
+    }
 }
 
 /// Run one schedule.
-pub fn run_once(sc: &Scenario, policy: PolicyId, kind: ScheduleKind, tracing: bool, max_steps: u64) -> Result<SingleRun, String> {
+pub fn run_once(
+    sc: &Scenario,
+    policy: PolicyId,
+    kind: ScheduleKind,
+    tracing: bool,
+    max_steps: u64,
+) -> Result<SingleRun, String> {
     let (mut w, sys) = build(sc, policy)?;
     w.set_tracing(tracing);
     w.set_max_steps(max_steps);
@@ -57,6 +90,9 @@ pub fn run_once(sc: &Scenario, policy: PolicyId, kind: ScheduleKind, tracing: bo
         ScheduleKind::RoundRobin => Box::new(RoundRobin::default()),
         ScheduleKind::Random(s) => Box::new(Random::new(*s)),
         ScheduleKind::Replay(c) => Box::new(Replay::new(c.clone())),
+        ScheduleKind::VcpusLast => Box::new(VcpusLast {
+            guests: sys.guest_actors.clone(),
+        }),
     };
     let mut checker = Checker::default();
     let mut step = 0u64;
@@ -75,7 +111,11 @@ pub fn run_once(sc: &Scenario, policy: PolicyId, kind: ScheduleKind, tracing: bo
         Status::Deadlock(b) => checker.violations.push(Violation {
             oracle: Oracle::NoDeadlock,
             step: r.steps,
-            detail: b.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("; "),
+            detail: b
+                .iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
         }),
         Status::StepLimit => checker.violations.push(Violation {
             oracle: Oracle::NoDeadlock,
@@ -100,7 +140,10 @@ pub fn run_once(sc: &Scenario, policy: PolicyId, kind: ScheduleKind, tracing: bo
                     "not run".to_string()
                 }
             } else {
-                atts.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(" -> ")
+                atts.iter()
+                    .map(|o| o.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" -> ")
             };
             per.push(format!("{op}: {text}"));
             per_raw.push(atts);
@@ -111,9 +154,26 @@ pub fn run_once(sc: &Scenario, policy: PolicyId, kind: ScheduleKind, tracing: bo
     let nested = sys
         .nested
         .iter()
-        .map(|n| n.borrow().as_ref().map_or("not finished".to_string(), PinOutcome::to_string))
+        .map(|n| {
+            n.borrow()
+                .as_ref()
+                .map_or("not finished".to_string(), PinOutcome::to_string)
+        })
         .collect();
+    let mut uffd: Vec<(u64, String, u64, bool)> = Vec::new();
+    for m in &sys.mappings {
+        if let super::Backend::Userfault(u) = &m.backend {
+            uffd.extend(
+                u.accesses
+                    .log()
+                    .into_iter()
+                    .map(|r| (r.step, m.name.clone(), r.page, r.write)),
+            );
+        }
+    }
+    uffd.sort_by_key(|e| e.0);
     Ok(SingleRun {
+        uffd: uffd.into_iter().map(|(_, n, p, w)| (n, p, w)).collect(),
         schedule: kind,
         status: r.status,
         violations: checker.violations,
@@ -199,7 +259,10 @@ fn headline(runs: &[SingleRun]) -> String {
     if any(&|r| matches!(r.status, Status::Deadlock(_) | Status::StepLimit)) {
         return "DEADLOCK".into();
     }
-    let has = |p: &dyn Fn(&Outcome) -> bool| runs.iter().any(|r| r.raw_outcomes.iter().flatten().flatten().any(p));
+    let has = |p: &dyn Fn(&Outcome) -> bool| {
+        runs.iter()
+            .any(|r| r.raw_outcomes.iter().flatten().flatten().any(p))
+    };
     if has(&|o| *o == Outcome::Efault) {
         return "EFAULT".into();
     }
@@ -218,7 +281,10 @@ fn headline(runs: &[SingleRun]) -> String {
 /// Explore a cell: round-robin plus `opts.schedules` seeded random schedules.
 pub fn run_cell(sc: &Scenario, policy: PolicyId, opts: &RunOptions) -> Result<CellResult, String> {
     let mut kinds = vec![ScheduleKind::RoundRobin];
-    kinds.extend((0..opts.schedules as u64).map(|i| ScheduleKind::Random(opts.seed.wrapping_mul(1_000_003).wrapping_add(i))));
+    kinds.extend(
+        (0..opts.schedules as u64)
+            .map(|i| ScheduleKind::Random(opts.seed.wrapping_mul(1_000_003).wrapping_add(i))),
+    );
     let mut runs = Vec::new();
     for k in kinds {
         runs.push(run_once(sc, policy, k, false, opts.max_steps)?);
@@ -256,7 +322,9 @@ pub fn run_cell(sc: &Scenario, policy: PolicyId, opts: &RunOptions) -> Result<Ce
         nested.push(seen.join(" | "));
     }
     let outcome = headline(&runs);
-    let witness_kind = violations.first().map_or(ScheduleKind::RoundRobin, |(_, k)| k.clone());
+    let witness_kind = violations
+        .first()
+        .map_or(ScheduleKind::RoundRobin, |(_, k)| k.clone());
     let witness = run_once(sc, policy, witness_kind, opts.tracing, opts.max_steps)?;
     let mut cell = CellResult {
         scenario: sc.name.clone(),

@@ -19,6 +19,8 @@ pub(crate) struct Core {
     pub tracing: Cell<bool>,
     /// Per actor: the op it will perform when next scheduled (`None` while running or done).
     pub pending: RefCell<Vec<Option<Op>>>,
+    /// Per actor: the condition of its pending `WaitUntil`, if that is its op.
+    pub conds: RefCell<Vec<Option<Cond>>>,
     pub names: RefCell<Vec<String>>,
     pub objects: RefCell<Vec<String>>,
     /// Indexed by `ObjId`; `Some` for objects that are locks.
@@ -36,6 +38,7 @@ impl Core {
             step: Cell::new(0),
             tracing: Cell::new(true),
             pending: RefCell::new(Vec::new()),
+            conds: RefCell::new(Vec::new()),
             names: RefCell::new(Vec::new()),
             objects: RefCell::new(Vec::new()),
             locks: RefCell::new(Vec::new()),
@@ -72,23 +75,19 @@ pub struct Cx {
     pub(crate) me: ActorId,
 }
 
-/// Future of one scheduling point: the first poll publishes the op and yields to the
-/// executor; the executor polls again only once it has chosen to perform the op.
-struct Point {
-    core: Rc<Core>,
-    me: ActorId,
-    op: Option<Op>,
-}
+/// The await half of a scheduling point: pending on the first poll (handing control back to
+/// the executor), ready on the second, which the executor makes only once it has performed
+/// the op. The op itself is published by [`Cx::point`] just before, in the same poll.
+struct Yield(bool);
 
-impl Future for Point {
+impl Future for Yield {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
-        match self.op.take() {
-            Some(op) => {
-                self.core.pending.borrow_mut()[self.me] = Some(op);
-                Poll::Pending
-            }
-            None => Poll::Ready(()),
+        if self.0 {
+            Poll::Ready(())
+        } else {
+            self.0 = true;
+            Poll::Pending
         }
     }
 }
@@ -101,7 +100,12 @@ impl Cx {
 
     /// This actor's name (`vcpu0`, `host`, ...).
     pub fn name(&self) -> String {
-        self.core.names.borrow().get(self.me).cloned().unwrap_or_else(|| "setup".to_string())
+        self.core
+            .names
+            .borrow()
+            .get(self.me)
+            .cloned()
+            .unwrap_or_else(|| "setup".to_string())
     }
 
     /// Number of steps taken so far in this run.
@@ -109,12 +113,16 @@ impl Cx {
         self.core.step.get()
     }
 
-    fn point(&self, op: Op) -> Point {
-        Point {
-            core: self.core.clone(),
-            me: self.me,
-            op: Some(op),
-        }
+    /// One scheduling point: publish `op` as this actor's pending op and return the future
+    /// that yields to the executor. Callers are `async fn`s that await the result at once,
+    /// so the op is published when the caller is first polled, not when its future is
+    /// created. (A plain function, not an `async fn` taking the op: the op goes straight to
+    /// `pending` instead of being stored in and copied out of a future; inlined so that the
+    /// op is built in place rather than on the stack and then copied.)
+    #[inline(always)]
+    fn point(&self, op: Op) -> Yield {
+        self.core.pending.borrow_mut()[self.me] = Some(op);
+        Yield(false)
     }
 
     /// Acquire `l` (`mmap_read_lock`, `spin_lock`, `mutex_lock`, ...). The actor is not
@@ -131,19 +139,27 @@ impl Cx {
     /// A lock-free access of shared model state: `READ_ONCE(kvm->mmu_invalidate_seq)`,
     /// `atomic_inc(&page->_refcount)`. The code after the await runs in the same step.
     pub async fn access(&self, obj: ObjId, access: Access, what: &'static str) {
-        self.point(Op::Access(Footprint { obj, access }, what)).await
+        self.point(Op::Access(Footprint { obj, access }, what))
+            .await
     }
 
     /// Sleep until `cond` holds (`wait_event(wq, cond)`); `obj` is what the condition reads.
-    pub async fn wait_until(&self, obj: ObjId, what: &'static str, cond: impl Fn() -> bool + 'static) {
-        let cond: Cond = Rc::new(cond);
-        self.point(Op::WaitUntil(obj, cond, what)).await
+    pub async fn wait_until(
+        &self,
+        obj: ObjId,
+        what: &'static str,
+        cond: impl Fn() -> bool + 'static,
+    ) {
+        self.core.conds.borrow_mut()[self.me] = Some(Box::new(cond));
+        self.point(Op::WaitUntil(obj, what)).await
     }
 
     /// Which mode this actor holds `l` in, if any (`lockdep_assert_held`).
     /// Setup code (no actor) holds nothing.
     pub fn holds(&self, l: LockId) -> Option<LockMode> {
-        self.core.locks.borrow()[l.0 .0 as usize].as_ref().and_then(|s| s.holds(self.me))
+        self.core.locks.borrow()[l.0 .0 as usize]
+            .as_ref()
+            .and_then(|s| s.holds(self.me))
     }
 
     /// Whether trace events are being recorded; check before formatting an expensive event.
@@ -196,7 +212,10 @@ impl Cx {
             core: self.core.clone(),
             me: id,
         };
-        self.core.spawned.borrow_mut().push((name.into(), Box::pin(f(cx))));
+        self.core
+            .spawned
+            .borrow_mut()
+            .push((name.into(), Box::pin(f(cx))));
     }
 }
 
@@ -217,7 +236,9 @@ impl Drop for FuncGuard {
 /// Describe a lock op for traces and deadlock reports: `mmap_lock (read)`.
 pub(crate) fn describe_lock(core: &Core, l: LockId, mode: LockMode) -> String {
     let locks = core.locks.borrow();
-    let st = locks[l.0 .0 as usize].as_ref().expect("lock id names a lock");
+    let st = locks[l.0 .0 as usize]
+        .as_ref()
+        .expect("lock id names a lock");
     match mode_name(st.kind, mode) {
         "" => st.name.clone(),
         m => format!("{} ({m})", st.name),

@@ -149,11 +149,16 @@ impl World {
     fn add(&mut self, name: String, fut: ActorFuture) {
         self.core.names.borrow_mut().push(name);
         self.core.pending.borrow_mut().push(Some(Op::Start));
+        self.core.conds.borrow_mut().push(None);
         self.core.funcs.borrow_mut().push(Vec::new());
         self.actors.push(Some(fut));
     }
 
     fn adopt_spawned(&mut self) {
+        // Runs before every step and there is rarely anything to adopt: look first.
+        if self.core.spawned.borrow().is_empty() {
+            return;
+        }
         let spawned = std::mem::take(&mut *self.core.spawned.borrow_mut());
         for (name, fut) in spawned {
             self.add(name, fut);
@@ -172,19 +177,21 @@ impl World {
                 obj: l.0,
                 access: Access::Write,
             },
-            Op::WaitUntil(obj, _, _) => Footprint {
+            Op::WaitUntil(obj, _) => Footprint {
                 obj: *obj,
                 access: Access::Read,
             },
         }
     }
 
-    fn enabled(&self, op: &Op) -> bool {
+    fn enabled(&self, a: ActorId, op: &Op) -> bool {
         match op {
             Op::Lock(l, mode) => self.core.locks.borrow()[l.0 .0 as usize]
                 .as_ref()
                 .is_some_and(|s| s.can_grant(*mode)),
-            Op::WaitUntil(_, cond, _) => cond(),
+            Op::WaitUntil(..) => self.core.conds.borrow()[a]
+                .as_ref()
+                .is_some_and(|cond| cond()),
             _ => true,
         }
     }
@@ -201,15 +208,23 @@ impl World {
                     let st = locks[l.0 .0 as usize].as_ref().expect("lock");
                     let mut h: Vec<String> = Vec::new();
                     if let Some(w) = st.writer {
-                        h.push(format!("{} ({})", names[w], holder_mode(st.kind, LockMode::Exclusive)));
+                        h.push(format!(
+                            "{} ({})",
+                            names[w],
+                            holder_mode(st.kind, LockMode::Exclusive)
+                        ));
                     }
                     for &r in &st.readers {
-                        h.push(format!("{} ({})", names[r], holder_mode(st.kind, LockMode::Shared)));
+                        h.push(format!(
+                            "{} ({})",
+                            names[r],
+                            holder_mode(st.kind, LockMode::Shared)
+                        ));
                     }
                     drop(locks);
                     (describe_lock(&self.core, *l, *mode), h)
                 }
-                Op::WaitUntil(_, _, what) => (what.to_string(), Vec::new()),
+                Op::WaitUntil(_, what) => (what.to_string(), Vec::new()),
                 _ => continue,
             };
             out.push(Blocked {
@@ -248,7 +263,7 @@ impl World {
                     self.core.emit(who, format!("unlock {n}"));
                 }
             }
-            Op::WaitUntil(_, _, what) if tracing => {
+            Op::WaitUntil(_, what) if tracing => {
                 self.core.emit(who, format!("woken: {what}"));
             }
             _ => {}
@@ -282,7 +297,7 @@ impl World {
                 let pending = self.core.pending.borrow();
                 for (a, op) in pending.iter().enumerate() {
                     if let Some(op) = op {
-                        if self.enabled(op) {
+                        if self.enabled(a, op) {
                             enabled.push(a);
                             fps.push(self.footprint(a, op));
                         }
@@ -302,21 +317,36 @@ impl World {
             let Some(who) = sched.pick(&enabled, &fps) else {
                 break Status::Diverged { step };
             };
-            let i = enabled.iter().position(|&a| a == who).expect("scheduler picked an enabled actor");
+            let i = enabled
+                .iter()
+                .position(|&a| a == who)
+                .expect("scheduler picked an enabled actor");
             schedule.push(who);
-            let op = self.core.pending.borrow_mut()[who].take().expect("enabled actor has an op");
-            records.push(StepRecord {
-                actor: who,
-                footprint: fps[i],
-                what: op_name(&op),
-            });
-            if let Err(what) = self.perform(who, &op) {
+            // Work on the op where it is and then mark it gone, rather than copying it out:
+            // this runs at every step. `perform` touches lock and trace state, not `pending`.
+            let (performed, waited) = {
+                let mut pending = self.core.pending.borrow_mut();
+                let op = pending[who].as_ref().expect("enabled actor has an op");
+                records.push(StepRecord {
+                    actor: who,
+                    footprint: fps[i],
+                    what: op_name(op),
+                });
+                let r = self.perform(who, op);
+                let waited = matches!(op, Op::WaitUntil(..));
+                pending[who] = None;
+                (r, waited)
+            };
+            if let Err(what) = performed {
                 break Status::Bug {
                     actor: self.core.names.borrow()[who].clone(),
                     what,
                 };
             }
-            drop(op);
+            if waited {
+                // The wait is over: drop its condition (and whatever it captured) now.
+                self.core.conds.borrow_mut()[who] = None;
+            }
             let fut = self.actors[who].as_mut().expect("pending actor is alive");
             let done = matches!(fut.as_mut().poll(&mut cx), Poll::Ready(()));
             self.core.step.set(step + 1);
@@ -328,7 +358,8 @@ impl World {
                         what: format!("returned with {held} held"),
                     };
                 }
-            } else if self.core.pending.borrow()[who].is_none() && self.core.bug.borrow().is_none() {
+            } else if self.core.pending.borrow()[who].is_none() && self.core.bug.borrow().is_none()
+            {
                 break Status::Bug {
                     actor: self.core.names.borrow()[who].clone(),
                     what: "actor awaited something that is not a scheduling point".into(),
@@ -353,7 +384,11 @@ impl World {
 
     fn held_by(&self, who: ActorId) -> Option<String> {
         let locks = self.core.locks.borrow();
-        locks.iter().flatten().find(|s| s.holds(who).is_some()).map(|s| s.name.clone())
+        locks
+            .iter()
+            .flatten()
+            .find(|s| s.holds(who).is_some())
+            .map(|s| s.name.clone())
     }
 }
 

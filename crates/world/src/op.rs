@@ -1,7 +1,6 @@
 //! Scheduling-point operations and their footprints.
 
 use crate::lock::{LockId, LockMode};
-use std::rc::Rc;
 
 /// A model object that scheduling points touch (a lock, a refcount, `mmu_invalidate_seq`, ...).
 /// Ids are handed out by [`crate::World::object`] and [`crate::World::lock`].
@@ -24,10 +23,14 @@ pub struct Footprint {
 }
 
 /// A predicate over model state that an actor waits for (`wait_event` in the kernel).
-pub(crate) type Cond = Rc<dyn Fn() -> bool>;
+pub(crate) type Cond = Box<dyn Fn() -> bool>;
 
 /// The operation an actor will perform when it is next scheduled.
-#[derive(Clone)]
+///
+/// `Copy` on purpose: every step publishes, inspects and clears one of these, and a plain
+/// value with no destructor moves in registers. The condition of a `WaitUntil` lives beside
+/// it, in `Core::conds`.
+#[derive(Copy, Clone)]
 pub(crate) enum Op {
     /// First step of a freshly spawned actor.
     Start,
@@ -37,6 +40,6 @@ pub(crate) enum Op {
     Lock(LockId, LockMode),
     /// Release a lock held by this actor.
     Unlock(LockId),
-    /// Sleep until the condition holds (reads `obj`).
-    WaitUntil(ObjId, Cond, &'static str),
+    /// Sleep until the actor's condition (`Core::conds`) holds (reads `obj`).
+    WaitUntil(ObjId, &'static str),
 }

@@ -43,6 +43,15 @@ pub struct Spte {
     pub installed_at: u64,
 }
 
+/// What a hardware stage-2 walk finds for a gfn: the leaf SPTE's pfn and write permission,
+/// and the hva it was resolved from.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Leaf {
+    pub pfn: Pfn,
+    pub write: bool,
+    pub hva: Hva,
+}
+
 /// A `kvm_vcpu_map()`-style kernel mapping of a guest page, outside MMU-notifier protection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PinnedMap {
@@ -122,12 +131,17 @@ impl Kvm {
 
     /// `gfn_to_memslot()`.
     pub fn gfn_to_memslot(&self, gfn: u64) -> Option<Memslot> {
-        self.memslots.borrow().iter().find(|s| s.contains(gfn)).cloned()
+        self.memslots
+            .borrow()
+            .iter()
+            .find(|s| s.contains(gfn))
+            .cloned()
     }
 
     /// `READ_ONCE(kvm->mmu_invalidate_seq)` + `smp_rmb()`.
     pub async fn read_seq(&self, cx: &Cx) -> u64 {
-        cx.access(self.inv_obj, Access::Read, "READ_ONCE(mmu_invalidate_seq)").await;
+        cx.access(self.inv_obj, Access::Read, "READ_ONCE(mmu_invalidate_seq)")
+            .await;
         self.seq.get()
     }
 
@@ -135,7 +149,9 @@ impl Kvm {
         if self.in_progress.get() > 0 {
             match self.range.get() {
                 None => return Some("invalidation in progress, range not yet set"),
-                Some((s, e)) if s <= gfn && gfn < e => return Some("gfn inside an invalidation in progress"),
+                Some((s, e)) if s <= gfn && gfn < e => {
+                    return Some("gfn inside an invalidation in progress")
+                }
                 _ => {}
             }
         }
@@ -144,7 +160,12 @@ impl Kvm {
 
     /// `mmu_invalidate_retry_gfn_unsafe()` (v6.8+): the lockless pre-check.
     pub async fn retry_gfn_unsafe(&self, cx: &Cx, gfn: u64, mmu_seq: u64) -> bool {
-        cx.access(self.inv_obj, Access::Read, "READ_ONCE(mmu_invalidate_in_progress)").await;
+        cx.access(
+            self.inv_obj,
+            Access::Read,
+            "READ_ONCE(mmu_invalidate_in_progress)",
+        )
+        .await;
         let r = self.retry_check(gfn, mmu_seq);
         if let Some(why) = r {
             world::emit!(cx, "mmu_invalidate_retry_gfn_unsafe: {why}: retry");
@@ -168,22 +189,41 @@ impl Kvm {
     }
 
     pub fn sptes(&self) -> Vec<(u64, Spte)> {
-        self.sptes.borrow().iter().map(|(g, s)| (*g, s.clone())).collect()
+        self.sptes
+            .borrow()
+            .iter()
+            .map(|(g, s)| (*g, s.clone()))
+            .collect()
     }
 
     pub fn installs(&self) -> Vec<(u64, Spte)> {
         self.installs.borrow().clone()
     }
 
-    /// Hardware walk of the stage-2 tables on a guest access.
-    pub async fn walk(&self, cx: &Cx, gfn: u64) -> Option<Spte> {
+    /// Hardware walk of the stage-2 tables on a guest access. Returns only what the walk
+    /// yields rather than a clone of the whole [`Spte`] (whose `owner` may hold a `String`):
+    /// this runs on every guest access.
+    pub async fn walk(&self, cx: &Cx, gfn: u64) -> Option<Leaf> {
         cx.access(self.spte_obj, Access::Read, "stage-2 walk").await;
-        self.spte(gfn)
+        self.sptes.borrow().get(&gfn).map(|s| Leaf {
+            pfn: s.pfn,
+            write: s.write,
+            hva: s.hva,
+        })
     }
 
     /// Install a leaf SPTE (`make_spte` + `mmu_spte_set`), under `mmu_lock`.
-    pub async fn install_spte(&self, cx: &Cx, gfn: u64, pfn: Pfn, write: bool, hva: Hva, fault_start: u64) {
-        cx.access(self.spte_obj, Access::Write, "mmu_spte_set").await;
+    pub async fn install_spte(
+        &self,
+        cx: &Cx,
+        gfn: u64,
+        pfn: Pfn,
+        write: bool,
+        hva: Hva,
+        fault_start: u64,
+    ) {
+        cx.access(self.spte_obj, Access::Write, "mmu_spte_set")
+            .await;
         let spte = Spte {
             pfn,
             write,
@@ -193,15 +233,25 @@ impl Kvm {
             fault_start,
             installed_at: cx.step(),
         };
-        world::emit!(cx, "SPTE gfn {gfn:#x} -> {pfn} {}", if write { "rw" } else { "ro" });
+        world::emit!(
+            cx,
+            "SPTE gfn {gfn:#x} -> {pfn} {}",
+            if write { "rw" } else { "ro" }
+        );
         self.installs.borrow_mut().push((gfn, spte.clone()));
         self.sptes.borrow_mut().insert(gfn, spte);
     }
 
     /// Zap the SPTEs of gfns `[start, end)` (`kvm_unmap_gfn_range`), under `mmu_lock`.
     pub async fn zap_gfn_range(&self, cx: &Cx, start: u64, end: u64) {
-        cx.access(self.spte_obj, Access::Write, "kvm_unmap_gfn_range").await;
-        let gone: Vec<u64> = self.sptes.borrow().range(start..end).map(|(g, _)| *g).collect();
+        cx.access(self.spte_obj, Access::Write, "kvm_unmap_gfn_range")
+            .await;
+        let gone: Vec<u64> = self
+            .sptes
+            .borrow()
+            .range(start..end)
+            .map(|(g, _)| *g)
+            .collect();
         for g in &gone {
             self.sptes.borrow_mut().remove(g);
         }
@@ -216,7 +266,11 @@ impl Kvm {
         if self.in_progress.get() == 1 {
             self.range.set(None);
         }
-        world::emit!(cx, "mmu_invalidate_in_progress = {}", self.in_progress.get());
+        world::emit!(
+            cx,
+            "mmu_invalidate_in_progress = {}",
+            self.in_progress.get()
+        );
     }
 
     pub(crate) fn invalidate_range_add(&self, start: u64, end: u64) {
@@ -230,7 +284,12 @@ impl Kvm {
     pub(crate) fn invalidate_end(&self, cx: &Cx) {
         self.seq.set(self.seq.get() + 1);
         self.in_progress.set(self.in_progress.get() - 1);
-        world::emit!(cx, "mmu_invalidate_seq = {}, in_progress = {}", self.seq.get(), self.in_progress.get());
+        world::emit!(
+            cx,
+            "mmu_invalidate_seq = {}, in_progress = {}",
+            self.seq.get(),
+            self.in_progress.get()
+        );
     }
 
     /// Record that an invalidation of gfns `[start, end)` ended now.
@@ -240,7 +299,10 @@ impl Kvm {
 
     /// Whether an invalidation covering `gfn` ended at or after step `since`.
     pub fn invalidated_since(&self, gfn: u64, since: u64) -> bool {
-        self.ended.borrow().iter().any(|&(s, e, at)| s <= gfn && gfn < e && at >= since)
+        self.ended
+            .borrow()
+            .iter()
+            .any(|&(s, e, at)| s <= gfn && gfn < e && at >= since)
     }
 
     /// Invalidation state for oracles: `(in_progress, union range)`.
@@ -263,7 +325,12 @@ impl Kvm {
 
     /// Page references KVM still holds (should be none once every vCPU is done).
     pub fn outstanding_refs(&self) -> Vec<(Pfn, i64)> {
-        self.refs.borrow().iter().filter(|(_, &n)| n != 0).map(|(p, n)| (*p, *n)).collect()
+        self.refs
+            .borrow()
+            .iter()
+            .filter(|(_, &n)| n != 0)
+            .map(|(p, n)| (*p, *n))
+            .collect()
     }
 
     pub(crate) fn add_pin(&self, gfn: u64, pfn: Pfn, hva: Hva, fault_start: u64) -> u64 {

@@ -38,7 +38,9 @@ impl fmt::Display for GuestOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             GuestOp::Read { gpa, size } => write!(f, "read{} {gpa:#x}", size * 8),
-            GuestOp::Write { gpa, size, value } => write!(f, "write{} {gpa:#x} = {value:#x}", size * 8),
+            GuestOp::Write { gpa, size, value } => {
+                write!(f, "write{} {gpa:#x} = {value:#x}", size * 8)
+            }
         }
     }
 }
@@ -139,7 +141,11 @@ impl Sequencer {
     }
 
     fn steps_after_done(&self, v: usize, i: usize) -> bool {
-        self.steps.borrow().iter().filter(|(a, _)| *a == Some((v, i))).all(|(_, d)| *d)
+        self.steps
+            .borrow()
+            .iter()
+            .filter(|(a, _)| *a == Some((v, i)))
+            .all(|(_, d)| *d)
     }
 }
 
@@ -167,27 +173,48 @@ impl Vcpu {
 
     /// The vCPU thread: `KVM_RUN` until the program ends.
     pub async fn run(self: Rc<Self>, cx: Cx) {
-        for (i, op) in self.program.clone().into_iter().enumerate() {
-            self.records.borrow_mut().push(AccessRecord { op, attempts: Vec::new() });
+        // One record per access: allocate them all at once rather than by doubling.
+        self.records.borrow_mut().reserve(self.program.len());
+        // By index: the program never changes, so there is no need to copy it.
+        for i in 0..self.program.len() {
+            let op = self.program[i];
+            // Nearly every access completes on its first attempt: room for exactly one (a
+            // bare `Vec::new()` would allocate room for four on the first push).
+            self.records.borrow_mut().push(AccessRecord {
+                op,
+                attempts: Vec::with_capacity(1),
+            });
             loop {
                 let o = self.access(&cx, op).await;
-                self.records.borrow_mut()[i].attempts.push(o.clone());
-                let first = self.records.borrow()[i].attempts.len() == 1;
+                let efault = o == Outcome::Efault;
+                let first = {
+                    let mut recs = self.records.borrow_mut();
+                    let attempts = &mut recs[i].attempts;
+                    attempts.push(o);
+                    attempts.len() == 1
+                };
                 if first {
                     let sequenced = self.seq.has_steps_after(self.id, i);
                     if sequenced {
                         // The guest exits to the VMM at this point (an MMIO marker, or the
                         // -EFAULT itself); the VMM runs its host steps before re-entering.
-                        cx.access(self.seq.obj, Access::Write, "guest reached point").await;
+                        cx.access(self.seq.obj, Access::Write, "guest reached point")
+                            .await;
                     }
                     self.seq.progress.borrow_mut()[self.id] = i + 1;
                     if sequenced {
                         let (s, v) = (self.seq.clone(), self.id);
-                        cx.wait_until(self.seq.obj, "VMM host steps", move || s.steps_after_done(v, i)).await;
-                        if o == Outcome::Efault {
+                        cx.wait_until(self.seq.obj, "VMM host steps", move || {
+                            s.steps_after_done(v, i)
+                        })
+                        .await;
+                        if efault {
                             // The VMM repaired the mapping and re-runs the vCPU: the
                             // faulting instruction is retried.
-                            world::emit!(cx, "KVM_RUN: -EFAULT at access {i}; the VMM re-runs the vCPU");
+                            world::emit!(
+                                cx,
+                                "KVM_RUN: -EFAULT at access {i}; the VMM re-runs the vCPU"
+                            );
                             continue;
                         }
                     }
@@ -269,12 +296,17 @@ impl Vcpu {
 fn mmio_exit(op: GuestOp) -> Outcome {
     match op {
         GuestOp::Read { gpa, size } => Outcome::MmioRead { gpa, len: size },
-        GuestOp::Write { gpa, size, value } => Outcome::MmioWrite { gpa, len: size, data: value },
+        GuestOp::Write { gpa, size, value } => Outcome::MmioWrite {
+            gpa,
+            len: size,
+            data: value,
+        },
     }
 }
 
 /// Footprint helper: a store through a kernel mapping of a pinned page.
 pub(crate) async fn touch_frame(cx: &Cx, kvm: &Kvm, pfn: crate::mm::Pfn, write: bool) {
     let a = if write { Access::Write } else { Access::Read };
-    cx.access(kvm.frames.obj(pfn), a, "access through kernel mapping").await;
+    cx.access(kvm.frames.obj(pfn), a, "access through kernel mapping")
+        .await;
 }

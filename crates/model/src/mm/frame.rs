@@ -9,7 +9,6 @@
 use super::content::Content;
 use super::types::{Pfn, PAGE_SIZE};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::fmt;
 use world::{Access, Cx, ObjId, World};
 
@@ -79,12 +78,67 @@ pub struct RefAnomaly {
     pub actor: String,
 }
 
+/// Device memory: runs of consecutive pfns, sorted by first pfn and never overlapping. A BAR
+/// is registered as one run, so finding a page is a binary search among a handful of runs
+/// rather than a search among every registered page (guest accesses to BARs read through
+/// here on every SPTE hit).
+#[derive(Default)]
+struct IoMem(Vec<(u64, Vec<Content>)>);
+
+impl IoMem {
+    /// Index of the run that would hold `pfn`: the last one starting at or before it.
+    fn run_of(&self, pfn: u64) -> Option<usize> {
+        self.0
+            .partition_point(|(start, _)| *start <= pfn)
+            .checked_sub(1)
+    }
+
+    fn get(&self, pfn: u64) -> Option<&Content> {
+        let (start, run) = &self.0[self.run_of(pfn)?];
+        run.get((pfn - start) as usize)
+    }
+
+    fn get_mut(&mut self, pfn: u64) -> Option<&mut Content> {
+        let i = self.run_of(pfn)?;
+        let (start, run) = &mut self.0[i];
+        run.get_mut((pfn - *start) as usize)
+    }
+
+    /// Register `n` pages from `base` filled with `pattern`. Pages that are already
+    /// registered are refilled in place (registration is per page); the rest become new
+    /// runs.
+    fn add(&mut self, base: u64, n: u64, pattern: u32) {
+        let mut run_start = base;
+        let mut run = Vec::new();
+        for pfn in base..base + n {
+            if let Some(c) = self.get_mut(pfn) {
+                *c = Content::filled(pattern);
+                self.insert_run(run_start, std::mem::take(&mut run));
+                continue;
+            }
+            if run.is_empty() {
+                run_start = pfn;
+            }
+            run.push(Content::filled(pattern));
+        }
+        self.insert_run(run_start, run);
+    }
+
+    /// Insert a run of pages none of which is registered yet.
+    fn insert_run(&mut self, start: u64, run: Vec<Content>) {
+        if !run.is_empty() {
+            let i = self.0.partition_point(|(s, _)| *s < start);
+            self.0.insert(i, (start, run));
+        }
+    }
+}
+
 /// The frame table plus device memory.
 pub struct Frames {
     frames: RefCell<Vec<Frame>>,
     objs: Vec<ObjId>,
     free: RefCell<Vec<Pfn>>,
-    io: RefCell<BTreeMap<u64, Content>>,
+    io: RefCell<IoMem>,
     anomalies: RefCell<Vec<RefAnomaly>>,
     io_obj: ObjId,
 }
@@ -114,7 +168,7 @@ impl Frames {
             frames: RefCell::new(frames),
             objs,
             free: RefCell::new(free),
-            io: RefCell::new(BTreeMap::new()),
+            io: RefCell::new(IoMem::default()),
             anomalies: RefCell::new(Vec::new()),
             io_obj: world.object("device memory"),
         }
@@ -136,20 +190,32 @@ impl Frames {
     }
 
     pub fn owner(&self, pfn: Pfn) -> Option<Owner> {
-        self.frames.borrow().get(pfn.0 as usize).and_then(|f| f.owner.clone())
+        self.frames
+            .borrow()
+            .get(pfn.0 as usize)
+            .and_then(|f| f.owner.clone())
     }
 
     pub fn generation(&self, pfn: Pfn) -> u32 {
-        self.frames.borrow().get(pfn.0 as usize).map_or(0, |f| f.generation)
+        self.frames
+            .borrow()
+            .get(pfn.0 as usize)
+            .map_or(0, |f| f.generation)
     }
 
     pub fn is_free(&self, pfn: Pfn) -> bool {
-        self.frames.borrow().get(pfn.0 as usize).is_some_and(|f| f.owner.is_none())
+        self.frames
+            .borrow()
+            .get(pfn.0 as usize)
+            .is_some_and(|f| f.owner.is_none())
     }
 
     /// Footprint object of a frame's refcount and contents.
     pub fn obj(&self, pfn: Pfn) -> ObjId {
-        self.objs.get(pfn.0 as usize).copied().unwrap_or(self.io_obj)
+        self.objs
+            .get(pfn.0 as usize)
+            .copied()
+            .unwrap_or(self.io_obj)
     }
 
     pub fn anomalies(&self) -> Vec<RefAnomaly> {
@@ -178,12 +244,15 @@ impl Frames {
                 // Lowest naturally aligned run of free frames.
                 let frames = self.frames.borrow();
                 let len = frames.len() as u64;
-                (n..len).step_by(n as usize).map(Pfn).find(|p| {
-                    (p.0..p.0 + n).all(|q| frames[q as usize].owner.is_none())
-                })?
+                (n..len)
+                    .step_by(n as usize)
+                    .map(Pfn)
+                    .find(|p| (p.0..p.0 + n).all(|q| frames[q as usize].owner.is_none()))?
             }
         };
-        self.free.borrow_mut().retain(|p| p.0 < head.0 || p.0 >= head.0 + n);
+        self.free
+            .borrow_mut()
+            .retain(|p| p.0 < head.0 || p.0 >= head.0 + n);
         let mut frames = self.frames.borrow_mut();
         for i in 0..n {
             let f = &mut frames[(head.0 + i) as usize];
@@ -267,14 +336,22 @@ impl Frames {
         };
         world::emit!(cx, "get_page({pfn}): refcount {before} -> {}", before + 1);
         if before <= 0 || free {
-            self.anomaly(cx, pfn, format!("get_page on refcount {before}{}", if free { " (free page)" } else { "" }));
+            self.anomaly(
+                cx,
+                pfn,
+                format!(
+                    "get_page on refcount {before}{}",
+                    if free { " (free page)" } else { "" }
+                ),
+            );
         }
     }
 
     /// `get_page_unless_zero()`: increments unless the count is zero; false if it was.
     pub async fn get_page_unless_zero(&self, cx: &Cx, pfn: Pfn) -> bool {
         let t = self.ref_target(pfn);
-        cx.access(self.obj(t), Access::Write, "page_ref_add_unless").await;
+        cx.access(self.obj(t), Access::Write, "page_ref_add_unless")
+            .await;
         let mut frames = self.frames.borrow_mut();
         let f = &mut frames[t.0 as usize];
         if f.refcount == 0 {
@@ -285,7 +362,11 @@ impl Frames {
         f.refcount += 1;
         let rc = f.refcount;
         drop(frames);
-        world::emit!(cx, "get_page_unless_zero({pfn}): refcount {} -> {rc}", rc - 1);
+        world::emit!(
+            cx,
+            "get_page_unless_zero({pfn}): refcount {} -> {rc}",
+            rc - 1
+        );
         true
     }
 
@@ -293,7 +374,8 @@ impl Frames {
     /// zero. A put on a zero count is a refcount underflow, recorded as an anomaly.
     pub async fn put_page(&self, cx: &Cx, pfn: Pfn) {
         let t = self.ref_target(pfn);
-        cx.access(self.obj(t), Access::Write, "put_page_testzero").await;
+        cx.access(self.obj(t), Access::Write, "put_page_testzero")
+            .await;
         self.put_page_now(cx, pfn);
     }
 
@@ -337,15 +419,12 @@ impl Frames {
 
     /// Register `n` frames of device memory at `base` (a BAR), filled with `pattern`.
     pub fn add_io(&self, base: Pfn, n: u64, pattern: u32) {
-        let mut io = self.io.borrow_mut();
-        for i in 0..n {
-            io.insert(base.0 + i, Content::filled(pattern));
-        }
+        self.io.borrow_mut().add(base.0, n, pattern);
     }
 
     /// Whether `pfn` is registered device memory.
     pub fn is_io(&self, pfn: Pfn) -> bool {
-        self.io.borrow().contains_key(&pfn.0)
+        self.io.borrow().get(pfn.0).is_some()
     }
 
     /// Load from a frame (RAM or device memory). `None` for a pfn that is neither: the
@@ -354,16 +433,18 @@ impl Frames {
         if self.pfn_valid(pfn) {
             return Some(self.frames.borrow()[pfn.0 as usize].content.read(off, size));
         }
-        self.io.borrow().get(&pfn.0).map(|c| c.read(off, size))
+        self.io.borrow().get(pfn.0).map(|c| c.read(off, size))
     }
 
     /// Store to a frame (RAM or device memory); false if nothing is there.
     pub fn write(&self, pfn: Pfn, off: u64, size: u8, value: u64) -> bool {
         if self.pfn_valid(pfn) {
-            self.frames.borrow_mut()[pfn.0 as usize].content.write(off, size, value);
+            self.frames.borrow_mut()[pfn.0 as usize]
+                .content
+                .write(off, size, value);
             return true;
         }
-        match self.io.borrow_mut().get_mut(&pfn.0) {
+        match self.io.borrow_mut().get_mut(pfn.0) {
             Some(c) => {
                 c.write(off, size, value);
                 true
@@ -376,7 +457,7 @@ impl Frames {
     pub fn fill(&self, pfn: Pfn, pattern: u32) {
         if self.pfn_valid(pfn) {
             self.frames.borrow_mut()[pfn.0 as usize].content = Content::filled(pattern);
-        } else if let Some(c) = self.io.borrow_mut().get_mut(&pfn.0) {
+        } else if let Some(c) = self.io.borrow_mut().get_mut(pfn.0) {
             *c = Content::filled(pattern);
         }
     }
@@ -386,7 +467,11 @@ impl Frames {
         let c = if self.pfn_valid(from) {
             self.frames.borrow()[from.0 as usize].content.clone()
         } else {
-            self.io.borrow().get(&from.0).cloned().unwrap_or(Content::filled(0))
+            self.io
+                .borrow()
+                .get(from.0)
+                .cloned()
+                .unwrap_or(Content::filled(0))
         };
         if self.pfn_valid(to) {
             self.frames.borrow_mut()[to.0 as usize].content = c;
@@ -400,5 +485,38 @@ impl Frames {
 
     pub fn page_bytes(&self) -> u64 {
         PAGE_SIZE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IoMem;
+
+    fn pattern(io: &IoMem, pfn: u64) -> Option<u64> {
+        io.get(pfn).map(|c| c.read(0, 4))
+    }
+
+    /// Registering overlapping ranges behaves as registering page by page: later
+    /// registrations refill the pages they cover, the rest keep their content.
+    #[test]
+    fn io_runs_behave_like_per_page_registration() {
+        let mut io = IoMem::default();
+        io.add(10, 10, 0xa);
+        io.add(5, 10, 0xb); // 5..10 new, 10..15 refilled
+        io.add(18, 5, 0xc); // 18..20 refilled, 20..23 new
+        io.add(30, 0, 0xd); // nothing
+        let want = |pfn: u64| match pfn {
+            5..=14 => Some(0xb),
+            15..=17 => Some(0xa),
+            18..=22 => Some(0xc),
+            _ => None,
+        };
+        for pfn in 0..40 {
+            assert_eq!(pattern(&io, pfn), want(pfn), "pfn {pfn}");
+        }
+        io.get_mut(16).expect("registered").write(0, 4, 0xe);
+        assert_eq!(pattern(&io, 16), Some(0xe));
+        assert_eq!(pattern(&io, 15), Some(0xa));
+        assert!(io.get_mut(23).is_none());
     }
 }

@@ -10,7 +10,11 @@ pub fn scenarios(args: &[String]) -> Result<Vec<Scenario>, String> {
     if args.is_empty() {
         return scenario::BUILTIN
             .iter()
-            .map(|(n, _)| scenario::builtin(n).expect("listed").map_err(|e| e.to_string()))
+            .map(|(n, _)| {
+                scenario::builtin(n)
+                    .expect("listed")
+                    .map_err(|e| e.to_string())
+            })
             .collect();
     }
     args.iter()
@@ -23,7 +27,10 @@ pub fn scenarios(args: &[String]) -> Result<Vec<Scenario>, String> {
                 return scenario::load(p).map_err(|e| e.to_string());
             }
             let names: Vec<&str> = scenario::BUILTIN.iter().map(|(n, _)| *n).collect();
-            Err(format!("{a}: neither a built-in scenario ({}) nor a file", names.join(", ")))
+            Err(format!(
+                "{a}: neither a built-in scenario ({}) nor a file",
+                names.join(", ")
+            ))
         })
         .collect()
 }
@@ -36,7 +43,10 @@ pub fn policies(args: &[String]) -> Result<Vec<PolicyId>, String> {
         .map(|a| {
             PolicyId::from_name(a).ok_or_else(|| {
                 let names: Vec<&str> = PolicyId::ALL.iter().map(|p| p.name()).collect();
-                format!("--policy {a}: unknown policy; expected one of {}", names.join(", "))
+                format!(
+                    "--policy {a}: unknown policy; expected one of {}",
+                    names.join(", ")
+                )
             })
         })
         .collect()

@@ -6,7 +6,11 @@ use model::kvm::PolicyId;
 pub fn list() {
     let mut o = String::new();
     outln!(o, "scenarios:");
-    let w = scenario::BUILTIN.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    let w = scenario::BUILTIN
+        .iter()
+        .map(|(n, _)| n.len())
+        .max()
+        .unwrap_or(0);
     for (n, _) in scenario::BUILTIN {
         let d = match scenario::builtin(n).expect("listed") {
             Ok(s) => s.description,

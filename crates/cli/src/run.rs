@@ -6,7 +6,14 @@ use model::harness::{run_cell, CellResult, RunOptions};
 use serde_json::json;
 use std::process::ExitCode;
 
-pub fn run(scenarios: &[String], policies: &[String], seed: u64, schedules: usize, format: Format, trace: bool) -> ExitCode {
+pub fn run(
+    scenarios: &[String],
+    policies: &[String],
+    seed: u64,
+    schedules: usize,
+    format: Format,
+    trace: bool,
+) -> ExitCode {
     let (scs, pols) = match (input::scenarios(scenarios), input::policies(policies)) {
         (Ok(s), Ok(p)) => (s, p),
         (Err(e), _) | (_, Err(e)) => {
@@ -69,7 +76,13 @@ fn cell_json(c: &CellResult) -> serde_json::Value {
 
 fn print_matrix(rows: &[Vec<CellResult>], pols: &[model::kvm::PolicyId], trace: bool) {
     let mut o = String::new();
-    let name_w = rows.iter().filter_map(|r| r.first()).map(|c| c.scenario.len()).max().unwrap_or(8).max(8);
+    let name_w = rows
+        .iter()
+        .filter_map(|r| r.first())
+        .map(|c| c.scenario.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -82,7 +95,14 @@ fn print_matrix(rows: &[Vec<CellResult>], pols: &[model::kvm::PolicyId], trace: 
         })
         .collect();
     let col_w: Vec<usize> = (0..pols.len())
-        .map(|j| cells.iter().map(|r| r[j].len()).max().unwrap_or(0).max(pols[j].name().len()))
+        .map(|j| {
+            cells
+                .iter()
+                .map(|r| r[j].len())
+                .max()
+                .unwrap_or(0)
+                .max(pols[j].name().len())
+        })
         .collect();
     out!(o, "{:<name_w$}", "scenario");
     for (j, p) in pols.iter().enumerate() {
@@ -96,16 +116,27 @@ fn print_matrix(rows: &[Vec<CellResult>], pols: &[model::kvm::PolicyId], trace: 
         }
         o.push('\n');
     }
-    let mismatches: Vec<&CellResult> = rows.iter().flatten().filter(|c| c.matches == Some(false)).collect();
+    let mismatches: Vec<&CellResult> = rows
+        .iter()
+        .flatten()
+        .filter(|c| c.matches == Some(false))
+        .collect();
     if !mismatches.is_empty() {
         outln!(o, "\n(!) differs from the scenario's [expect]:");
         for c in mismatches {
             outln!(o, "  {} / {}: got {}", c.scenario, c.policy, c.cell());
         }
     }
-    let violated: Vec<&CellResult> = rows.iter().flatten().filter(|c| !c.violations.is_empty()).collect();
+    let violated: Vec<&CellResult> = rows
+        .iter()
+        .flatten()
+        .filter(|c| !c.violations.is_empty())
+        .collect();
     if !violated.is_empty() {
-        outln!(o, "\nviolations (first per oracle; rerun with --trace for the steps):");
+        outln!(
+            o,
+            "\nviolations (first per oracle; rerun with --trace for the steps):"
+        );
         for c in violated {
             for (v, k) in &c.violations {
                 outln!(o, "  {} / {} [{k}] {v}", c.scenario, c.policy);
@@ -114,7 +145,14 @@ fn print_matrix(rows: &[Vec<CellResult>], pols: &[model::kvm::PolicyId], trace: 
     }
     if trace {
         for c in rows.iter().flatten() {
-            outln!(o, "\n=== {} / {} ({}): {}", c.scenario, c.policy, c.witness.schedule, c.cell());
+            outln!(
+                o,
+                "\n=== {} / {} ({}): {}",
+                c.scenario,
+                c.policy,
+                c.witness.schedule,
+                c.cell()
+            );
             for (v, acc) in c.witness.outcomes.iter().enumerate() {
                 for a in acc {
                     outln!(o, "  vcpu{v} {a}");

@@ -3,6 +3,6 @@
 #![forbid(unsafe_code)]
 
 pub mod drivers;
-pub mod mm;
-pub mod kvm;
 pub mod harness;
+pub mod kvm;
+pub mod mm;

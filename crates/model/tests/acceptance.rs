@@ -19,7 +19,12 @@ fn linux_4_7_bugs_on_the_vgpu_first_touch() {
     let c = cell("vgpu-first-touch", PolicyId::Linux4_7);
     assert!(oracles(&c).contains(&"no-host-bug"), "{:?}", c.violations);
     assert_eq!(c.outcome, "BUG");
-    let bug = &c.violations.iter().find(|(v, _)| v.oracle.name() == "no-host-bug").unwrap().0;
+    let bug = &c
+        .violations
+        .iter()
+        .find(|(v, _)| v.oracle.name() == "no-host-bug")
+        .unwrap()
+        .0;
     assert!(bug.detail.contains("BUG_ON(!kvm_is_reserved_pfn"), "{bug}");
 }
 
@@ -35,10 +40,18 @@ fn linux_4_8_escalates_a_write_to_vvar() {
     assert_eq!(oracles(&c), vec!["no-write-escalation"]);
     // The guest's store landed in the system-wide time page.
     assert!(c.outcomes[0][1].ends_with("done"), "{:?}", c.outcomes);
-    for p in [PolicyId::Linux5_12, PolicyId::Linux5_13, PolicyId::Linux6_13] {
+    for p in [
+        PolicyId::Linux5_12,
+        PolicyId::Linux5_13,
+        PolicyId::Linux6_13,
+    ] {
         let c = cell("vvar-write", p);
         assert!(c.violations.is_empty(), "{p}: {:?}", c.violations);
-        assert!(c.outcomes[0][1].contains("MMIO write 0x99999999"), "{p}: {:?}", c.outcomes);
+        assert!(
+            c.outcomes[0][1].contains("MMIO write 0x99999999"),
+            "{p}: {:?}",
+            c.outcomes
+        );
     }
 }
 
@@ -46,7 +59,10 @@ fn linux_4_8_escalates_a_write_to_vvar() {
 fn linux_4_8_and_5_12_free_the_usbfs_tail_page() {
     for p in [PolicyId::Linux4_8, PolicyId::Linux5_12] {
         let o = oracles(&cell("usbfs-tail", p));
-        assert!(o.contains(&"refcount-sane") && o.contains(&"no-freed-frame"), "{p}: {o:?}");
+        assert!(
+            o.contains(&"refcount-sane") && o.contains(&"no-freed-frame"),
+            "{p}: {o:?}"
+        );
     }
     let c = cell("usbfs-tail", PolicyId::Linux5_13);
     assert!(c.violations.is_empty(), "{:?}", c.violations);
@@ -62,10 +78,30 @@ fn linux_5_13_refuses_ttm_tail_pages_and_6_13_maps_them_without_references() {
     assert!(c.violations.is_empty(), "{:?}", c.violations);
     assert_eq!(c.outcome, "ok");
     let sc = builtin("ttm-evict").unwrap().unwrap();
-    let r = run_once(&sc, PolicyId::Linux6_13, ScheduleKind::Sequential, false, 20_000).unwrap();
-    assert_eq!(r.refs_taken, 0, "linux-6.13 takes no page reference on PFNMAP memory");
-    let r = run_once(&sc, PolicyId::Linux5_13, ScheduleKind::Sequential, false, 20_000).unwrap();
-    assert!(r.refs_taken > 0, "linux-5.13 takes references (on the head page)");
+    let r = run_once(
+        &sc,
+        PolicyId::Linux6_13,
+        ScheduleKind::Sequential,
+        false,
+        20_000,
+    )
+    .unwrap();
+    assert_eq!(
+        r.refs_taken, 0,
+        "linux-6.13 takes no page reference on PFNMAP memory"
+    );
+    let r = run_once(
+        &sc,
+        PolicyId::Linux5_13,
+        ScheduleKind::Sequential,
+        false,
+        20_000,
+    )
+    .unwrap();
+    assert!(
+        r.refs_taken > 0,
+        "linux-5.13 takes references (on the head page)"
+    );
 }
 
 #[test]
@@ -95,7 +131,11 @@ fn linux_6_13_is_clean_on_every_built_in_scenario() {
 fn the_open_gap_is_emulated_every_time_on_6_13() {
     let c = cell("ro-pfnmap-write", PolicyId::Linux6_13);
     assert_eq!(c.outcome, "emulated");
-    assert!(c.outcomes[0][1].ends_with("done (emulated)"), "{:?}", c.outcomes);
+    assert!(
+        c.outcomes[0][1].ends_with("done (emulated)"),
+        "{:?}",
+        c.outcomes
+    );
 }
 
 #[test]
@@ -103,7 +143,13 @@ fn every_built_in_cell_matches_its_declared_expectation() {
     for (name, _) in BUILTIN {
         for p in PolicyId::ALL {
             let c = cell(name, p);
-            assert_ne!(c.matches, Some(false), "{name} / {p}: got {} ({:?})", c.cell(), c.violations);
+            assert_ne!(
+                c.matches,
+                Some(false),
+                "{name} / {p}: got {} ({:?})",
+                c.cell(),
+                c.violations
+            );
         }
     }
 }
@@ -111,8 +157,22 @@ fn every_built_in_cell_matches_its_declared_expectation() {
 #[test]
 fn same_schedule_same_trace() {
     let sc = builtin("vgpu-reset-race").unwrap().unwrap();
-    let a = run_once(&sc, PolicyId::Linux4_8, ScheduleKind::Random(42), true, 20_000).unwrap();
-    let b = run_once(&sc, PolicyId::Linux4_8, ScheduleKind::Replay(a.choices.clone()), true, 20_000).unwrap();
+    let a = run_once(
+        &sc,
+        PolicyId::Linux4_8,
+        ScheduleKind::Random(42),
+        true,
+        20_000,
+    )
+    .unwrap();
+    let b = run_once(
+        &sc,
+        PolicyId::Linux4_8,
+        ScheduleKind::Replay(a.choices.clone()),
+        true,
+        20_000,
+    )
+    .unwrap();
     assert_eq!(a.trace.to_string(), b.trace.to_string());
     assert_eq!(a.outcomes, b.outcomes);
 }

@@ -37,9 +37,11 @@ fn run(rogue_rechecks: bool) -> Vec<Oracle> {
         let pfn = mm.pte(hva).expect("prefilled").pfn;
         // Wait until the host's MADV_DONTNEED has cleared the PTE and finished.
         let m = mm.clone();
-        cx.wait_until(done, "host zapped", move || m.pte(hva).is_none()).await;
+        cx.wait_until(done, "host zapped", move || m.pte(hva).is_none())
+            .await;
         let k = kvm.clone();
-        cx.wait_until(done, "invalidation ended", move || k.invalidation().0 == 0).await;
+        cx.wait_until(done, "invalidation ended", move || k.invalidation().0 == 0)
+            .await;
         cx.lock(kvm.mmu_lock, world::LockMode::Exclusive).await;
         if !(rogue_rechecks && kvm.retry_gfn_locked(&cx, 0x10, seq)) {
             kvm.install_spte(&cx, 0x10, pfn, true, hva, start).await;
@@ -62,7 +64,14 @@ fn run(rogue_rechecks: bool) -> Vec<Oracle> {
 
 #[test]
 fn installing_after_an_invalidation_is_a_stale_spte_to_a_freed_frame() {
-    assert_eq!(run(false), vec![Oracle::NoFreedFrame, Oracle::NoWriteEscalation, Oracle::NoStaleSpte]);
+    assert_eq!(
+        run(false),
+        vec![
+            Oracle::NoFreedFrame,
+            Oracle::NoWriteEscalation,
+            Oracle::NoStaleSpte
+        ]
+    );
 }
 
 #[test]

@@ -15,7 +15,11 @@ impl fmt::Display for ScenarioError {
         if self.line == 0 {
             write!(f, "{}: {}", self.file, self.message)
         } else {
-            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            )
         }
     }
 }
@@ -32,7 +36,12 @@ pub(crate) fn line_col(text: &str, at: usize) -> (usize, usize) {
 }
 
 impl ScenarioError {
-    pub(crate) fn at(file: &str, text: &str, span: std::ops::Range<usize>, message: impl Into<String>) -> Self {
+    pub(crate) fn at(
+        file: &str,
+        text: &str,
+        span: std::ops::Range<usize>,
+        message: impl Into<String>,
+    ) -> Self {
         let (line, column) = line_col(text, span.start);
         ScenarioError {
             file: file.to_string(),

@@ -20,7 +20,8 @@ pub use types::*;
 
 /// Parse and validate a scenario from TOML text. `file` names it in errors.
 pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
-    let raw: raw::RawScenario = toml::from_str(text).map_err(|e| ScenarioError::from_toml(file, text, &e))?;
+    let raw: raw::RawScenario =
+        toml::from_str(text).map_err(|e| ScenarioError::from_toml(file, text, &e))?;
     validate::validate(file, text, raw)
 }
 

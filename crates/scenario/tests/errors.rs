@@ -23,7 +23,13 @@ program = [ { read = 0x10000 } ]
 fn a_good_file_parses() {
     let s = scenario::parse("good.toml", GOOD).unwrap();
     assert_eq!(s.mappings[0].backing, scenario::Backing::AnonPrivate);
-    assert_eq!(s.vcpus[0].program, vec![scenario::GuestOp::Read { gpa: 0x10000, size: 4 }]);
+    assert_eq!(
+        s.vcpus[0].program,
+        vec![scenario::GuestOp::Read {
+            gpa: 0x10000,
+            size: 4
+        }]
+    );
 }
 
 #[test]
@@ -31,7 +37,10 @@ fn unknown_backing_names_line_and_column() {
     let e = err(&GOOD.replace("\"anon-private\"", "\"anon-privat\""));
     assert_eq!((e.file.as_str(), e.line, e.column), ("bad.toml", 5, 11));
     assert!(e.message.contains("unknown backing \"anon-privat\""), "{e}");
-    assert!(e.to_string().starts_with("bad.toml:5:11: unknown backing"), "{e}");
+    assert!(
+        e.to_string().starts_with("bad.toml:5:11: unknown backing"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -42,7 +51,10 @@ fn toml_syntax_error_is_located() {
 
 #[test]
 fn unknown_field_is_rejected() {
-    let e = err(&GOOD.replace("pages = 1\n[[memslot]]", "pages = 1\ncolour = 3\n[[memslot]]"));
+    let e = err(&GOOD.replace(
+        "pages = 1\n[[memslot]]",
+        "pages = 1\ncolour = 3\n[[memslot]]",
+    ));
     assert_eq!(e.line, 7, "{e}");
     assert!(e.message.contains("colour"), "{e}");
 }
@@ -56,11 +68,28 @@ fn dangling_mapping_reference() {
 
 #[test]
 fn misaligned_and_out_of_range_addresses() {
-    assert!(err(&GOOD.replace("gpa = 0x10000", "gpa = 0x10001")).message.contains("page-aligned"));
-    assert!(err(&GOOD.replace("gpa = 0x10000", "gpa = 0x1000")).message.contains("0x10000..0x1C0000"));
-    assert!(err(&GOOD.replace("{ read = 0x10000 }", "{ read = 0x10002 }")).message.contains("aligned"));
-    assert!(err(&GOOD.replace("{ read = 0x10000 }", "{ write = 0x10000, value = 0x1ffffffff }")).message.contains("does not fit"));
-    assert!(err(&GOOD.replace("{ read = 0x10000 }", "{ write = 0x10000 }")).message.contains("needs a value"));
+    assert!(err(&GOOD.replace("gpa = 0x10000", "gpa = 0x10001"))
+        .message
+        .contains("page-aligned"));
+    assert!(err(&GOOD.replace("gpa = 0x10000", "gpa = 0x1000"))
+        .message
+        .contains("0x10000..0x1C0000"));
+    assert!(
+        err(&GOOD.replace("{ read = 0x10000 }", "{ read = 0x10002 }"))
+            .message
+            .contains("aligned")
+    );
+    assert!(err(&GOOD.replace(
+        "{ read = 0x10000 }",
+        "{ write = 0x10000, value = 0x1ffffffff }"
+    ))
+    .message
+    .contains("does not fit"));
+    assert!(
+        err(&GOOD.replace("{ read = 0x10000 }", "{ write = 0x10000 }"))
+            .message
+            .contains("needs a value")
+    );
 }
 
 #[test]
@@ -70,18 +99,29 @@ fn bad_after_and_actions() {
     assert!(e.message.contains("no vcpu3"), "{e}");
     let e = err(&format!("{GOOD}{}", host.replace("vcpu3:0", "cpu0")));
     assert!(e.message.contains("\"vcpu0:2\""), "{e}");
-    let e = err(&format!("{GOOD}{}", host.replace("munmap", "explode").replace("vcpu3", "vcpu0")));
+    let e = err(&format!(
+        "{GOOD}{}",
+        host.replace("munmap", "explode").replace("vcpu3", "vcpu0")
+    ));
     assert!(e.message.contains("unknown action \"explode\""), "{e}");
-    let e = err(&format!("{GOOD}{}", host.replace("munmap", "device-reset").replace("after = \"vcpu3:0\"\n", "")));
+    let e = err(&format!(
+        "{GOOD}{}",
+        host.replace("munmap", "device-reset")
+            .replace("after = \"vcpu3:0\"\n", "")
+    ));
     assert!(e.message.contains("does not fit"), "{e}");
 }
 
 #[test]
 fn unknown_policy_or_oracle_in_expect() {
-    let e = err(&format!("{GOOD}\n[expect]\n\"linux-9.9\" = {{ violations = [] }}\n"));
+    let e = err(&format!(
+        "{GOOD}\n[expect]\n\"linux-9.9\" = {{ violations = [] }}\n"
+    ));
     assert!(e.message.contains("unknown policy \"linux-9.9\""), "{e}");
     assert_eq!(e.line, 16, "{e}");
-    let e = err(&format!("{GOOD}\n[expect]\n\"linux-4.8\" = {{ violations = [\"no-fun\"] }}\n"));
+    let e = err(&format!(
+        "{GOOD}\n[expect]\n\"linux-4.8\" = {{ violations = [\"no-fun\"] }}\n"
+    ));
     assert!(e.message.contains("unknown oracle \"no-fun\""), "{e}");
 }
 
@@ -100,7 +140,10 @@ fn every_built_in_scenario_parses_and_every_file_is_built_in() {
     for f in std::fs::read_dir(dir).unwrap() {
         let p = f.unwrap().path();
         let stem = p.file_stem().unwrap().to_str().unwrap().to_string();
-        assert!(scenario::BUILTIN.iter().any(|(n, _)| *n == stem), "{stem}.toml is not in BUILTIN");
+        assert!(
+            scenario::BUILTIN.iter().any(|(n, _)| *n == stem),
+            "{stem}.toml is not in BUILTIN"
+        );
     }
 }
 

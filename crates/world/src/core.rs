@@ -139,8 +139,16 @@ impl Cx {
     /// A lock-free access of shared model state: `READ_ONCE(kvm->mmu_invalidate_seq)`,
     /// `atomic_inc(&page->_refcount)`. The code after the await runs in the same step.
     pub async fn access(&self, obj: ObjId, access: Access, what: &'static str) {
-        self.point(Op::Access(Footprint { obj, access }, what))
+        self.point(Op::Access(Footprint { obj, access }, None, what))
             .await
+    }
+
+    /// One step that touches two objects at once, e.g. a memory access that walks a page
+    /// table (`walk`) and loads or stores the frame (`data`): the footprint must name both,
+    /// or a checker would take the step to commute with writes to either.
+    pub async fn access2(&self, walk: (ObjId, Access), data: (ObjId, Access), what: &'static str) {
+        let fp = |(obj, access)| Footprint { obj, access };
+        self.point(Op::Access(fp(walk), Some(fp(data)), what)).await
     }
 
     /// Sleep until `cond` holds (`wait_event(wq, cond)`); `obj` is what the condition reads.

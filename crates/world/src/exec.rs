@@ -54,6 +54,8 @@ pub enum Status {
 pub struct StepRecord {
     pub actor: ActorId,
     pub footprint: Footprint,
+    /// The second object of a two-object step ([`crate::Cx::access2`]).
+    pub also: Option<Footprint>,
     /// What the step was: `lock`, `unlock`, `start`, `wait`, or an access's description.
     pub what: &'static str,
 }
@@ -172,7 +174,7 @@ impl World {
                 obj: ObjId(u32::MAX - a as u32),
                 access: Access::Write,
             },
-            Op::Access(fp, _) => *fp,
+            Op::Access(fp, _, _) => *fp,
             Op::Lock(l, _) | Op::Unlock(l) => Footprint {
                 obj: l.0,
                 access: Access::Write,
@@ -330,6 +332,10 @@ impl World {
                 records.push(StepRecord {
                     actor: who,
                     footprint: fps[i],
+                    also: match op {
+                        Op::Access(_, also, _) => *also,
+                        _ => None,
+                    },
                     what: op_name(op),
                 });
                 let r = self.perform(who, op);
@@ -403,7 +409,7 @@ fn holder_mode(kind: LockKind, mode: LockMode) -> &'static str {
 fn op_name(op: &Op) -> &'static str {
     match op {
         Op::Start => "start",
-        Op::Access(_, what) => what,
+        Op::Access(_, _, what) => what,
         Op::Lock(..) => "lock",
         Op::Unlock(_) => "unlock",
         Op::WaitUntil(..) => "wait",

@@ -34,8 +34,10 @@ pub(crate) type Cond = Box<dyn Fn() -> bool>;
 pub(crate) enum Op {
     /// First step of a freshly spawned actor.
     Start,
-    /// A read or write of lock-free shared state (`READ_ONCE`, an atomic).
-    Access(Footprint, &'static str),
+    /// A read or write of lock-free shared state (`READ_ONCE`, an atomic); optionally a
+    /// second object the same instruction touches (a guest load walks the stage-2 table
+    /// *and* reads the frame).
+    Access(Footprint, Option<Footprint>, &'static str),
     /// Acquire a lock; enabled only when it can be granted.
     Lock(LockId, LockMode),
     /// Release a lock held by this actor.

@@ -30,7 +30,11 @@ pub struct RoundRobin {
 impl Scheduler for RoundRobin {
     fn pick(&mut self, enabled: &[ActorId], _: &[Footprint]) -> Option<ActorId> {
         let next = match self.last {
-            Some(l) => enabled.iter().copied().find(|&a| a > l).unwrap_or(enabled[0]),
+            Some(l) => enabled
+                .iter()
+                .copied()
+                .find(|&a| a > l)
+                .unwrap_or(enabled[0]),
             None => enabled[0],
         };
         self.last = Some(next);

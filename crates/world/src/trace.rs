@@ -30,7 +30,11 @@ impl fmt::Display for Trace {
             if e.func.is_empty() {
                 writeln!(f, "{:>5}  {who:<w$}  {indent}{}", e.step, e.text)?;
             } else {
-                writeln!(f, "{:>5}  {who:<w$}  {indent}{}: {}", e.step, e.func, e.text)?;
+                writeln!(
+                    f,
+                    "{:>5}  {who:<w$}  {indent}{}: {}",
+                    e.step, e.func, e.text
+                )?;
             }
         }
         Ok(())

@@ -18,7 +18,11 @@ fn contended_world() -> (World, Rc<Cell<u64>>) {
         let ctr = ctr.clone();
         w.spawn(format!("t{i}"), move |cx| async move {
             for _ in 0..3 {
-                let mode = if i == 0 { LockMode::Exclusive } else { LockMode::Shared };
+                let mode = if i == 0 {
+                    LockMode::Exclusive
+                } else {
+                    LockMode::Shared
+                };
                 cx.lock(sem, mode).await;
                 cx.lock(spin, LockMode::Exclusive).await;
                 cx.access(ctr_obj, Access::Write, "counter++").await;
@@ -52,8 +56,15 @@ fn random_schedule_replays_to_identical_trace() {
 #[test]
 fn replay_of_a_foreign_schedule_diverges() {
     let (mut w, _) = contended_world();
-    let r = w.run(&mut Replay::new(vec![0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1]), &mut cont);
-    assert!(matches!(r.status, Status::Diverged { .. }), "{:?}", r.status);
+    let r = w.run(
+        &mut Replay::new(vec![0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1]),
+        &mut cont,
+    );
+    assert!(
+        matches!(r.status, Status::Diverged { .. }),
+        "{:?}",
+        r.status
+    );
 }
 
 #[test]
@@ -92,7 +103,10 @@ fn lock_order_inversion_is_reported_as_deadlock() {
         cx.lock(a, LockMode::Exclusive).await;
         cx.unlock(a).await;
     });
-    assert_eq!(w.run(&mut FirstEnabled, &mut cont).status, Status::Completed);
+    assert_eq!(
+        w.run(&mut FirstEnabled, &mut cont).status,
+        Status::Completed
+    );
 }
 
 #[test]
@@ -104,7 +118,8 @@ fn waiter_is_not_runnable_until_condition_holds() {
     let (f1, o1) = (flag.clone(), order.clone());
     w.spawn("vcpu0", move |cx| async move {
         let f = f1.clone();
-        cx.wait_until(flag_obj, "page filled", move || f.get()).await;
+        cx.wait_until(flag_obj, "page filled", move || f.get())
+            .await;
         o1.borrow_mut().push("vcpu0 saw page");
     });
     let (f2, o2) = (flag.clone(), order.clone());
@@ -153,19 +168,28 @@ fn bug_stops_the_run_and_unlock_of_unheld_lock_is_a_bug() {
             what: "BUG_ON(!kvm_is_reserved_pfn(pfn))".into()
         }
     );
-    assert!(r.trace.to_string().contains("hva_to_pfn_remapped: BUG: BUG_ON"));
+    assert!(r
+        .trace
+        .to_string()
+        .contains("hva_to_pfn_remapped: BUG: BUG_ON"));
     let mut w = World::new();
     let l2 = w.lock("ptl", LockKind::Spin);
     assert_eq!(l, l2);
     w.spawn("t", move |cx| async move { cx.unlock(l2).await });
-    assert!(matches!(w.run(&mut FirstEnabled, &mut cont).status, Status::Bug { .. }));
+    assert!(matches!(
+        w.run(&mut FirstEnabled, &mut cont).status,
+        Status::Bug { .. }
+    ));
 }
 
 #[test]
 fn returning_with_a_lock_held_is_a_bug() {
     let mut w = World::new();
     let l = w.lock("mmap_lock", LockKind::RwSem);
-    w.spawn("t", move |cx| async move { cx.lock(l, LockMode::Shared).await });
+    w.spawn(
+        "t",
+        move |cx| async move { cx.lock(l, LockMode::Shared).await },
+    );
     let r = w.run(&mut FirstEnabled, &mut cont);
     assert!(matches!(&r.status, Status::Bug { what, .. } if what.contains("mmap_lock")));
 }
@@ -180,7 +204,10 @@ fn observer_can_stop_and_step_limit_bounds_livelock() {
         }
     });
     w.set_max_steps(50);
-    assert_eq!(w.run(&mut FirstEnabled, &mut cont).status, Status::StepLimit);
+    assert_eq!(
+        w.run(&mut FirstEnabled, &mut cont).status,
+        Status::StepLimit
+    );
     let mut w = World::new();
     let o = w.object("x");
     w.spawn("spin", move |cx| async move {
@@ -214,6 +241,17 @@ fn spawned_actors_run_and_footprints_are_recorded() {
     let r = w.run(&mut FirstEnabled, &mut cont);
     assert_eq!(r.status, Status::Completed);
     assert_eq!(r.trace.actors, vec!["parent", "child"]);
-    let accesses: Vec<_> = r.records.iter().filter(|s| s.footprint.obj == o).map(|s| (s.actor, s.footprint.access, s.what)).collect();
-    assert_eq!(accesses, vec![(0, Access::Read, "READ_ONCE(seq)"), (1, Access::Write, "seq++")]);
+    let accesses: Vec<_> = r
+        .records
+        .iter()
+        .filter(|s| s.footprint.obj == o)
+        .map(|s| (s.actor, s.footprint.access, s.what))
+        .collect();
+    assert_eq!(
+        accesses,
+        vec![
+            (0, Access::Read, "READ_ONCE(seq)"),
+            (1, Access::Write, "seq++")
+        ]
+    );
 }

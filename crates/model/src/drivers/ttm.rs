@@ -235,7 +235,7 @@ impl Ttm {
             let blocks = std::mem::take(&mut *self.blocks.borrow_mut());
             for h in blocks {
                 let _g = cx.func("ttm_pool_free_page");
-                self.frames.free_pages(cx, h, TTM_ORDER);
+                self.frames.free_pages(cx, h, TTM_ORDER).await;
             }
             self.swapped.set(true);
             self.evictions.set(self.evictions.get() + 1);
@@ -269,7 +269,8 @@ impl Ttm {
         let vma = &vmf.vma;
         let start = self.fake_pgoff();
         if vmf.pgoff < start || vmf.pgoff - start >= self.cfg.pages {
-            world::emit!(cx, 
+            world::emit!(
+                cx,
                 "pgoff {:#x} beyond the object: VM_FAULT_SIGBUS",
                 vmf.pgoff
             );
@@ -283,7 +284,8 @@ impl Ttm {
             if self.populate().is_err() {
                 return VmFault::VM_FAULT_OOM;
             }
-            world::emit!(cx, 
+            world::emit!(
+                cx,
                 "repopulated: pages now at {}",
                 self.pfn_of(0).expect("populated")
             );

@@ -175,10 +175,10 @@ impl Usbfs {
     /// `usb_free_coherent`: `free_pages(head, order)`. Drops the head's reference and frees
     /// every page whose count is then zero — including a tail someone wrongly got and put
     /// back to zero earlier (that one is already free: the CVE).
-    pub fn release(&self, cx: &Cx) {
+    pub async fn release(&self, cx: &Cx) {
         let _f = cx.func("usb_free_coherent");
         if let Some((head, order, _)) = self.buffer.take() {
-            self.frames.free_pages(cx, head, order);
+            self.frames.free_pages(cx, head, order).await;
         }
     }
 
@@ -187,7 +187,7 @@ impl Usbfs {
         if let (Some(start), Some((_, _, pages))) = (self.start.take(), self.buffer.get()) {
             sys_munmap(cx, &self.mm, start, pages * PAGE_SIZE).await?;
         }
-        self.release(cx);
+        self.release(cx).await;
         Ok(())
     }
 }

@@ -238,7 +238,7 @@ impl VfioBar {
     /// The device updates a BAR register.
     pub async fn device_store(&self, cx: &Cx, page: u64, off: u64, size: u8, value: u64) -> bool {
         let pfn = self.pfn_of(page);
-        cx.access(self.frames.obj(pfn), Access::Write, "device store")
+        cx.access(self.frames.mem_obj(), Access::Write, "device store")
             .await;
         self.frames.write(pfn, off, size, value)
     }

@@ -190,7 +190,7 @@ impl VgpuBar {
         let Some(pfn) = self.backing(page) else {
             return false;
         };
-        cx.access(self.frames.obj(pfn), Access::Write, "device store")
+        cx.access(self.frames.mem_obj(), Access::Write, "device store")
             .await;
         self.frames.write(pfn, off, size, value)
     }
@@ -200,7 +200,8 @@ impl VgpuBar {
         let base = self.region_pgoff();
         let write = vmf.flags.contains(FaultFlags::FAULT_FLAG_WRITE);
         if vmf.pgoff < base || vmf.pgoff - base >= self.cfg.pages {
-            world::emit!(cx, 
+            world::emit!(
+                cx,
                 "pgoff {:#x} outside the BAR: VM_FAULT_SIGBUS",
                 vmf.pgoff
             );
@@ -235,13 +236,18 @@ impl VgpuBar {
         let pfn = match self.backing(page) {
             Some(p) => p,
             None => {
-                let Some(p) = self.frames.alloc(0, Owner::Driver("vgpu".into()), false) else {
+                let Some(p) = self
+                    .frames
+                    .alloc_pages(cx, 0, Owner::Driver("vgpu".into()), false)
+                    .await
+                else {
                     cx.unlock(self.lock).await;
                     return FaultResult::ret(VmFault::VM_FAULT_OOM);
                 };
                 self.frames
                     .fill(p, self.cfg.pattern.wrapping_add(page as u32));
-                world::emit!(cx, 
+                world::emit!(
+                    cx,
                     "BAR page {page}: allocated {p} (refcount 1, not reserved)"
                 );
                 self.backing.borrow_mut().insert(page, p);

@@ -65,7 +65,8 @@ impl VmOps for VclockOps {
     fn fault<'a>(&'a self, cx: &'a Cx, vmf: &'a VmFaultArgs) -> LocalBoxFuture<'a, FaultResult> {
         Box::pin(async move {
             let _f = cx.func("vvar_vclock_fault");
-            world::emit!(cx, 
+            world::emit!(
+                cx,
                 "pgoff {}: no {} page in use on this host: VM_FAULT_SIGBUS",
                 vmf.pgoff,
                 if vmf.pgoff == 0 {
@@ -187,9 +188,7 @@ impl Vvar {
                 return FaultResult::ret(VmFault::VM_FAULT_SIGBUS);
             }
             n => {
-                world::emit!(cx, 
-                    "pgoff {n}: no such vDSO data page: VM_FAULT_SIGBUS"
-                );
+                world::emit!(cx, "pgoff {n}: no such vDSO data page: VM_FAULT_SIGBUS");
                 return FaultResult::ret(VmFault::VM_FAULT_SIGBUS);
             }
         };

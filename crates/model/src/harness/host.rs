@@ -34,10 +34,19 @@ impl HostCtx {
 }
 
 async fn act(cx: &Cx, h: &HostCtx, a: &HostAction) -> Result<String, Errno> {
-    let m = h.mappings.iter().find(|m| m.name == a.mapping()).expect("validated mapping");
+    let m = h
+        .mappings
+        .iter()
+        .find(|m| m.name == a.mapping())
+        .expect("validated mapping");
     let page = |off: u64| m.base + off * PAGE_SIZE;
     Ok(match a {
-        HostAction::Write { offset, size, value, .. } => {
+        HostAction::Write {
+            offset,
+            size,
+            value,
+            ..
+        } => {
             user_access(cx, &h.mm, m.base + offset, *size, Some(*value), true).await?;
             format!("store {value:#x} at {}+{offset:#x}", m.name)
         }
@@ -49,7 +58,13 @@ async fn act(cx: &Cx, h: &HostCtx, a: &HostAction) -> Result<String, Errno> {
             sys_madvise_dontneed(cx, &h.mm, page(*offset), pages * PAGE_SIZE).await?;
             "madvise(MADV_DONTNEED) done".into()
         }
-        HostAction::Mprotect { offset, pages, read, write, .. } => {
+        HostAction::Mprotect {
+            offset,
+            pages,
+            read,
+            write,
+            ..
+        } => {
             sys_mprotect(cx, &h.mm, page(*offset), pages * PAGE_SIZE, *read, *write).await?;
             "mprotect done".into()
         }
@@ -57,15 +72,25 @@ async fn act(cx: &Cx, h: &HostCtx, a: &HostAction) -> Result<String, Errno> {
             sys_munmap(cx, &h.mm, page(*offset), pages * PAGE_SIZE).await?;
             "munmap done".into()
         }
-        HostAction::MmapAnon { offset, pages, fill, .. } => {
-            let args = MmapArgs::anon(&format!("{} (new anon)", m.name), page(*offset), *pages, VmFlags::VM_READ | VmFlags::VM_WRITE);
+        HostAction::MmapAnon {
+            offset,
+            pages,
+            fill,
+            ..
+        } => {
+            let args = MmapArgs::anon(
+                &format!("{} (new anon)", m.name),
+                page(*offset),
+                *pages,
+                VmFlags::VM_READ | VmFlags::VM_WRITE,
+            );
             sys_mmap(cx, &h.mm, args).await?;
             if let Some(f) = fill {
                 for i in 0..*pages {
                     let a = page(offset + i);
                     user_access(cx, &h.mm, a, 4, Some(u64::from(*f)), true).await?;
                     if let Some(pte) = h.mm.pte(a) {
-                        cx.access(h.frames.obj(pte.pfn), Access::Write, "memset").await;
+                        cx.access(h.frames.mem_obj(), Access::Write, "memset").await;
                         h.frames.fill(pte.pfn, *f);
                     }
                 }
@@ -81,7 +106,9 @@ async fn act(cx: &Cx, h: &HostCtx, a: &HostAction) -> Result<String, Errno> {
             "device reset done".into()
         }
         HostAction::Evict { .. } => {
-            let Backend::Ttm(d) = &m.backend else { unreachable!("validated: evict needs ttm") };
+            let Backend::Ttm(d) = &m.backend else {
+                unreachable!("validated: evict needs ttm")
+            };
             d.evict(cx).await;
             "buffer object evicted".into()
         }
@@ -94,7 +121,10 @@ pub(crate) async fn run_host_thread(cx: Cx, h: HostCtx, steps: Vec<(usize, HostA
     for (j, a) in steps {
         if !h.seq.step_ready(j) {
             let s = h.seq.clone();
-            cx.wait_until(h.seq.obj, "guest reaches the step's point", move || s.step_ready(j)).await;
+            cx.wait_until(h.seq.obj, "guest reaches the step's point", move || {
+                s.step_ready(j)
+            })
+            .await;
         }
         let r = act(&cx, &h, &a).await;
         match r {

@@ -11,7 +11,10 @@ fn describe(pfns: &[crate::mm::Pfn]) -> String {
     if pfns.is_empty() {
         "no PTE at all".to_string()
     } else {
-        pfns.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+        pfns.iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -113,7 +116,11 @@ impl Checker {
             return;
         }
         self.reported.push(key);
-        self.violations.push(Violation { oracle, step, detail });
+        self.violations.push(Violation {
+            oracle,
+            step,
+            detail,
+        });
     }
 
     /// Check every step-local invariant. `step` is the step just taken.
@@ -129,26 +136,41 @@ impl Checker {
     /// End-of-run invariants (after every actor finished).
     pub fn check_end(&mut self, sys: &Sys, step: u64) {
         for (pfn, n) in sys.kvm.outstanding_refs() {
-            self.report(Oracle::RefcountSane, step, format!("KVM still holds {n} reference(s) on {pfn} at teardown"));
+            self.report(
+                Oracle::RefcountSane,
+                step,
+                format!("KVM still holds {n} reference(s) on {pfn} at teardown"),
+            );
         }
     }
 
     fn refcounts(&mut self, sys: &Sys, step: u64) {
         let a = sys.frames.anomalies();
         for x in &a[self.anomalies_seen..] {
-            self.report(Oracle::RefcountSane, step, format!("{} by {}: {}", x.pfn, x.actor, x.what));
+            self.report(
+                Oracle::RefcountSane,
+                step,
+                format!("{} by {}: {}", x.pfn, x.actor, x.what),
+            );
         }
         self.anomalies_seen = a.len();
     }
 
-    fn frame_problem(sys: &Sys, pfn: crate::mm::Pfn, generation: u32, owner: &Option<crate::mm::Owner>) -> Option<String> {
+    fn frame_problem(
+        sys: &Sys,
+        pfn: crate::mm::Pfn,
+        generation: u32,
+        owner: &Option<crate::mm::Owner>,
+    ) -> Option<String> {
         if !sys.frames.pfn_valid(pfn) {
             return None;
         }
         match sys.frames.owner(pfn) {
-            None => Some(format!("{pfn} is free")),
-            Some(now) if sys.frames.generation(pfn) != generation || Some(&now) != owner.as_ref() => {
-                Some(format!("{pfn} was freed and now belongs to {now}"))
+            None => Some(format!("{pfn}, which is free")),
+            Some(now)
+                if sys.frames.generation(pfn) != generation || Some(&now) != owner.as_ref() =>
+            {
+                Some(format!("{pfn}, which was freed and now belongs to {now}"))
             }
             _ => None,
         }
@@ -157,12 +179,20 @@ impl Checker {
     fn frames_alive(&mut self, sys: &Sys, step: u64) {
         for (gfn, s) in sys.kvm.sptes() {
             if let Some(p) = Self::frame_problem(sys, s.pfn, s.generation, &s.owner) {
-                self.report(Oracle::NoFreedFrame, step, format!("SPTE for gfn {gfn:#x} maps {p}"));
+                self.report(
+                    Oracle::NoFreedFrame,
+                    step,
+                    format!("SPTE for gfn {gfn:#x} maps {p}"),
+                );
             }
         }
         for m in sys.kvm.pins() {
             if let Some(p) = Self::frame_problem(sys, m.pfn, m.generation, &m.owner) {
-                self.report(Oracle::NoFreedFrame, step, format!("kvm_vcpu_map of gfn {:#x} maps {p}", m.gfn));
+                self.report(
+                    Oracle::NoFreedFrame,
+                    step,
+                    format!("kvm_vcpu_map of gfn {:#x} maps {p}", m.gfn),
+                );
             }
         }
     }
@@ -178,7 +208,9 @@ impl Checker {
             // lost VM_WRITE is the kernel's own transient, not an escalation).
             let vma = sys.mm.vma_lookup(s.hva);
             let why = match (sys.mm.pte(s.hva), sys.kvm.gfn_to_memslot(gfn)) {
-                (_, Some(slot)) if slot.readonly => Some("the memslot is KVM_MEM_READONLY".to_string()),
+                (_, Some(slot)) if slot.readonly => {
+                    Some("the memslot is KVM_MEM_READONLY".to_string())
+                }
                 (Some(p), _) if p.write && !p.protnone => None,
                 (pte, _) => {
                     let pte = match pte {
@@ -187,13 +219,19 @@ impl Checker {
                     };
                     Some(match vma {
                         None => format!("{pte} and no vma maps the hva"),
-                        Some(v) if !v.flags().contains(VmFlags::VM_WRITE) => format!("{pte} and {} lacks VM_WRITE", v.name),
+                        Some(v) if !v.flags().contains(VmFlags::VM_WRITE) => {
+                            format!("{pte} and {} lacks VM_WRITE", v.name)
+                        }
                         Some(_) => pte,
                     })
                 }
             };
             if let Some(why) = why {
-                self.report(Oracle::NoWriteEscalation, step, format!("writable SPTE for gfn {gfn:#x} ({}) but {why}", s.pfn));
+                self.report(
+                    Oracle::NoWriteEscalation,
+                    step,
+                    format!("writable SPTE for gfn {gfn:#x} ({}) but {why}", s.pfn),
+                );
             }
         }
     }
@@ -222,19 +260,40 @@ impl Checker {
     /// On trap-on-first-access memory still backed by the trapping device (the vma at the
     /// hva is the device's), the device must have seen an access to the page.
     fn trap_check(&mut self, sys: &Sys, step: u64, gfn: u64, hva: crate::mm::Hva, what: &str) {
-        let Some(vma) = sys.mm.vma_lookup(hva) else { return };
+        let Some(vma) = sys.mm.vma_lookup(hva) else {
+            return;
+        };
         for m in &sys.mappings {
             let page = (hva.wrapping_sub(m.base)) >> PAGE_SHIFT;
             if hva < m.base || page >= m.pages {
                 continue;
             }
             let trapped = match &m.backend {
-                Backend::Vgpu(d) if vma.file.as_ref().is_some_and(|f| Rc::ptr_eq(f, &d.mapping)) => d.first_access(page).is_some(),
-                Backend::Userfault(u) if vma.uffd.borrow().as_ref().is_some_and(|x| Rc::ptr_eq(x, &u.uffd)) => u.first_access(page).is_some(),
+                Backend::Vgpu(d)
+                    if vma.file.as_ref().is_some_and(|f| Rc::ptr_eq(f, &d.mapping)) =>
+                {
+                    d.first_access(page).is_some()
+                }
+                Backend::Userfault(u)
+                    if vma
+                        .uffd
+                        .borrow()
+                        .as_ref()
+                        .is_some_and(|x| Rc::ptr_eq(x, &u.uffd)) =>
+                {
+                    u.first_access(page).is_some()
+                }
                 _ => continue,
             };
             if !trapped {
-                self.report(Oracle::FirstAccessTrapped, step, format!("{what} for gfn {gfn:#x} installed before {} saw any access to page {page}", m.name));
+                self.report(
+                    Oracle::FirstAccessTrapped,
+                    step,
+                    format!(
+                        "{what} for gfn {gfn:#x} installed before {} saw any access to page {page}",
+                        m.name
+                    ),
+                );
             }
         }
     }
@@ -258,12 +317,24 @@ impl Checker {
 
     fn coherent(&mut self, sys: &Sys, step: u64) {
         for v in &sys.vcpus {
-            let Some(r) = v.last_spte_read.take() else { continue };
+            let Some(r) = v.last_spte_read.take() else {
+                continue;
+            };
             let host = sys.mm.pte(r.hva).filter(|p| !p.protnone);
-            let expect = host.and_then(|p| sys.frames.read(p.pfn, r.hva % crate::mm::PAGE_SIZE, r.size));
+            let expect =
+                host.and_then(|p| sys.frames.read(p.pfn, r.hva % crate::mm::PAGE_SIZE, r.size));
             if expect != Some(r.value) {
-                let what = expect.map_or("the host maps nothing there".to_string(), |e| format!("the host's frame holds {e:#x}"));
-                self.report(Oracle::GuestCoherent, step, format!("vcpu{} read {:#x} from gpa {:#x}; {what}", v.id, r.value, r.gpa));
+                let what = expect.map_or("the host maps nothing there".to_string(), |e| {
+                    format!("the host's frame holds {e:#x}")
+                });
+                self.report(
+                    Oracle::GuestCoherent,
+                    step,
+                    format!(
+                        "vcpu{} read {:#x} from gpa {:#x}; {what}",
+                        v.id, r.value, r.gpa
+                    ),
+                );
             }
         }
     }

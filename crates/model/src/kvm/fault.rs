@@ -88,7 +88,8 @@ pub async fn kvm_mmu_page_fault(cx: &Cx, kvm: &Rc<Kvm>, gpa: u64, write: bool) -
         PfResult::Retry
     } else {
         let hva = l.slot.gfn_to_hva(gfn);
-        kvm.install_spte(cx, gfn, pfn, f.writable, hva, fault_start).await;
+        kvm.install_spte(cx, gfn, pfn, f.writable, hva, fault_start)
+            .await;
         PfResult::Fixed
     };
     kvm.policy.release(cx, kvm, &f).await;

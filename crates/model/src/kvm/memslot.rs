@@ -45,6 +45,11 @@ impl Memslot {
         let e = s + (self.npages << PAGE_SHIFT);
         let lo = hs.max(s);
         let hi = he.min(e);
-        (lo < hi).then(|| (self.base_gfn + ((lo - s) >> PAGE_SHIFT), self.base_gfn + ((hi - s).div_ceil(1 << PAGE_SHIFT))))
+        (lo < hi).then(|| {
+            (
+                self.base_gfn + ((lo - s) >> PAGE_SHIFT),
+                self.base_gfn + ((hi - s).div_ceil(1 << PAGE_SHIFT)),
+            )
+        })
     }
 }

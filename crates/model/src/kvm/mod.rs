@@ -203,8 +203,15 @@ impl Kvm {
     /// Hardware walk of the stage-2 tables on a guest access. Returns only what the walk
     /// yields rather than a clone of the whole [`Spte`] (whose `owner` may hold a `String`):
     /// this runs on every guest access.
-    pub async fn walk(&self, cx: &Cx, gfn: u64) -> Option<Leaf> {
-        cx.access(self.spte_obj, Access::Read, "stage-2 walk").await;
+    pub async fn walk(&self, cx: &Cx, gfn: u64, write: bool) -> Option<Leaf> {
+        // One step walks the table and (on a hit) loads or stores the frame.
+        let data = if write { Access::Write } else { Access::Read };
+        cx.access2(
+            (self.spte_obj, Access::Read),
+            (self.frames.mem_obj(), data),
+            "guest access",
+        )
+        .await;
         self.sptes.borrow().get(&gfn).map(|s| Leaf {
             pfn: s.pfn,
             write: s.write,
@@ -261,7 +268,9 @@ impl Kvm {
     }
 
     /// `kvm_mmu_invalidate_begin()` + `kvm_mmu_invalidate_range_add()`.
-    pub(crate) fn invalidate_begin(&self, cx: &Cx) {
+    pub(crate) async fn invalidate_begin(&self, cx: &Cx) {
+        cx.access(self.inv_obj, Access::Write, "mmu_invalidate_in_progress++")
+            .await;
         self.in_progress.set(self.in_progress.get() + 1);
         if self.in_progress.get() == 1 {
             self.range.set(None);
@@ -273,7 +282,9 @@ impl Kvm {
         );
     }
 
-    pub(crate) fn invalidate_range_add(&self, start: u64, end: u64) {
+    pub(crate) async fn invalidate_range_add(&self, cx: &Cx, start: u64, end: u64) {
+        cx.access(self.inv_obj, Access::Write, "mmu_invalidate_range_add")
+            .await;
         self.range.set(Some(match self.range.get() {
             None => (start, end),
             Some((s, e)) => (s.min(start), e.max(end)),
@@ -281,7 +292,13 @@ impl Kvm {
     }
 
     /// `kvm_mmu_invalidate_end()`: `seq++`, then `in_progress--`.
-    pub(crate) fn invalidate_end(&self, cx: &Cx) {
+    pub(crate) async fn invalidate_end(&self, cx: &Cx) {
+        cx.access(
+            self.inv_obj,
+            Access::Write,
+            "mmu_invalidate_seq++; in_progress--",
+        )
+        .await;
         self.seq.set(self.seq.get() + 1);
         self.in_progress.set(self.in_progress.get() - 1);
         world::emit!(

@@ -11,20 +11,26 @@ impl MmuNotifier for KvmNotifier {
     /// For every memslot overlapping the hva range: on the first overlap take `mmu_lock` and
     /// `kvm_mmu_invalidate_begin`; add the gfn range to the union; zap those SPTEs. Ranges
     /// that overlap no memslot do not touch `in_progress` or `seq`. The event is ignored.
-    fn invalidate_range_start<'a>(&'a self, cx: &'a Cx, r: &'a NotifierRange) -> LocalBoxFuture<'a, ()> {
+    fn invalidate_range_start<'a>(
+        &'a self,
+        cx: &'a Cx,
+        r: &'a NotifierRange,
+    ) -> LocalBoxFuture<'a, ()> {
         Box::pin(async move {
             let Some(kvm) = self.0.upgrade() else { return };
             let _f = cx.func("kvm_mmu_notifier_invalidate_range_start");
             let slots = kvm.memslots.borrow().clone();
             let mut locked = false;
             for s in slots {
-                let Some((gs, ge)) = s.hva_range_to_gfns(r.start, r.end) else { continue };
+                let Some((gs, ge)) = s.hva_range_to_gfns(r.start, r.end) else {
+                    continue;
+                };
                 if !locked {
                     cx.lock(kvm.mmu_lock, LockMode::Exclusive).await;
-                    kvm.invalidate_begin(cx);
+                    kvm.invalidate_begin(cx).await;
                     locked = true;
                 }
-                kvm.invalidate_range_add(gs, ge);
+                kvm.invalidate_range_add(cx, gs, ge).await;
                 kvm.zap_gfn_range(cx, gs, ge).await;
             }
             if locked {
@@ -34,14 +40,23 @@ impl MmuNotifier for KvmNotifier {
     }
 
     /// On overlap: `mmu_lock`, `kvm_mmu_invalidate_end` (`seq++` before `in_progress--`).
-    fn invalidate_range_end<'a>(&'a self, cx: &'a Cx, r: &'a NotifierRange) -> LocalBoxFuture<'a, ()> {
+    fn invalidate_range_end<'a>(
+        &'a self,
+        cx: &'a Cx,
+        r: &'a NotifierRange,
+    ) -> LocalBoxFuture<'a, ()> {
         Box::pin(async move {
             let Some(kvm) = self.0.upgrade() else { return };
             let _f = cx.func("kvm_mmu_notifier_invalidate_range_end");
-            let ranges: Vec<(u64, u64)> = kvm.memslots.borrow().iter().filter_map(|s| s.hva_range_to_gfns(r.start, r.end)).collect();
+            let ranges: Vec<(u64, u64)> = kvm
+                .memslots
+                .borrow()
+                .iter()
+                .filter_map(|s| s.hva_range_to_gfns(r.start, r.end))
+                .collect();
             if !ranges.is_empty() {
                 cx.lock(kvm.mmu_lock, LockMode::Exclusive).await;
-                kvm.invalidate_end(cx);
+                kvm.invalidate_end(cx).await;
                 for (s, e) in ranges {
                     kvm.note_ended(cx, s, e);
                 }

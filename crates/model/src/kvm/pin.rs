@@ -52,14 +52,22 @@ pub async fn kvm_vcpu_map_access(cx: &Cx, kvm: &Rc<Kvm>, gpa: u64, rounds: usize
         return PinOutcome::Refused(f.pfn.to_string());
     };
     let id = kvm.add_pin(gfn, pfn, hva, fault_start);
-    world::emit!(cx, "mapped gfn {gfn:#x} -> {pfn} outside MMU-notifier protection");
+    world::emit!(
+        cx,
+        "mapped gfn {gfn:#x} -> {pfn} outside MMU-notifier protection"
+    );
     let off = gpa % PAGE_SIZE;
     let mut reads = Vec::new();
     for _ in 0..rounds {
         touch_frame(cx, kvm, pfn, true).await;
         let v = kvm.frames.read(pfn, off, 4).unwrap_or(!0);
-        kvm.frames.write(pfn, off, 4, v.wrapping_add(1) & 0xffff_ffff);
-        world::emit!(cx, "vmcs12 field at {pfn}: {v:#x} -> {:#x}", v.wrapping_add(1) & 0xffff_ffff);
+        kvm.frames
+            .write(pfn, off, 4, v.wrapping_add(1) & 0xffff_ffff);
+        world::emit!(
+            cx,
+            "vmcs12 field at {pfn}: {v:#x} -> {:#x}",
+            v.wrapping_add(1) & 0xffff_ffff
+        );
         reads.push(v);
     }
     {

@@ -232,7 +232,7 @@ impl Vcpu {
         let gfn = gpa >> PAGE_SHIFT;
         let off = gpa % PAGE_SIZE;
         loop {
-            if let Some(s) = kvm.walk(cx, gfn).await {
+            if let Some(s) = kvm.walk(cx, gfn, op.is_write()).await {
                 if !op.is_write() || s.write {
                     return match op {
                         GuestOp::Read { size, .. } => {
@@ -307,6 +307,7 @@ fn mmio_exit(op: GuestOp) -> Outcome {
 /// Footprint helper: a store through a kernel mapping of a pinned page.
 pub(crate) async fn touch_frame(cx: &Cx, kvm: &Kvm, pfn: crate::mm::Pfn, write: bool) {
     let a = if write { Access::Write } else { Access::Read };
-    cx.access(kvm.frames.obj(pfn), a, "access through kernel mapping")
+    let _ = pfn;
+    cx.access(kvm.frames.mem_obj(), a, "access through kernel mapping")
         .await;
 }

@@ -13,7 +13,10 @@ pub struct Content {
 impl Content {
     /// A page whose every 32-bit word is `pattern` (0 for a zeroed page).
     pub fn filled(pattern: u32) -> Self {
-        Content { pattern, bytes: None }
+        Content {
+            pattern,
+            bytes: None,
+        }
     }
 
     fn byte(&self, off: usize) -> u8 {

@@ -14,10 +14,21 @@ use world::Cx;
 /// `handle_mm_fault(vma, address, flags, regs)` (mm/memory.c, v6.18). Called with the mmap
 /// lock held for read; returns with it dropped iff the result has `VM_FAULT_RETRY` or
 /// `VM_FAULT_COMPLETED`.
-pub async fn handle_mm_fault(cx: &Cx, mm: &Rc<Mm>, vma: &Rc<Vma>, address: Hva, flags: FaultFlags) -> VmFault {
+pub async fn handle_mm_fault(
+    cx: &Cx,
+    mm: &Rc<Mm>,
+    vma: &Rc<Vma>,
+    address: Hva,
+    flags: FaultFlags,
+) -> VmFault {
     let _f = cx.func("handle_mm_fault");
     if vma.dead.get() {
-        return cx.bug(format!("use-after-free of vma {} in handle_mm_fault", vma.name)).await;
+        return cx
+            .bug(format!(
+                "use-after-free of vma {} in handle_mm_fault",
+                vma.name
+            ))
+            .await;
     }
     let address = page_align_down(address);
     let vmf = VmFaultArgs {
@@ -27,12 +38,25 @@ pub async fn handle_mm_fault(cx: &Cx, mm: &Rc<Mm>, vma: &Rc<Vma>, address: Hva, 
         pgoff: vma.linear_pgoff(address),
         flags,
     };
-    world::emit!(cx, "{address:#x} {} in {}", if flags.contains(FaultFlags::FAULT_FLAG_WRITE) { "write" } else { "read" }, vma.name);
-    // handle_pte_fault: a lockless look, then decide under the PTL.
+    world::emit!(
+        cx,
+        "{address:#x} {} in {}",
+        if flags.contains(FaultFlags::FAULT_FLAG_WRITE) {
+            "write"
+        } else {
+            "read"
+        },
+        vma.name
+    );
+    // handle_pte_fault: a lockless look (`ptep_get`), then decide under the PTL.
+    cx.access(mm.pt_obj, world::Access::Read, "handle_pte_fault: ptep_get")
+        .await;
     match mm.pte(address) {
         None if vma.is_anonymous() => do_anonymous_page(cx, &vmf).await,
         None => do_fault(cx, &vmf).await,
-        Some(pte) if flags.contains(FaultFlags::FAULT_FLAG_WRITE) && !pte.write => do_wp_page(cx, &vmf, pte).await,
+        Some(pte) if flags.contains(FaultFlags::FAULT_FLAG_WRITE) && !pte.write => {
+            do_wp_page(cx, &vmf, pte).await
+        }
         Some(_) => {
             cx.emit_str("pte present and sufficient: spurious fault");
             VmFault::empty()
@@ -63,14 +87,14 @@ async fn do_anonymous_page(cx: &Cx, vmf: &VmFaultArgs) -> VmFault {
         mm.ptl_unlock(cx).await;
         return VmFault::empty();
     }
-    let Some(page) = mm.frames.alloc(0, Owner::Anon, false) else {
+    let Some(page) = mm.frames.alloc_pages(cx, 0, Owner::Anon, false).await else {
         return VmFault::VM_FAULT_OOM;
     };
     world::emit!(cx, "allocated {page}");
     mm.ptl_lock(cx).await;
     let ret = if mm.pte(vmf.address).is_some() {
         // Lost a race with another fault: release ours.
-        mm.frames.put_page_now(cx, page);
+        mm.frames.put_page(cx, page).await;
         VmFault::empty()
     } else {
         let pte = Pte {
@@ -100,7 +124,12 @@ async fn do_fault(cx: &Cx, vmf: &VmFaultArgs) -> VmFault {
         ops.fault(cx, vmf).await
     };
     world::emit!(cx, "->fault returned {}", r.ret);
-    if r.ret.intersects(VmFault::ERROR | VmFault::VM_FAULT_NOPAGE | VmFault::VM_FAULT_RETRY | VmFault::VM_FAULT_COMPLETED) {
+    if r.ret.intersects(
+        VmFault::ERROR
+            | VmFault::VM_FAULT_NOPAGE
+            | VmFault::VM_FAULT_RETRY
+            | VmFault::VM_FAULT_COMPLETED,
+    ) {
         if let Some(p) = r.page {
             vmf.mm.frames.put_page(cx, p).await;
         }
@@ -111,7 +140,7 @@ async fn do_fault(cx: &Cx, vmf: &VmFaultArgs) -> VmFault {
     };
     if write && !shared {
         // do_cow_fault: copy the file page into a private anonymous page.
-        let Some(new) = vmf.mm.frames.alloc(0, Owner::Anon, false) else {
+        let Some(new) = vmf.mm.frames.alloc_pages(cx, 0, Owner::Anon, false).await else {
             vmf.mm.frames.put_page(cx, page).await;
             return VmFault::VM_FAULT_OOM;
         };
@@ -121,7 +150,13 @@ async fn do_fault(cx: &Cx, vmf: &VmFaultArgs) -> VmFault {
         vmf.mm.frames.put_page(cx, page).await;
         return ret;
     }
-    finish_fault(cx, vmf, page, shared && vmf.vma.flags().contains(VmFlags::VM_WRITE)).await
+    finish_fault(
+        cx,
+        vmf,
+        page,
+        shared && vmf.vma.flags().contains(VmFlags::VM_WRITE),
+    )
+    .await
 }
 
 /// `finish_fault()`: map the page the handler returned (its reference becomes the mapping's).
@@ -167,11 +202,13 @@ async fn do_wp_page(cx: &Cx, vmf: &VmFaultArgs, pte: Pte) -> VmFault {
         return wp_page_reuse(cx, mm, vmf.address, pte.pfn).await;
     }
     // Private mapping: reuse an exclusive anonymous page, else copy.
-    let exclusive_anon = !pte.special && mm.frames.owner(pte.pfn) == Some(Owner::Anon) && mm.frames.refcount(pte.pfn) == 1;
+    let exclusive_anon = !pte.special
+        && mm.frames.owner(pte.pfn) == Some(Owner::Anon)
+        && mm.frames.refcount(pte.pfn) == 1;
     if exclusive_anon {
         return wp_page_reuse(cx, mm, vmf.address, pte.pfn).await;
     }
-    let Some(new) = mm.frames.alloc(0, Owner::Anon, false) else {
+    let Some(new) = mm.frames.alloc_pages(cx, 0, Owner::Anon, false).await else {
         return VmFault::VM_FAULT_OOM;
     };
     mm.frames.copy(pte.pfn, new);
@@ -185,7 +222,7 @@ async fn do_wp_page(cx: &Cx, vmf: &VmFaultArgs, pte: Pte) -> VmFault {
     mm.notify_start(cx, &range).await;
     mm.ptl_lock(cx).await;
     let ret = if mm.pte(vmf.address) != Some(pte) {
-        mm.frames.put_page_now(cx, new);
+        mm.frames.put_page(cx, new).await;
         VmFault::empty()
     } else {
         // The notifier pair brackets the PTE switch (wp_page_copy does this).
@@ -201,7 +238,7 @@ async fn do_wp_page(cx: &Cx, vmf: &VmFaultArgs, pte: Pte) -> VmFault {
         )
         .await;
         if !pte.special {
-            mm.frames.put_page_now(cx, pte.pfn);
+            mm.frames.put_page(cx, pte.pfn).await;
         }
         VmFault::empty()
     };
@@ -234,7 +271,13 @@ pub fn vma_permits_fault(vma: &Vma, flags: FaultFlags) -> bool {
 /// `VM_FAULT_COMPLETED` handling). Called and returns with the mmap lock held for read —
 /// it **never** returns with the lock dropped; `*unlocked` says it was dropped meanwhile,
 /// so any vma pointer the caller holds may be stale.
-pub async fn fixup_user_fault(cx: &Cx, mm: &Rc<Mm>, address: Hva, mut flags: FaultFlags, unlocked: &mut bool) -> Result<(), Errno> {
+pub async fn fixup_user_fault(
+    cx: &Cx,
+    mm: &Rc<Mm>,
+    address: Hva,
+    mut flags: FaultFlags,
+    unlocked: &mut bool,
+) -> Result<(), Errno> {
     let _f = cx.func("fixup_user_fault");
     flags |= FaultFlags::FAULT_FLAG_ALLOW_RETRY | FaultFlags::FAULT_FLAG_KILLABLE;
     loop {
@@ -243,7 +286,16 @@ pub async fn fixup_user_fault(cx: &Cx, mm: &Rc<Mm>, address: Hva, mut flags: Fau
             return Err(EFAULT);
         };
         if !vma_permits_fault(&vma, flags) {
-            world::emit!(cx, "vma_permits_fault: {} lacks {}: -EFAULT", vma.name, if flags.contains(FaultFlags::FAULT_FLAG_WRITE) { "VM_WRITE" } else { "VM_READ" });
+            world::emit!(
+                cx,
+                "vma_permits_fault: {} lacks {}: -EFAULT",
+                vma.name,
+                if flags.contains(FaultFlags::FAULT_FLAG_WRITE) {
+                    "VM_WRITE"
+                } else {
+                    "VM_READ"
+                }
+            );
             return Err(EFAULT);
         }
         if flags.contains(FaultFlags::FAULT_FLAG_KILLABLE) && mm.fatal_signal.get() {
@@ -276,7 +328,13 @@ pub async fn fixup_user_fault(cx: &Cx, mm: &Rc<Mm>, address: Hva, mut flags: Fau
 /// `fixup_user_fault(tsk, mm, address, fault_flags, unlocked)` as of v4.6–v5.6
 /// (4a9e1cda2748): `ALLOW_RETRY` only (not `KILLABLE`), and after one `VM_FAULT_RETRY` it
 /// retries *once* with `ALLOW_RETRY` cleared; a second retry falls through and returns 0.
-pub async fn fixup_user_fault_v4_6(cx: &Cx, mm: &Rc<Mm>, address: Hva, mut flags: FaultFlags, unlocked: &mut bool) -> Result<(), Errno> {
+pub async fn fixup_user_fault_v4_6(
+    cx: &Cx,
+    mm: &Rc<Mm>,
+    address: Hva,
+    mut flags: FaultFlags,
+    unlocked: &mut bool,
+) -> Result<(), Errno> {
     let _f = cx.func("fixup_user_fault");
     flags |= FaultFlags::FAULT_FLAG_ALLOW_RETRY;
     loop {
@@ -285,7 +343,11 @@ pub async fn fixup_user_fault_v4_6(cx: &Cx, mm: &Rc<Mm>, address: Hva, mut flags
             return Err(EFAULT);
         };
         if !vma_permits_fault(&vma, flags) {
-            world::emit!(cx, "{} lacks the needed VM_READ/VM_WRITE: -EFAULT", vma.name);
+            world::emit!(
+                cx,
+                "{} lacks the needed VM_READ/VM_WRITE: -EFAULT",
+                vma.name
+            );
             return Err(EFAULT);
         }
         let ret = handle_mm_fault(cx, mm, &vma, address, flags).await;
@@ -304,7 +366,8 @@ pub async fn fixup_user_fault_v4_6(cx: &Cx, mm: &Rc<Mm>, address: Hva, mut flags
             mm.mmap_read_lock(cx).await;
             if !flags.contains(FaultFlags::FAULT_FLAG_TRIED) {
                 *unlocked = true;
-                flags = flags.without(FaultFlags::FAULT_FLAG_ALLOW_RETRY) | FaultFlags::FAULT_FLAG_TRIED;
+                flags = flags.without(FaultFlags::FAULT_FLAG_ALLOW_RETRY)
+                    | FaultFlags::FAULT_FLAG_TRIED;
                 cx.emit_str("VM_FAULT_RETRY: relocked, *unlocked = true, retry once");
                 continue;
             }
@@ -317,7 +380,14 @@ pub async fn fixup_user_fault_v4_6(cx: &Cx, mm: &Rc<Mm>, address: Hva, mut flags
 /// to a user address, with the arch fault path (`do_user_addr_fault`) behind it. Returns the
 /// value read (0 for writes), or `Err(EFAULT)` where the CPU access would SIGSEGV/SIGBUS (or
 /// `copy_to_user` would return non-zero).
-pub async fn user_access(cx: &Cx, mm: &Rc<Mm>, addr: Hva, size: u8, write: Option<u64>, user: bool) -> Result<u64, Errno> {
+pub async fn user_access(
+    cx: &Cx,
+    mm: &Rc<Mm>,
+    addr: Hva,
+    size: u8,
+    write: Option<u64>,
+    user: bool,
+) -> Result<u64, Errno> {
     let _f = cx.func(if user { "user access" } else { "copy_user" });
     let mut flags = FaultFlags::FAULT_FLAG_ALLOW_RETRY | FaultFlags::FAULT_FLAG_KILLABLE;
     if user {
@@ -328,7 +398,17 @@ pub async fn user_access(cx: &Cx, mm: &Rc<Mm>, addr: Hva, size: u8, write: Optio
     }
     for _ in 0..64 {
         // The access itself: a TLB walk of the present PTE, atomic with the load/store.
-        cx.access(mm.pt_obj, world::Access::Read, "hardware page walk").await;
+        let data = if write.is_some() {
+            world::Access::Write
+        } else {
+            world::Access::Read
+        };
+        cx.access2(
+            (mm.pt_obj, world::Access::Read),
+            (mm.frames.mem_obj(), data),
+            "hardware page walk",
+        )
+        .await;
         if let Some(pte) = mm.pte(addr) {
             if !pte.protnone && (write.is_none() || pte.write) {
                 let off = addr % PAGE_SIZE;

@@ -23,7 +23,12 @@ pub async fn follow_pte(cx: &Cx, mm: &Mm, address: Hva) -> Result<Pte, Errno> {
     // x86 pte_present() includes _PAGE_PROTNONE: a PROT_NONE entry is still followed.
     match mm.pte(address) {
         Some(p) => {
-            world::emit!(cx, "{address:#x} -> {} {}", p.pfn, if p.write { "rw" } else { "ro" });
+            world::emit!(
+                cx,
+                "{address:#x} -> {} {}",
+                p.pfn,
+                if p.write { "rw" } else { "ro" }
+            );
             Ok(p)
         }
         _ => {
@@ -45,7 +50,9 @@ pub async fn pte_unmap_unlock(cx: &Cx, mm: &Mm) {
 pub async fn follow_pfn(cx: &Cx, vma: &Rc<Vma>, address: Hva) -> Result<Pfn, Errno> {
     let _f = cx.func("follow_pfn");
     if vma.dead.get() {
-        return cx.bug(format!("use-after-free of vma {} in follow_pfn", vma.name)).await;
+        return cx
+            .bug(format!("use-after-free of vma {} in follow_pfn", vma.name))
+            .await;
     }
     if !vma.flags().intersects(VmFlags::VM_IO | VmFlags::VM_PFNMAP) {
         world::emit!(cx, "{} is not VM_IO|VM_PFNMAP: -EINVAL", vma.name);
@@ -68,10 +75,19 @@ pub struct PfnmapArgs {
 /// `follow_pfnmap_start(args)` (mm/memory.c, v6.12+): -EINVAL outside the vma, for a vma that
 /// is not `VM_IO|VM_PFNMAP`, or without a present entry; on success the PTL stays held
 /// until [`follow_pfnmap_end`], so the pfn and its write bit are stable meanwhile.
-pub async fn follow_pfnmap_start(cx: &Cx, vma: &Rc<Vma>, address: Hva) -> Result<PfnmapArgs, Errno> {
+pub async fn follow_pfnmap_start(
+    cx: &Cx,
+    vma: &Rc<Vma>,
+    address: Hva,
+) -> Result<PfnmapArgs, Errno> {
     let _f = cx.func("follow_pfnmap_start");
     if vma.dead.get() {
-        return cx.bug(format!("use-after-free of vma {} in follow_pfnmap_start", vma.name)).await;
+        return cx
+            .bug(format!(
+                "use-after-free of vma {} in follow_pfnmap_start",
+                vma.name
+            ))
+            .await;
     }
     if !vma.contains(address) || !vma.flags().intersects(VmFlags::VM_IO | VmFlags::VM_PFNMAP) {
         world::emit!(cx, "{address:#x} not in a VM_IO|VM_PFNMAP vma: -EINVAL");
@@ -83,7 +99,12 @@ pub async fn follow_pfnmap_start(cx: &Cx, vma: &Rc<Vma>, address: Hva) -> Result
     // x86 pte_present() includes _PAGE_PROTNONE: a PROT_NONE entry is still followed.
     match mm.pte(address) {
         Some(p) => {
-            world::emit!(cx, "{address:#x} -> {} {}", p.pfn, if p.write { "rw" } else { "ro" });
+            world::emit!(
+                cx,
+                "{address:#x} -> {} {}",
+                p.pfn,
+                if p.write { "rw" } else { "ro" }
+            );
             Ok(PfnmapArgs {
                 pfn: p.pfn,
                 writable: p.write,

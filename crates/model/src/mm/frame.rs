@@ -141,6 +141,12 @@ pub struct Frames {
     io: RefCell<IoMem>,
     anomalies: RefCell<Vec<RefAnomaly>>,
     io_obj: ObjId,
+    /// Footprint of page *contents* (all frames): loads and stores by guests, host threads,
+    /// devices and kernel mappings.
+    mem_obj: ObjId,
+    /// Footprint of the allocator's free list: which pfn the next allocation returns
+    /// depends on the order of allocations and frees.
+    alloc_obj: ObjId,
 }
 
 impl Frames {
@@ -171,7 +177,32 @@ impl Frames {
             io: RefCell::new(IoMem::default()),
             anomalies: RefCell::new(Vec::new()),
             io_obj: world.object("device memory"),
+            mem_obj: world.object("page contents"),
+            alloc_obj: world.object("page allocator"),
         }
+    }
+
+    /// Footprint object of page contents (see the field).
+    pub fn mem_obj(&self) -> ObjId {
+        self.mem_obj
+    }
+
+    /// Footprint object of the allocator's free list.
+    pub fn alloc_obj(&self) -> ObjId {
+        self.alloc_obj
+    }
+
+    /// [`Frames::alloc`] from an actor: a step on the allocator.
+    pub async fn alloc_pages(
+        &self,
+        cx: &Cx,
+        order: u8,
+        owner: Owner,
+        compound: bool,
+    ) -> Option<Pfn> {
+        cx.access(self.alloc_obj, Access::Write, "alloc_pages")
+            .await;
+        self.alloc(order, owner, compound)
     }
 
     /// `pfn_valid()`: the pfn has a `struct page`.
@@ -285,7 +316,13 @@ impl Frames {
     /// `__free_pages(page, order)` of a non-compound allocation by its owner: drop the head
     /// reference and free every frame whose count is then zero (tails always are, unless
     /// someone wrongly took a reference on one).
-    pub fn free_pages(&self, cx: &Cx, head: Pfn, order: u8) {
+    pub async fn free_pages(&self, cx: &Cx, head: Pfn, order: u8) {
+        cx.access2(
+            (self.obj(head), Access::Write),
+            (self.alloc_obj, Access::Write),
+            "__free_pages",
+        )
+        .await;
         let n = 1u64 << order;
         self.put_page_now(cx, head);
         for i in 1..n {
@@ -374,13 +411,19 @@ impl Frames {
     /// zero. A put on a zero count is a refcount underflow, recorded as an anomaly.
     pub async fn put_page(&self, cx: &Cx, pfn: Pfn) {
         let t = self.ref_target(pfn);
-        cx.access(self.obj(t), Access::Write, "put_page_testzero")
-            .await;
+        // A put that reaches zero frees the page: the step may write the free list too.
+        cx.access2(
+            (self.obj(t), Access::Write),
+            (self.alloc_obj, Access::Write),
+            "put_page_testzero",
+        )
+        .await;
         self.put_page_now(cx, pfn);
     }
 
-    /// `put_page` for callers that already hold the lock that makes this step atomic.
-    pub fn put_page_now(&self, cx: &Cx, pfn: Pfn) {
+    /// `put_page` without a scheduling point of its own, for setup and for
+    /// [`Frames::free_pages`] (whose step already declared the refcount and the free list).
+    pub(crate) fn put_page_now(&self, cx: &Cx, pfn: Pfn) {
         let t = self.ref_target(pfn);
         let (after, reserved) = {
             let mut frames = self.frames.borrow_mut();

@@ -34,15 +34,23 @@ pub fn check_vma_flags(vma: &Vma, foll: FollFlags) -> Result<(), Errno> {
 /// reference taken.
 pub async fn get_user_page_fast_only(cx: &Cx, mm: &Mm, addr: Hva, foll: FollFlags) -> Option<Pfn> {
     let _f = cx.func("get_user_page_fast_only");
-    cx.access(mm.pt_obj, Access::Read, "gup_fast: READ_ONCE(pte)").await;
+    cx.access(mm.pt_obj, Access::Read, "gup_fast: READ_ONCE(pte)")
+        .await;
     let Some(pte) = mm.pte(addr) else {
         world::emit!(cx, "{addr:#x}: pte none, fall back");
         return None;
     };
     if pte.protnone || pte.special || (foll.contains(FollFlags::FOLL_WRITE) && !pte.write) {
-        world::emit!(cx, 
+        world::emit!(
+            cx,
             "{addr:#x}: {} pte, fall back",
-            if pte.special { "special" } else if pte.protnone { "protnone" } else { "read-only" }
+            if pte.special {
+                "special"
+            } else if pte.protnone {
+                "protnone"
+            } else {
+                "read-only"
+            }
         );
         return None;
     }
@@ -50,7 +58,8 @@ pub async fn get_user_page_fast_only(cx: &Cx, mm: &Mm, addr: Hva, foll: FollFlag
         return None;
     }
     // Re-check the PTE did not change under us (gup_fast_pte_range's pte_val compare).
-    cx.access(mm.pt_obj, Access::Read, "gup_fast: recheck pte").await;
+    cx.access(mm.pt_obj, Access::Read, "gup_fast: recheck pte")
+        .await;
     if mm.pte(addr) != Some(pte) {
         cx.emit_str("pte changed under gup_fast: drop the page and fall back");
         mm.frames.put_page(cx, pte.pfn).await;
@@ -88,7 +97,14 @@ async fn follow_page_pte(cx: &Cx, mm: &Mm, addr: Hva, foll: FollFlags) -> Result
 /// `faultin_page()`: returns `Ok(())` to retry the follow, `Err(EBUSY)` for a retry that
 /// dropped the lock (`*locked = false`) or, under `FOLL_NOWAIT`, one that did not, and
 /// `Err(EAGAIN)` for `VM_FAULT_COMPLETED`.
-async fn faultin_page(cx: &Cx, mm: &Rc<Mm>, vma: &Rc<Vma>, addr: Hva, foll: FollFlags, locked: &mut bool) -> Result<(), Errno> {
+async fn faultin_page(
+    cx: &Cx,
+    mm: &Rc<Mm>,
+    vma: &Rc<Vma>,
+    addr: Hva,
+    foll: FollFlags,
+    locked: &mut bool,
+) -> Result<(), Errno> {
     let mut flags = FaultFlags::FAULT_FLAG_ALLOW_RETRY | FaultFlags::FAULT_FLAG_KILLABLE;
     if foll.contains(FollFlags::FOLL_WRITE) {
         flags |= FaultFlags::FAULT_FLAG_WRITE;
@@ -124,7 +140,13 @@ const FOLL_TRIED: FollFlags = FollFlags(0x800);
 
 /// `__get_user_pages()` for one page; `Ok(None)` means zero pages (a retry, or `FOLL_NOWAIT`
 /// that would have had to sleep).
-async fn __get_user_pages(cx: &Cx, mm: &Rc<Mm>, addr: Hva, foll: FollFlags, locked: &mut bool) -> Result<Option<Pfn>, Errno> {
+async fn __get_user_pages(
+    cx: &Cx,
+    mm: &Rc<Mm>,
+    addr: Hva,
+    foll: FollFlags,
+    locked: &mut bool,
+) -> Result<Option<Pfn>, Errno> {
     let Some(vma) = mm.vma_lookup(addr) else {
         world::emit!(cx, "no vma at {addr:#x}: -EFAULT");
         return Err(EFAULT);
@@ -154,7 +176,12 @@ async fn __get_user_pages(cx: &Cx, mm: &Rc<Mm>, addr: Hva, foll: FollFlags, lock
 /// `get_user_pages_unlocked(addr, 1, &page, gup_flags)` (and `pin_user_pages_unlocked` with
 /// `FOLL_PIN`): takes the mmap lock itself, retries with `FOLL_TRIED` whenever a fault
 /// dropped it, and returns `Ok(None)` only for `FOLL_NOWAIT` when the page would need I/O.
-pub async fn get_user_pages_unlocked(cx: &Cx, mm: &Rc<Mm>, addr: Hva, mut foll: FollFlags) -> Result<Option<Pfn>, Errno> {
+pub async fn get_user_pages_unlocked(
+    cx: &Cx,
+    mm: &Rc<Mm>,
+    addr: Hva,
+    mut foll: FollFlags,
+) -> Result<Option<Pfn>, Errno> {
     let _f = cx.func("get_user_pages_unlocked");
     if mm.fatal_signal.get() {
         // mmap_read_lock_killable failed: the only -EAGAIN GUP returns.

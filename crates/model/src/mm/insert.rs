@@ -15,7 +15,13 @@ fn mm_of(vma: &Vma) -> Rc<super::Mm> {
 /// `vm_flags_set` needs the mmap lock for *write* (a WARN otherwise, as old vfio drivers hit
 /// when calling it from a fault handler); a COW mapping must be mapped whole and gets
 /// `vm_pgoff = pfn`; hitting an already-populated PTE is a BUG (`remap_pte_range`).
-pub async fn remap_pfn_range(cx: &Cx, vma: &Rc<Vma>, addr: Hva, pfn: Pfn, pages: u64) -> Result<(), Errno> {
+pub async fn remap_pfn_range(
+    cx: &Cx,
+    vma: &Rc<Vma>,
+    addr: Hva,
+    pfn: Pfn,
+    pages: u64,
+) -> Result<(), Errno> {
     let _f = cx.func("remap_pfn_range");
     let mm = mm_of(vma);
     let end = addr + pages * PAGE_SIZE;
@@ -31,13 +37,21 @@ pub async fn remap_pfn_range(cx: &Cx, vma: &Rc<Vma>, addr: Hva, pfn: Pfn, pages:
     if cx.holds(mm.mmap_lock) != Some(LockMode::Exclusive) {
         cx.emit_str("WARNING: vm_flags_set() without mmap_lock held for write");
     }
-    vma.flags.set(vma.flags() | VmFlags::VM_IO | VmFlags::VM_PFNMAP | VmFlags::VM_DONTEXPAND | VmFlags::VM_DONTDUMP);
+    vma.flags.set(
+        vma.flags()
+            | VmFlags::VM_IO
+            | VmFlags::VM_PFNMAP
+            | VmFlags::VM_DONTEXPAND
+            | VmFlags::VM_DONTDUMP,
+    );
     mm.ptl_lock(cx).await;
     for i in 0..pages {
         let a = addr + i * PAGE_SIZE;
         if mm.pte(a).is_some() {
             mm.ptl_unlock(cx).await;
-            return cx.bug(format!("remap_pte_range: BUG_ON(!pte_none) at {a:#x}")).await;
+            return cx
+                .bug(format!("remap_pte_range: BUG_ON(!pte_none) at {a:#x}"))
+                .await;
         }
         let pte = Pte {
             pfn: Pfn(pfn.0 + i),
@@ -62,13 +76,19 @@ pub async fn vmf_insert_pfn(cx: &Cx, vma: &Rc<Vma>, addr: Hva, pfn: Pfn) -> VmFa
     let pfnmap = f.contains(VmFlags::VM_PFNMAP);
     let mixed = f.contains(VmFlags::VM_MIXEDMAP);
     if pfnmap == mixed {
-        return cx.bug("vmf_insert_pfn: BUG_ON(!(VM_PFNMAP ^ VM_MIXEDMAP))").await;
+        return cx
+            .bug("vmf_insert_pfn: BUG_ON(!(VM_PFNMAP ^ VM_MIXEDMAP))")
+            .await;
     }
     if pfnmap && vma.is_cow_mapping() {
-        return cx.bug("vmf_insert_pfn: BUG_ON(PFNMAP && is_cow_mapping)").await;
+        return cx
+            .bug("vmf_insert_pfn: BUG_ON(PFNMAP && is_cow_mapping)")
+            .await;
     }
     if mixed && mm.frames.pfn_valid(pfn) {
-        return cx.bug("vmf_insert_pfn: BUG_ON(MIXEDMAP && pfn_valid)").await;
+        return cx
+            .bug("vmf_insert_pfn: BUG_ON(MIXEDMAP && pfn_valid)")
+            .await;
     }
     if !vma.contains(addr) {
         return VmFault::VM_FAULT_SIGBUS;
@@ -79,7 +99,11 @@ pub async fn vmf_insert_pfn(cx: &Cx, vma: &Rc<Vma>, addr: Hva, pfn: Pfn) -> VmFa
 async fn insert_pfn(cx: &Cx, mm: &super::Mm, vma: &Vma, addr: Hva, pfn: Pfn) -> VmFault {
     mm.ptl_lock(cx).await;
     if let Some(old) = mm.pte(addr) {
-        world::emit!(cx, "{addr:#x} already maps {}: leave it (VM_FAULT_NOPAGE)", old.pfn);
+        world::emit!(
+            cx,
+            "{addr:#x} already maps {}: leave it (VM_FAULT_NOPAGE)",
+            old.pfn
+        );
     } else {
         let pte = Pte {
             pfn,
@@ -118,15 +142,25 @@ pub async fn vm_insert_page(cx: &Cx, vma: &Rc<Vma>, addr: Hva, page: Pfn) -> Res
     }
     if !vma.flags().contains(VmFlags::VM_MIXEDMAP) {
         if cx.holds(mm.mmap_lock) != Some(LockMode::Exclusive) {
-            return cx.bug("vm_insert_page: BUG_ON(mmap_read_trylock(vma->vm_mm))").await;
+            return cx
+                .bug("vm_insert_page: BUG_ON(mmap_read_trylock(vma->vm_mm))")
+                .await;
         }
         if vma.flags().contains(VmFlags::VM_PFNMAP) {
-            return cx.bug("vm_insert_page: BUG_ON(vma->vm_flags & VM_PFNMAP)").await;
+            return cx
+                .bug("vm_insert_page: BUG_ON(vma->vm_flags & VM_PFNMAP)")
+                .await;
         }
         vma.flags.set(vma.flags() | VmFlags::VM_MIXEDMAP);
     }
-    if !mm.frames.pfn_valid(page) || mm.frames.refcount(page) == 0 || mm.frames.owner(page) == Some(super::Owner::Anon) {
-        world::emit!(cx, "insert_page({page}): refcount 0, anon or no struct page: -EINVAL");
+    if !mm.frames.pfn_valid(page)
+        || mm.frames.refcount(page) == 0
+        || mm.frames.owner(page) == Some(super::Owner::Anon)
+    {
+        world::emit!(
+            cx,
+            "insert_page({page}): refcount 0, anon or no struct page: -EINVAL"
+        );
         return Err(EINVAL);
     }
     let addr = page_align_down(addr);

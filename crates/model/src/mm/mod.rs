@@ -111,7 +111,14 @@ impl Mm {
     /// be free (MAP_FIXED_NOREPLACE semantics); `sys_mmap` unmaps first for MAP_FIXED.
     pub fn mmap(self: &Rc<Self>, a: MmapArgs) -> Result<Rc<Vma>, Errno> {
         let end = a.start + a.pages * PAGE_SIZE;
-        if a.pages == 0 || !a.start.is_multiple_of(PAGE_SIZE) || self.vmas.borrow().iter().any(|v| v.start < end && a.start < v.end) {
+        if a.pages == 0
+            || !a.start.is_multiple_of(PAGE_SIZE)
+            || self
+                .vmas
+                .borrow()
+                .iter()
+                .any(|v| v.start < end && a.start < v.end)
+        {
             return Err(EINVAL);
         }
         let id = self.next_vma.get();
@@ -155,7 +162,13 @@ impl Mm {
     }
 
     /// A copy of `old` restricted to `[start, end)`, for splits.
-    pub(crate) fn split_part(self: &Rc<Self>, old: &Vma, start: Hva, end: Hva, flags: VmFlags) -> Rc<Vma> {
+    pub(crate) fn split_part(
+        self: &Rc<Self>,
+        old: &Vma,
+        start: Hva,
+        end: Hva,
+        flags: VmFlags,
+    ) -> Rc<Vma> {
         let id = self.next_vma.get();
         self.next_vma.set(id + 1);
         let v = Rc::new(Vma {
@@ -177,7 +190,11 @@ impl Mm {
     /// `vma_lookup()` / `find_vma_intersection(mm, addr, addr + 1)`: the vma containing
     /// `addr`. Callers must hold the mmap lock.
     pub fn vma_lookup(&self, addr: Hva) -> Option<Rc<Vma>> {
-        self.vmas.borrow().iter().find(|v| v.contains(addr)).cloned()
+        self.vmas
+            .borrow()
+            .iter()
+            .find(|v| v.contains(addr))
+            .cloned()
     }
 
     /// All vmas, in address order (a `/proc/pid/maps` view).
@@ -187,7 +204,12 @@ impl Mm {
 
     /// vmas intersecting `[start, end)`.
     pub fn vmas_in(&self, start: Hva, end: Hva) -> Vec<Rc<Vma>> {
-        self.vmas.borrow().iter().filter(|v| v.start < end && start < v.end).cloned().collect()
+        self.vmas
+            .borrow()
+            .iter()
+            .filter(|v| v.start < end && start < v.end)
+            .cloned()
+            .collect()
     }
 
     /// Read a PTE without a scheduling point (the caller holds the PTL, or is an oracle).
@@ -210,7 +232,8 @@ impl Mm {
         cx.access(self.pt_obj, Access::Write, "set_pte_at").await;
         self.ptes.borrow_mut().insert(addr >> PAGE_SHIFT, pte);
         self.record(cx.step(), addr, Some(pte.pfn));
-        world::emit!(cx, 
+        world::emit!(
+            cx,
             "set_pte_at({addr:#x}): {} {}{}",
             pte.pfn,
             if pte.write { "rw" } else { "ro" },
@@ -225,7 +248,9 @@ impl Mm {
     }
 
     fn record(&self, step: u64, addr: Hva, pfn: Option<Pfn>) {
-        self.history.borrow_mut().push((step, page_align_down(addr), pfn));
+        self.history
+            .borrow_mut()
+            .push((step, page_align_down(addr), pfn));
     }
 
     /// The pfns the host PTE for `addr` held at any time from step `since` until now.
@@ -248,7 +273,8 @@ impl Mm {
 
     /// `ptep_get_and_clear()`: clear a PTE under the PTL, returning the old entry.
     pub async fn clear_pte(&self, cx: &Cx, addr: Hva) -> Option<Pte> {
-        cx.access(self.pt_obj, Access::Write, "ptep_get_and_clear").await;
+        cx.access(self.pt_obj, Access::Write, "ptep_get_and_clear")
+            .await;
         let old = self.ptes.borrow_mut().remove(&(addr >> PAGE_SHIFT));
         self.record(cx.step(), addr, None);
         if let Some(p) = old {
@@ -273,7 +299,13 @@ impl Mm {
     /// `mmu_notifier_invalidate_range_start()`.
     pub async fn notify_start(&self, cx: &Cx, range: &NotifierRange) {
         let _f = cx.func("mmu_notifier_invalidate_range_start");
-        world::emit!(cx, "[{:#x}, {:#x}) {:?}", range.start, range.end, range.event);
+        world::emit!(
+            cx,
+            "[{:#x}, {:#x}) {:?}",
+            range.start,
+            range.end,
+            range.event
+        );
         let ns = self.notifiers.borrow().clone();
         for n in ns {
             n.invalidate_range_start(cx, range).await;
@@ -283,7 +315,13 @@ impl Mm {
     /// `mmu_notifier_invalidate_range_end()`.
     pub async fn notify_end(&self, cx: &Cx, range: &NotifierRange) {
         let _f = cx.func("mmu_notifier_invalidate_range_end");
-        world::emit!(cx, "[{:#x}, {:#x}) {:?}", range.start, range.end, range.event);
+        world::emit!(
+            cx,
+            "[{:#x}, {:#x}) {:?}",
+            range.start,
+            range.end,
+            range.event
+        );
         let ns = self.notifiers.borrow().clone();
         for n in ns {
             n.invalidate_range_end(cx, range).await;

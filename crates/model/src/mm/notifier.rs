@@ -27,6 +27,14 @@ pub struct NotifierRange {
 
 /// `struct mmu_notifier_ops`, the two callbacks this path depends on.
 pub trait MmuNotifier {
-    fn invalidate_range_start<'a>(&'a self, cx: &'a Cx, range: &'a NotifierRange) -> LocalBoxFuture<'a, ()>;
-    fn invalidate_range_end<'a>(&'a self, cx: &'a Cx, range: &'a NotifierRange) -> LocalBoxFuture<'a, ()>;
+    fn invalidate_range_start<'a>(
+        &'a self,
+        cx: &'a Cx,
+        range: &'a NotifierRange,
+    ) -> LocalBoxFuture<'a, ()>;
+    fn invalidate_range_end<'a>(
+        &'a self,
+        cx: &'a Cx,
+        range: &'a NotifierRange,
+    ) -> LocalBoxFuture<'a, ()>;
 }

@@ -25,7 +25,9 @@ impl PageCacheOps {
             self.frames.fill(p, pattern);
             return Some(p);
         }
-        let p = self.frames.alloc(0, Owner::PageCache(self.mapping.name.clone()), false)?;
+        let p = self
+            .frames
+            .alloc(0, Owner::PageCache(self.mapping.name.clone()), false)?;
         self.frames.fill(p, pattern);
         self.mapping.pages.borrow_mut().insert(index, p);
         Some(p)
@@ -45,7 +47,13 @@ impl VmOps for PageCacheOps {
             if index >= self.mapping.size_pages.get() {
                 return FaultResult::ret(VmFault::VM_FAULT_SIGBUS);
             }
-            cx.access(self.mapping.obj, world::Access::Write, "find_lock_page").await;
+            // The lookup may allocate: one step on the cache and the allocator.
+            cx.access2(
+                (self.mapping.obj, world::Access::Write),
+                (self.frames.alloc_obj(), world::Access::Write),
+                "find_lock_page",
+            )
+            .await;
             let existing = self.mapping.pages.borrow().get(&index).copied();
             let page = match existing {
                 Some(p) => p,

@@ -5,13 +5,18 @@ use super::notifier::{NotifierRange, NotifyEvent};
 use super::types::*;
 use super::vma::Vma;
 use super::zap::{unmap_ptes, zap_page_range_single};
-use super::{MmapArgs, Mm};
+use super::{Mm, MmapArgs};
 use std::rc::Rc;
 use world::Cx;
 
 /// Split the vmas overlapping `[start, end)` so that the range is covered by whole vmas;
 /// returns those inner vmas. `flags_of` gives the flags of the inner parts.
-fn split_range(mm: &Rc<Mm>, start: Hva, end: Hva, flags_of: impl Fn(&Vma) -> VmFlags) -> Vec<Rc<Vma>> {
+fn split_range(
+    mm: &Rc<Mm>,
+    start: Hva,
+    end: Hva,
+    flags_of: impl Fn(&Vma) -> VmFlags,
+) -> Vec<Rc<Vma>> {
     let mut inner = Vec::new();
     for v in mm.vmas_in(start, end) {
         let lo = start.max(v.start);
@@ -77,7 +82,13 @@ pub async fn sys_mmap(cx: &Cx, mm: &Rc<Mm>, args: MmapArgs) -> Result<Rc<Vma>, E
     let name = args.name.clone();
     let r = mm.mmap(args);
     if let Ok(v) = &r {
-        world::emit!(cx, "new vma {name} [{:#x}, {:#x}) {}", v.start, v.end, v.flags());
+        world::emit!(
+            cx,
+            "new vma {name} [{:#x}, {:#x}) {}",
+            v.start,
+            v.end,
+            v.flags()
+        );
     }
     mm.mmap_unlock(cx).await;
     r
@@ -87,16 +98,32 @@ pub async fn sys_mmap(cx: &Cx, mm: &Rc<Mm>, args: MmapArgs) -> Result<Rc<Vma>, E
 /// `change_protection` on present PTEs, bracketed by `MMU_NOTIFY_PROTECTION_VMA` when there
 /// is any PTE to change. Write permission is only ever removed from PTEs here; adding it
 /// happens lazily at the next write fault. `PROT_NONE` leaves protnone PTEs.
-pub async fn sys_mprotect(cx: &Cx, mm: &Rc<Mm>, start: Hva, len: u64, read: bool, write: bool) -> Result<(), Errno> {
+pub async fn sys_mprotect(
+    cx: &Cx,
+    mm: &Rc<Mm>,
+    start: Hva,
+    len: u64,
+    read: bool,
+    write: bool,
+) -> Result<(), Errno> {
     let _f = cx.func("mprotect");
     let end = start + len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
     mm.mmap_write_lock(cx).await;
-    let covered: u64 = mm.vmas_in(start, end).iter().map(|v| end.min(v.end) - start.max(v.start)).sum();
+    let covered: u64 = mm
+        .vmas_in(start, end)
+        .iter()
+        .map(|v| end.min(v.end) - start.max(v.start))
+        .sum();
     if covered != end - start {
         mm.mmap_unlock(cx).await;
         return Err(ENOMEM);
     }
-    if write && mm.vmas_in(start, end).iter().any(|v| !v.flags().contains(VmFlags::VM_MAYWRITE)) {
+    if write
+        && mm
+            .vmas_in(start, end)
+            .iter()
+            .any(|v| !v.flags().contains(VmFlags::VM_MAYWRITE))
+    {
         mm.mmap_unlock(cx).await;
         return Err(Errno(13)); // -EACCES
     }

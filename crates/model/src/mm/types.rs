@@ -166,7 +166,9 @@ pub fn vm_fault_to_errno(ret: VmFault, foll: FollFlags) -> Option<Errno> {
     if ret.contains(VmFault::VM_FAULT_HWPOISON) && foll.contains(FollFlags::FOLL_HWPOISON) {
         return Some(Errno(133)); // -EHWPOISON
     }
-    if ret.intersects(VmFault::VM_FAULT_SIGBUS | VmFault::VM_FAULT_SIGSEGV | VmFault::VM_FAULT_HWPOISON) {
+    if ret.intersects(
+        VmFault::VM_FAULT_SIGBUS | VmFault::VM_FAULT_SIGSEGV | VmFault::VM_FAULT_HWPOISON,
+    ) {
         return Some(EFAULT);
     }
     None

@@ -54,10 +54,23 @@ impl Userfaultfd {
     /// Blocking `read()` of the next message (the handler thread's poll + read).
     pub async fn read_msg(self: &Rc<Self>, cx: &Cx) -> UffdMsg {
         let me = self.clone();
-        cx.wait_until(self.obj, "userfaultfd message", move || !me.pending.borrow().is_empty()).await;
+        cx.wait_until(self.obj, "userfaultfd message", move || {
+            !me.pending.borrow().is_empty()
+        })
+        .await;
+        // Dequeuing writes the queue (a step of its own: a wake may have emptied it since).
+        cx.access(self.obj, Access::Write, "read(uffd)").await;
+        if self.pending.borrow().is_empty() {
+            return Box::pin(self.read_msg(cx)).await;
+        }
         let (_, msg) = self.pending.borrow_mut().remove(0);
         self.delivered.borrow_mut().push(msg);
-        world::emit!(cx, "read uffd_msg: {} fault at {:#x}", if msg.write { "write" } else { "read" }, msg.address);
+        world::emit!(
+            cx,
+            "read uffd_msg: {} fault at {:#x}",
+            if msg.write { "write" } else { "read" },
+            msg.address
+        );
         msg
     }
 
@@ -75,12 +88,20 @@ impl Userfaultfd {
 
     fn wake_now(&self, start: Hva, end: Hva) {
         self.wakes.borrow_mut().push((start, end));
-        self.pending.borrow_mut().retain(|(_, m)| !(start <= m.address && m.address < end));
+        self.pending
+            .borrow_mut()
+            .retain(|(_, m)| !(start <= m.address && m.address < end));
     }
 
     /// `UFFDIO_COPY` of one page filled with `pattern` to `dst`: -EEXIST if a PTE is already
     /// there (the handler then just wakes).
-    pub async fn copy(self: &Rc<Self>, cx: &Cx, mm: &Rc<Mm>, dst: Hva, pattern: u32) -> Result<(), Errno> {
+    pub async fn copy(
+        self: &Rc<Self>,
+        cx: &Cx,
+        mm: &Rc<Mm>,
+        dst: Hva,
+        pattern: u32,
+    ) -> Result<(), Errno> {
         let _f = cx.func("UFFDIO_COPY");
         let dst = page_align_down(dst);
         mm.mmap_read_lock(cx).await;
@@ -88,14 +109,14 @@ impl Userfaultfd {
             mm.mmap_unlock(cx).await;
             return Err(ENOENT);
         };
-        let Some(page) = mm.frames.alloc(0, Owner::Anon, false) else {
+        let Some(page) = mm.frames.alloc_pages(cx, 0, Owner::Anon, false).await else {
             mm.mmap_unlock(cx).await;
             return Err(ENOMEM);
         };
         mm.frames.fill(page, pattern);
         mm.ptl_lock(cx).await;
         let r = if mm.pte(dst).is_some() {
-            mm.frames.put_page_now(cx, page);
+            mm.frames.put_page(cx, page).await;
             world::emit!(cx, "{dst:#x} already mapped: -EEXIST");
             Err(EEXIST)
         } else {
@@ -147,12 +168,18 @@ pub async fn handle_userfault(cx: &Cx, vmf: &VmFaultArgs) -> VmFault {
     cx.access(ctx.obj, Access::Write, "queue uffd_msg").await;
     ctx.pending.borrow_mut().push((id, msg));
     let seen = ctx.wakes.borrow().len();
-    world::emit!(cx, "queued message for {:#x}; drop mmap_lock and sleep", vmf.address);
+    world::emit!(
+        cx,
+        "queued message for {:#x}; drop mmap_lock and sleep",
+        vmf.address
+    );
     vmf.mm.mmap_unlock(cx).await;
     let c = ctx.clone();
     let addr = vmf.address;
     cx.wait_until(ctx.obj, "userfaultfd wake-up", move || {
-        c.wakes.borrow()[seen..].iter().any(|&(s, e)| s <= addr && addr < e)
+        c.wakes.borrow()[seen..]
+            .iter()
+            .any(|&(s, e)| s <= addr && addr < e)
     })
     .await;
     VmFault::VM_FAULT_RETRY

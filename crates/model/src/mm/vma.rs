@@ -56,7 +56,11 @@ pub trait VmOps {
 
     /// `->pfn_mkwrite`: a write to a present read-only special PTE in a shared mapping. The
     /// default (no handler) lets `wp_pfn_shared` make the PTE writable.
-    fn pfn_mkwrite<'a>(&'a self, _cx: &'a Cx, _vmf: &'a VmFaultArgs) -> LocalBoxFuture<'a, VmFault> {
+    fn pfn_mkwrite<'a>(
+        &'a self,
+        _cx: &'a Cx,
+        _vmf: &'a VmFaultArgs,
+    ) -> LocalBoxFuture<'a, VmFault> {
         Box::pin(async { VmFault::empty() })
     }
 }
@@ -91,7 +95,12 @@ impl AddressSpace {
 
     /// Live vmas mapping this object.
     pub fn vmas(&self) -> Vec<Rc<Vma>> {
-        self.i_mmap.borrow().iter().filter_map(Weak::upgrade).filter(|v| !v.dead.get()).collect()
+        self.i_mmap
+            .borrow()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|v| !v.dead.get())
+            .collect()
     }
 }
 
@@ -129,7 +138,8 @@ impl Vma {
     /// Whether `vm_page_prot` includes write: shared writable mappings map writable; private
     /// ones map read-only so that a write breaks COW.
     pub fn page_prot_writable(&self) -> bool {
-        self.flags().contains(VmFlags::VM_WRITE | VmFlags::VM_SHARED)
+        self.flags()
+            .contains(VmFlags::VM_WRITE | VmFlags::VM_SHARED)
     }
 
     /// `is_cow_mapping()`: private and may become writable.
@@ -146,6 +156,13 @@ impl Vma {
 
 impl fmt::Display for Vma {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} [{:#x}-{:#x}) {}", self.name, self.start, self.end, self.flags())
+        write!(
+            f,
+            "{} [{:#x}-{:#x}) {}",
+            self.name,
+            self.start,
+            self.end,
+            self.flags()
+        )
     }
 }

@@ -26,7 +26,13 @@ pub(crate) async fn unmap_ptes(cx: &Cx, mm: &Mm, start: Hva, end: Hva) -> Vec<Pf
 
 /// `zap_page_range_single(vma, address, size, details)`: notifier start (`event`), clear the
 /// PTEs, notifier end, then release the pages.
-pub async fn zap_page_range_single(cx: &Cx, vma: &Rc<Vma>, start: Hva, end: Hva, event: NotifyEvent) {
+pub async fn zap_page_range_single(
+    cx: &Cx,
+    vma: &Rc<Vma>,
+    start: Hva,
+    end: Hva,
+    event: NotifyEvent,
+) {
     let _f = cx.func("zap_page_range_single");
     let mm = vma.mm.upgrade().expect("vma outlives its mm");
     let start = start.max(vma.start);

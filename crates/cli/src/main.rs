@@ -68,8 +68,8 @@ enum Cmd {
         /// Seed of the random schedules.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Seeded random schedules per cell, in addition to round-robin.
-        #[arg(long, default_value_t = 24)]
+        /// Seeded random schedules per cell, and as many PCT schedules, besides round-robin.
+        #[arg(long, default_value_t = 200)]
         schedules: usize,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,

@@ -176,3 +176,30 @@ fn same_schedule_same_trace() {
     assert_eq!(a.trace.to_string(), b.trace.to_string());
     assert_eq!(a.outcomes, b.outcomes);
 }
+
+#[test]
+fn pct_finds_linux_4_8_taking_a_reference_on_a_page_the_reset_freed() {
+    // B1 (iii): kvm_get_pfn runs after follow_pfn dropped the PTL; a device reset that zaps
+    // and frees the page in that one-step window makes it a get_page() on a free page.
+    let c = cell("vgpu-reset-race", PolicyId::Linux4_8);
+    let (v, kind) = c
+        .violations
+        .iter()
+        .find(|(v, _)| v.oracle.name() == "refcount-sane")
+        .expect("found");
+    assert!(
+        v.detail.contains("get_page on refcount 0 (free page)"),
+        "{v}"
+    );
+    assert!(matches!(kind, ScheduleKind::Pct { .. }), "found by {kind}");
+    // The counterexample replays.
+    let sc = builtin("vgpu-reset-race").unwrap().unwrap();
+    let r = run_once(&sc, PolicyId::Linux4_8, kind.clone(), true, 20_000).unwrap();
+    assert!(r
+        .violations
+        .iter()
+        .any(|x| x.oracle.name() == "refcount-sane"));
+    for p in [PolicyId::Linux5_12, PolicyId::Linux6_13] {
+        assert!(cell("vgpu-reset-race", p).violations.is_empty(), "{p}");
+    }
+}

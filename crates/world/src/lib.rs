@@ -27,7 +27,7 @@ pub use exec::{Blocked, RunResult, Status, StepRecord, World};
 pub use lock::{LockId, LockKind, LockMode};
 pub use op::{Access, Footprint, ObjId};
 pub use prng::SplitMix64;
-pub use sched::{FirstEnabled, Random, Replay, RoundRobin, Scheduler};
+pub use sched::{FirstEnabled, Pct, Random, Replay, RoundRobin, Scheduler};
 pub use trace::{Trace, TraceEntry};
 
 /// Index of an actor in its world, in spawn order.

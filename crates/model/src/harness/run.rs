@@ -8,7 +8,7 @@ use crate::kvm::PolicyId;
 use scenario::Scenario;
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
-use world::{FirstEnabled, Random, Replay, RoundRobin, Scheduler, Status, Trace};
+use world::{FirstEnabled, Pct, Random, Replay, RoundRobin, Scheduler, Status, Trace};
 
 /// Which schedule a run used.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,6 +16,13 @@ pub enum ScheduleKind {
     Sequential,
     RoundRobin,
     Random(u64),
+    /// Probabilistic concurrency testing with `depth - 1` priority change points over a run
+    /// of about `steps` steps.
+    Pct {
+        seed: u64,
+        depth: u32,
+        steps: u64,
+    },
     Replay(Vec<usize>),
     /// Deterministic, in the order a VMM imposes when it runs host steps that are not
     /// sequenced after a guest access (`after`) before it starts the vCPUs, as the real-KVM
@@ -30,6 +37,7 @@ impl std::fmt::Display for ScheduleKind {
             ScheduleKind::Sequential => f.write_str("sequential"),
             ScheduleKind::RoundRobin => f.write_str("round-robin"),
             ScheduleKind::Random(s) => write!(f, "random seed {s}"),
+            ScheduleKind::Pct { seed, depth, .. } => write!(f, "pct depth {depth} seed {seed}"),
             ScheduleKind::Replay(_) => f.write_str("replay"),
             ScheduleKind::VcpusLast => f.write_str("vcpus-last"),
         }
@@ -89,6 +97,7 @@ pub fn run_once(
         ScheduleKind::Sequential => Box::new(FirstEnabled),
         ScheduleKind::RoundRobin => Box::new(RoundRobin::default()),
         ScheduleKind::Random(s) => Box::new(Random::new(*s)),
+        ScheduleKind::Pct { seed, depth, steps } => Box::new(Pct::new(*seed, *depth, *steps)),
         ScheduleKind::Replay(c) => Box::new(Replay::new(c.clone())),
         ScheduleKind::VcpusLast => Box::new(VcpusLast {
             guests: sys.guest_actors.clone(),
@@ -201,7 +210,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             seed: 1,
-            schedules: 24,
+            schedules: 200,
             tracing: false,
             max_steps: 20_000,
         }
@@ -278,14 +287,29 @@ fn headline(runs: &[SingleRun]) -> String {
     "ok".into()
 }
 
-/// Explore a cell: round-robin plus `opts.schedules` seeded random schedules.
+/// Explore a cell: round-robin, then `opts.schedules` seeded uniformly random schedules and
+/// as many PCT schedules (depth 2 and 3, change points spread over the round-robin run's
+/// length) — uniform choice rarely lands a long host operation inside a one-step window,
+/// PCT does.
 pub fn run_cell(sc: &Scenario, policy: PolicyId, opts: &RunOptions) -> Result<CellResult, String> {
-    let mut kinds = vec![ScheduleKind::RoundRobin];
-    kinds.extend(
-        (0..opts.schedules as u64)
-            .map(|i| ScheduleKind::Random(opts.seed.wrapping_mul(1_000_003).wrapping_add(i))),
-    );
-    let mut runs = Vec::new();
+    let mut runs = vec![run_once(
+        sc,
+        policy,
+        ScheduleKind::RoundRobin,
+        false,
+        opts.max_steps,
+    )?];
+    let steps = runs[0].steps;
+    let mut kinds = Vec::new();
+    for i in 0..opts.schedules as u64 {
+        let seed = opts.seed.wrapping_mul(1_000_003).wrapping_add(i);
+        kinds.push(ScheduleKind::Random(seed));
+        kinds.push(ScheduleKind::Pct {
+            seed,
+            depth: 2 + (i % 2) as u32,
+            steps,
+        });
+    }
     for k in kinds {
         runs.push(run_once(sc, policy, k, false, opts.max_steps)?);
     }

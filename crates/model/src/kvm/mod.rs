@@ -183,6 +183,22 @@ impl Kvm {
         r.is_some()
     }
 
+    /// After `RET_PF_RETRY` a vCPU re-enters the guest and faults again at once; while an
+    /// invalidation covering `gfn` is in progress every such retry fails the same way. The
+    /// model lets the vCPU sleep until that invalidation ends instead of spinning: the same
+    /// outcomes, without a busy loop that an unfair schedule could run forever.
+    pub async fn wait_for_invalidation(self: &Rc<Self>, cx: &Cx, gfn: u64) {
+        let k = self.clone();
+        cx.wait_until(
+            self.inv_obj,
+            "invalidation of the faulting gfn ends",
+            move || {
+                k.in_progress.get() == 0 || k.range.get().is_some_and(|(s, e)| gfn < s || gfn >= e)
+            },
+        )
+        .await;
+    }
+
     /// Current SPTE of `gfn` (oracles, tests).
     pub fn spte(&self, gfn: u64) -> Option<Spte> {
         self.sptes.borrow().get(&gfn).cloned()

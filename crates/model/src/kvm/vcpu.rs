@@ -256,7 +256,11 @@ impl Vcpu {
                 }
             }
             match kvm_mmu_page_fault(cx, kvm, gpa, op.is_write()).await {
-                PfResult::Fixed | PfResult::Retry => continue,
+                PfResult::Fixed => continue,
+                PfResult::Retry => {
+                    kvm.wait_for_invalidation(cx, gfn).await;
+                    continue;
+                }
                 PfResult::Emulate => return self.emulate(cx, op).await,
                 PfResult::Mmio => return mmio_exit(op),
                 PfResult::Efault => return Outcome::Efault,

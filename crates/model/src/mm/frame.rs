@@ -425,12 +425,19 @@ impl Frames {
     /// [`Frames::free_pages`] (whose step already declared the refcount and the free list).
     pub(crate) fn put_page_now(&self, cx: &Cx, pfn: Pfn) {
         let t = self.ref_target(pfn);
-        let (after, reserved) = {
+        let (after, reserved, was_free) = {
             let mut frames = self.frames.borrow_mut();
             let f = &mut frames[t.0 as usize];
             f.refcount -= 1;
-            (f.refcount, f.reserved)
+            (f.refcount, f.reserved, f.owner.is_none())
         };
+        if was_free {
+            // A reference on a page that is already on the free list (someone "got" it
+            // after it was freed): freeing it again would corrupt the allocator.
+            world::emit!(cx, "put_page({pfn}): refcount {} -> {after}", after + 1);
+            self.anomaly(cx, pfn, "put_page on a free page (double free)".to_string());
+            return;
+        }
         world::emit!(cx, "put_page({pfn}): refcount {} -> {after}", after + 1);
         if after < 0 {
             self.anomaly(cx, pfn, format!("put_page below zero (refcount {after})"));

@@ -19,8 +19,13 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use world::World;
 
-/// RAM frames in every modelled host (the zero page, drivers' buffers, page cache, anon).
-pub const NR_RAM: u64 = 160;
+/// RAM frames of the modelled host for `sc`: room for every mapping's pages several times
+/// over (page cache plus private copies, driver buffers with high-order alignment, pages
+/// refilled after a zap), so that no scenario runs out of memory by accident.
+pub fn nr_ram(sc: &Scenario) -> u64 {
+    let pages: u64 = sc.mappings.iter().map(|m| m.pages).sum();
+    160.max(64 + 4 * pages)
+}
 
 /// Where mapping `i` lives in the VMM's address space.
 pub fn mapping_base(i: usize) -> Hva {
@@ -270,7 +275,7 @@ fn guest_op(op: &scenario::GuestOp) -> GuestOp {
 /// the sequential schedule; the returned world holds the actors of the run proper.
 pub fn build(sc: &Scenario, policy: PolicyId) -> Result<(World, Sys), String> {
     let mut w = World::new();
-    let frames = Rc::new(Frames::new(&mut w, NR_RAM));
+    let frames = Rc::new(Frames::new(&mut w, nr_ram(sc)));
     let mm = Mm::new(&mut w, frames.clone());
     let kvm = Kvm::new(&mut w, &mm, policy.build());
     kvm.allow_unsafe_mappings.set(sc.allow_unsafe_mappings);

@@ -38,6 +38,45 @@ impl Scheduler for HostAt {
     }
 }
 
+/// A VM under `policy` with a one-page memslot at GPA over `hva`, and a vCPU actor that takes
+/// one stage-2 fault on GPA; returns the VM and where the fault's result lands.
+fn vm_with_fault(
+    e: &mut Env,
+    policy: PolicyId,
+    hva: Hva,
+    write: bool,
+) -> (Rc<Kvm>, Slot<PfResult>) {
+    let kvm = Kvm::new(&mut e.w, &e.mm, policy.build());
+    kvm.set_memslot(Memslot {
+        id: 1,
+        base_gfn: GPA >> 12,
+        npages: 1,
+        userspace_addr: hva,
+        readonly: false,
+    });
+    let k = kvm.clone();
+    let r = spawn_ret(&mut e.w, "vcpu0", move |cx| async move {
+        kvm_mmu_page_fault(&cx, &k, GPA, write).await
+    });
+    (kvm, r)
+}
+
+/// A one-page vGPU BAR mapped at DEV.
+fn vgpu(e: &mut Env, retry_first_fault: bool) -> Rc<VgpuBar> {
+    let bar = VgpuBar::new(
+        &mut e.w,
+        &e.frames,
+        &e.mm,
+        VgpuConfig {
+            pages: 1,
+            retry_first_fault,
+            ..VgpuConfig::default()
+        },
+    );
+    bar.mmap(DEV).unwrap();
+    bar
+}
+
 /// An anon page already mapped by the host, in a memslot.
 fn anon_vm(e: &mut Env, policy: PolicyId) -> (Rc<Kvm>, Pfn) {
     e.mm.mmap(MmapArgs::anon(
@@ -167,28 +206,8 @@ fn invalidation_in_progress_is_caught_by_the_lockless_precheck() {
 fn pfnmap_fault_on_6_13_takes_no_reference_and_4_8_takes_and_drops_one() {
     for (policy, refs) in [(PolicyId::Linux6_13, 0), (PolicyId::Linux4_8, 1)] {
         let mut e = env();
-        let bar = VgpuBar::new(
-            &mut e.w,
-            &e.frames,
-            &e.mm,
-            VgpuConfig {
-                pages: 1,
-                ..VgpuConfig::default()
-            },
-        );
-        bar.mmap(DEV).unwrap();
-        let kvm = Kvm::new(&mut e.w, &e.mm, policy.build());
-        kvm.set_memslot(Memslot {
-            id: 1,
-            base_gfn: GPA >> 12,
-            npages: 1,
-            userspace_addr: DEV,
-            readonly: false,
-        });
-        let k = kvm.clone();
-        let r = spawn_ret(&mut e.w, "vcpu0", move |cx| async move {
-            kvm_mmu_page_fault(&cx, &k, GPA, false).await
-        });
+        let bar = vgpu(&mut e, false);
+        let (kvm, r) = vm_with_fault(&mut e, policy, DEV, false);
         assert_eq!(run(&mut e.w).status, Status::Completed, "{policy}");
         assert_eq!(*r.borrow(), Some(PfResult::Fixed), "{policy}");
         assert_eq!(kvm.refs_taken(), refs, "{policy}");
@@ -215,29 +234,8 @@ fn dropped_mmap_lock_makes_hva_to_pfn_look_the_vma_up_again() {
         PolicyId::Linux6_13,
     ] {
         let mut e = env();
-        let bar = VgpuBar::new(
-            &mut e.w,
-            &e.frames,
-            &e.mm,
-            VgpuConfig {
-                pages: 1,
-                retry_first_fault: true,
-                ..VgpuConfig::default()
-            },
-        );
-        bar.mmap(DEV).unwrap();
-        let kvm = Kvm::new(&mut e.w, &e.mm, policy.build());
-        kvm.set_memslot(Memslot {
-            id: 1,
-            base_gfn: GPA >> 12,
-            npages: 1,
-            userspace_addr: DEV,
-            readonly: false,
-        });
-        let k = kvm.clone();
-        let r = spawn_ret(&mut e.w, "vcpu0", move |cx| async move {
-            kvm_mmu_page_fault(&cx, &k, GPA, false).await
-        });
+        let _bar = vgpu(&mut e, true);
+        let (_kvm, r) = vm_with_fault(&mut e, policy, DEV, false);
         let res = run(&mut e.w);
         assert_eq!(res.status, Status::Completed, "{policy}");
         assert_eq!(*r.borrow(), Some(PfResult::Fixed), "{policy}");

@@ -203,3 +203,19 @@ pub(crate) fn check_range(start: Hva, pages: u64) -> Result<(), Errno> {
     }
     Ok(())
 }
+
+/// The flags a driver's `->mmap` leaves on a shared read/write device mapping
+/// (`VM_IO|VM_PFNMAP|VM_DONTEXPAND|VM_DONTDUMP` as `remap_pfn_range`/`vm_flags_set` set them,
+/// plus the protections of a `PROT_READ|PROT_WRITE, MAP_SHARED` mmap).
+pub fn shared_rw_pfnmap_flags() -> crate::mm::VmFlags {
+    use crate::mm::VmFlags;
+    VmFlags::VM_IO
+        | VmFlags::VM_PFNMAP
+        | VmFlags::VM_SHARED
+        | VmFlags::VM_READ
+        | VmFlags::VM_WRITE
+        | VmFlags::VM_MAYREAD
+        | VmFlags::VM_MAYWRITE
+        | VmFlags::VM_DONTEXPAND
+        | VmFlags::VM_DONTDUMP
+}

@@ -185,15 +185,7 @@ impl Ttm {
 
     /// The flags of the vma after `drm_gem_mmap_obj` on a shared read/write mapping.
     pub fn vm_flags() -> VmFlags {
-        VmFlags::VM_IO
-            | VmFlags::VM_PFNMAP
-            | VmFlags::VM_SHARED
-            | VmFlags::VM_READ
-            | VmFlags::VM_WRITE
-            | VmFlags::VM_MAYREAD
-            | VmFlags::VM_MAYWRITE
-            | VmFlags::VM_DONTEXPAND
-            | VmFlags::VM_DONTDUMP
+        super::shared_rw_pfnmap_flags()
     }
 
     /// `mmap(drm_fd, start, size, PROT_READ|PROT_WRITE, MAP_SHARED, fake offset)` args.

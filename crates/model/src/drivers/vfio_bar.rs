@@ -136,15 +136,7 @@ impl VfioBar {
 
     /// Flags after `vfio_pci_mmap` on a shared read/write mapping.
     pub fn vm_flags() -> VmFlags {
-        VmFlags::VM_IO
-            | VmFlags::VM_PFNMAP
-            | VmFlags::VM_SHARED
-            | VmFlags::VM_READ
-            | VmFlags::VM_WRITE
-            | VmFlags::VM_MAYREAD
-            | VmFlags::VM_MAYWRITE
-            | VmFlags::VM_DONTEXPAND
-            | VmFlags::VM_DONTDUMP
+        super::shared_rw_pfnmap_flags()
     }
 
     /// The vma as `vfio_pci_mmap` leaves it (before any eager remap).

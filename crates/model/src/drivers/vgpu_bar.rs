@@ -118,15 +118,7 @@ impl VgpuBar {
 
     /// The flags vfio sets at mmap time on a shared read/write BAR mapping.
     pub fn vm_flags() -> VmFlags {
-        VmFlags::VM_IO
-            | VmFlags::VM_PFNMAP
-            | VmFlags::VM_SHARED
-            | VmFlags::VM_READ
-            | VmFlags::VM_WRITE
-            | VmFlags::VM_MAYREAD
-            | VmFlags::VM_MAYWRITE
-            | VmFlags::VM_DONTEXPAND
-            | VmFlags::VM_DONTDUMP
+        super::shared_rw_pfnmap_flags()
     }
 
     /// The `mmap(fd, start, bar size, PROT_READ|PROT_WRITE, MAP_SHARED, index << 40)`

@@ -267,6 +267,25 @@ pub fn vma_permits_fault(vma: &Vma, flags: FaultFlags) -> bool {
     vma.flags().intersects(need)
 }
 
+/// The vma `fixup_user_fault` may fault in: -EFAULT if there is none at `address`
+/// (`gup_vma_lookup`) or it does not permit the access (`vma_permits_fault`).
+fn lookup_permitted(cx: &Cx, mm: &Mm, address: Hva, flags: FaultFlags) -> Result<Rc<Vma>, Errno> {
+    let Some(vma) = mm.vma_lookup(address) else {
+        world::emit!(cx, "no vma at {address:#x}: -EFAULT");
+        return Err(EFAULT);
+    };
+    if !vma_permits_fault(&vma, flags) {
+        let need = if flags.contains(FaultFlags::FAULT_FLAG_WRITE) {
+            "VM_WRITE"
+        } else {
+            "VM_READ"
+        };
+        world::emit!(cx, "vma_permits_fault: {} lacks {need}: -EFAULT", vma.name);
+        return Err(EFAULT);
+    }
+    Ok(vma)
+}
+
 /// `fixup_user_fault(mm, address, fault_flags, unlocked)` (mm/gup.c, v5.8+ incl. the v6.0
 /// `VM_FAULT_COMPLETED` handling). Called and returns with the mmap lock held for read —
 /// it **never** returns with the lock dropped; `*unlocked` says it was dropped meanwhile,
@@ -281,23 +300,7 @@ pub async fn fixup_user_fault(
     let _f = cx.func("fixup_user_fault");
     flags |= FaultFlags::FAULT_FLAG_ALLOW_RETRY | FaultFlags::FAULT_FLAG_KILLABLE;
     loop {
-        let Some(vma) = mm.vma_lookup(address) else {
-            world::emit!(cx, "no vma at {address:#x}: -EFAULT");
-            return Err(EFAULT);
-        };
-        if !vma_permits_fault(&vma, flags) {
-            world::emit!(
-                cx,
-                "vma_permits_fault: {} lacks {}: -EFAULT",
-                vma.name,
-                if flags.contains(FaultFlags::FAULT_FLAG_WRITE) {
-                    "VM_WRITE"
-                } else {
-                    "VM_READ"
-                }
-            );
-            return Err(EFAULT);
-        }
+        let vma = lookup_permitted(cx, mm, address, flags)?;
         if flags.contains(FaultFlags::FAULT_FLAG_KILLABLE) && mm.fatal_signal.get() {
             cx.emit_str("fatal signal pending: -EINTR");
             return Err(EINTR);
@@ -338,18 +341,8 @@ pub async fn fixup_user_fault_v4_6(
     let _f = cx.func("fixup_user_fault");
     flags |= FaultFlags::FAULT_FLAG_ALLOW_RETRY;
     loop {
-        let Some(vma) = mm.vma_lookup(address) else {
-            world::emit!(cx, "find_extend_vma({address:#x}) = NULL: -EFAULT");
-            return Err(EFAULT);
-        };
-        if !vma_permits_fault(&vma, flags) {
-            world::emit!(
-                cx,
-                "{} lacks the needed VM_READ/VM_WRITE: -EFAULT",
-                vma.name
-            );
-            return Err(EFAULT);
-        }
+        // find_extend_vma() and the VM_READ/VM_WRITE check, as in the current form.
+        let vma = lookup_permitted(cx, mm, address, flags)?;
         let ret = handle_mm_fault(cx, mm, &vma, address, flags).await;
         if ret.intersects(VmFault::ERROR) {
             let e = if ret.contains(VmFault::VM_FAULT_OOM) {

@@ -298,23 +298,20 @@ impl Mm {
 
     /// `mmu_notifier_invalidate_range_start()`.
     pub async fn notify_start(&self, cx: &Cx, range: &NotifierRange) {
-        let _f = cx.func("mmu_notifier_invalidate_range_start");
-        world::emit!(
-            cx,
-            "[{:#x}, {:#x}) {:?}",
-            range.start,
-            range.end,
-            range.event
-        );
-        let ns = self.notifiers.borrow().clone();
-        for n in ns {
-            n.invalidate_range_start(cx, range).await;
-        }
+        self.notify(cx, range, true).await
     }
 
     /// `mmu_notifier_invalidate_range_end()`.
     pub async fn notify_end(&self, cx: &Cx, range: &NotifierRange) {
-        let _f = cx.func("mmu_notifier_invalidate_range_end");
+        self.notify(cx, range, false).await
+    }
+
+    async fn notify(&self, cx: &Cx, range: &NotifierRange, start: bool) {
+        let _f = cx.func(if start {
+            "mmu_notifier_invalidate_range_start"
+        } else {
+            "mmu_notifier_invalidate_range_end"
+        });
         world::emit!(
             cx,
             "[{:#x}, {:#x}) {:?}",
@@ -324,7 +321,11 @@ impl Mm {
         );
         let ns = self.notifiers.borrow().clone();
         for n in ns {
-            n.invalidate_range_end(cx, range).await;
+            if start {
+                n.invalidate_range_start(cx, range).await;
+            } else {
+                n.invalidate_range_end(cx, range).await;
+            }
         }
     }
 

@@ -280,7 +280,6 @@ impl World {
         sched: &mut dyn Scheduler,
         observer: &mut dyn FnMut() -> ControlFlow<String>,
     ) -> RunResult {
-        let mut schedule = Vec::new();
         let mut records = Vec::new();
         let mut enabled: Vec<ActorId> = Vec::new();
         let mut fps: Vec<Footprint> = Vec::new();
@@ -323,7 +322,6 @@ impl World {
                 .iter()
                 .position(|&a| a == who)
                 .expect("scheduler picked an enabled actor");
-            schedule.push(who);
             // Work on the op where it is and then mark it gone, rather than copying it out:
             // this runs at every step. `perform` touches lock and trace state, not `pending`.
             let (performed, waited) = {
@@ -382,7 +380,8 @@ impl World {
         RunResult {
             status,
             steps: self.core.step.get(),
-            schedule,
+            // The schedule is the actor column of the step records.
+            schedule: records.iter().map(|r| r.actor).collect(),
             records,
             trace,
         }

@@ -393,13 +393,14 @@ pub fn build(sc: &Scenario, policy: PolicyId) -> Result<(World, Sys), String> {
     }
     for st in &sys.mappings {
         if let Backend::Userfault(u) = &st.backend {
-            let u = u.clone();
+            let handler = u.clone();
             let fill = sc.mapping(&st.name).and_then(|m| m.fill);
             w.spawn(format!("uffd-{}", st.name), move |cx| async move {
                 let fill_of = move |page: u64| fill.unwrap_or_else(|| uffd_fill(page));
-                u.run_handler(cx, fill_of, u64::MAX).await;
+                handler.run_handler(cx, fill_of, u64::MAX).await;
             });
-            let (u3, running, obj) = (u_clone(&sys, &st.name), sys.running.clone(), sys.seq.obj);
+            // The VMM's exit path stops the handler once every vCPU and host thread is done.
+            let (u3, running, obj) = (u.clone(), sys.running.clone(), sys.seq.obj);
             w.spawn(format!("vmm-exit-{}", st.name), move |cx| async move {
                 let r = running.clone();
                 cx.wait_until(obj, "every vCPU and host thread done", move || r.get() == 0)
@@ -409,13 +410,6 @@ pub fn build(sc: &Scenario, policy: PolicyId) -> Result<(World, Sys), String> {
         }
     }
     Ok((w, sys))
-}
-
-fn u_clone(sys: &Sys, name: &str) -> Rc<Userfault> {
-    match &sys.mapping(name).backend {
-        Backend::Userfault(u) => u.clone(),
-        _ => unreachable!("called for userfault mappings only"),
-    }
 }
 
 /// A VMM thread is done: the count the exit path waits on drops (a write of `obj`).

@@ -3,6 +3,7 @@
 //! violation is found by exploring, not by recognising a scenario.
 
 use super::build::{Backend, Sys};
+use crate::kvm::Spte;
 use crate::mm::{VmFlags, PAGE_SHIFT};
 use std::fmt;
 use std::rc::Rc;
@@ -125,11 +126,13 @@ impl Checker {
 
     /// Check every step-local invariant. `step` is the step just taken.
     pub fn check_step(&mut self, sys: &Sys, step: u64) {
+        // One snapshot of the stage-2 table serves every per-SPTE check of this step.
+        let sptes = sys.kvm.sptes();
         self.refcounts(sys, step);
-        self.frames_alive(sys, step);
-        self.write_escalation(sys, step);
+        self.frames_alive(sys, &sptes, step);
+        self.write_escalation(sys, &sptes, step);
         self.new_installs(sys, step);
-        self.stale(sys, step);
+        self.stale(sys, &sptes, step);
         self.coherent(sys, step);
     }
 
@@ -145,15 +148,15 @@ impl Checker {
     }
 
     fn refcounts(&mut self, sys: &Sys, step: u64) {
-        let a = sys.frames.anomalies();
-        for x in &a[self.anomalies_seen..] {
+        let a = sys.frames.anomalies_from(self.anomalies_seen);
+        self.anomalies_seen += a.len();
+        for x in &a {
             self.report(
                 Oracle::RefcountSane,
                 step,
                 format!("{} by {}: {}", x.pfn, x.actor, x.what),
             );
         }
-        self.anomalies_seen = a.len();
     }
 
     fn frame_problem(
@@ -176,8 +179,8 @@ impl Checker {
         }
     }
 
-    fn frames_alive(&mut self, sys: &Sys, step: u64) {
-        for (gfn, s) in sys.kvm.sptes() {
+    fn frames_alive(&mut self, sys: &Sys, sptes: &[(u64, Spte)], step: u64) {
+        for &(gfn, ref s) in sptes {
             if let Some(p) = Self::frame_problem(sys, s.pfn, s.generation, &s.owner) {
                 self.report(
                     Oracle::NoFreedFrame,
@@ -197,8 +200,8 @@ impl Checker {
         }
     }
 
-    fn write_escalation(&mut self, sys: &Sys, step: u64) {
-        for (gfn, s) in sys.kvm.sptes() {
+    fn write_escalation(&mut self, sys: &Sys, sptes: &[(u64, Spte)], step: u64) {
+        for &(gfn, ref s) in sptes {
             if !s.write {
                 continue;
             }
@@ -237,24 +240,24 @@ impl Checker {
     }
 
     fn new_installs(&mut self, sys: &Sys, step: u64) {
-        let installs = sys.kvm.installs();
-        for (gfn, s) in &installs[self.installs_seen..] {
+        let installs = sys.kvm.installs_from(self.installs_seen);
+        self.installs_seen += installs.len();
+        for (gfn, s) in &installs {
             let seen = sys.mm.pfns_since(s.hva, s.fault_start);
             if !seen.contains(&s.pfn) {
                 self.report(Oracle::RightFrame, step, format!("SPTE for gfn {gfn:#x} maps {} but the host page table held {} for hva {:#x}", s.pfn, describe(&seen), s.hva));
             }
             self.trap_check(sys, step, *gfn, s.hva, "SPTE");
         }
-        let pins = sys.kvm.pin_log();
-        for m in &pins[self.pins_seen..] {
+        let pins = sys.kvm.pin_log_from(self.pins_seen);
+        self.pins_seen += pins.len();
+        for m in &pins {
             let seen = sys.mm.pfns_since(m.hva, m.fault_start);
             if !seen.contains(&m.pfn) {
                 self.report(Oracle::RightFrame, step, format!("kvm_vcpu_map of gfn {:#x} maps {} but the host page table held {} for hva {:#x}", m.gfn, m.pfn, describe(&seen), m.hva));
             }
             self.trap_check(sys, step, m.gfn, m.hva, "kvm_vcpu_map");
         }
-        self.pins_seen = pins.len();
-        self.installs_seen = installs.len();
     }
 
     /// On trap-on-first-access memory still backed by the trapping device (the vma at the
@@ -298,9 +301,9 @@ impl Checker {
         }
     }
 
-    fn stale(&mut self, sys: &Sys, step: u64) {
+    fn stale(&mut self, sys: &Sys, sptes: &[(u64, Spte)], step: u64) {
         let (in_progress, range) = sys.kvm.invalidation();
-        for (gfn, s) in sys.kvm.sptes() {
+        for &(gfn, ref s) in sptes {
             if in_progress > 0 && range.is_none_or(|(a, b)| a <= gfn && gfn < b) {
                 continue;
             }

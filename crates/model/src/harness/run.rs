@@ -287,6 +287,20 @@ fn headline(runs: &[SingleRun]) -> String {
     "ok".into()
 }
 
+/// The distinct values, in first-seen order, joined by ` | `.
+fn distinct<'a>(values: impl Iterator<Item = &'a String>) -> String {
+    let mut seen: Vec<&String> = Vec::new();
+    for v in values {
+        if !seen.contains(&v) {
+            seen.push(v);
+        }
+    }
+    seen.iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
 /// Explore a cell: round-robin, then `opts.schedules` seeded uniformly random schedules and
 /// as many PCT schedules (depth 2 and 3, change points spread over the round-robin run's
 /// length) — uniform choice rarely lands a long host operation inside a one-step window,
@@ -321,35 +335,29 @@ pub fn run_cell(sc: &Scenario, policy: PolicyId, opts: &RunOptions) -> Result<Ce
             }
         }
     }
-    let nacc: Vec<usize> = runs[0].outcomes.iter().map(Vec::len).collect();
-    let mut outcomes: Vec<Vec<String>> = nacc.iter().map(|&n| vec![String::new(); n]).collect();
-    for (v, per) in outcomes.iter_mut().enumerate() {
-        for (i, cell) in per.iter_mut().enumerate() {
-            let mut seen: Vec<String> = Vec::new();
-            for r in &runs {
-                let o = &r.outcomes[v][i];
-                if !seen.contains(o) {
-                    seen.push(o.clone());
-                }
-            }
-            *cell = seen.join(" | ");
-        }
-    }
-    let mut nested: Vec<String> = Vec::new();
-    for i in 0..runs[0].nested.len() {
-        let mut seen: Vec<String> = Vec::new();
-        for r in &runs {
-            if !seen.contains(&r.nested[i]) {
-                seen.push(r.nested[i].clone());
-            }
-        }
-        nested.push(seen.join(" | "));
-    }
+    let outcomes: Vec<Vec<String>> = (0..runs[0].outcomes.len())
+        .map(|v| {
+            (0..runs[0].outcomes[v].len())
+                .map(|i| distinct(runs.iter().map(|r| &r.outcomes[v][i])))
+                .collect()
+        })
+        .collect();
+    let nested: Vec<String> = (0..runs[0].nested.len())
+        .map(|i| distinct(runs.iter().map(|r| &r.nested[i])))
+        .collect();
     let outcome = headline(&runs);
     let witness_kind = violations
         .first()
         .map_or(ScheduleKind::RoundRobin, |(_, k)| k.clone());
-    let witness = run_once(sc, policy, witness_kind, opts.tracing, opts.max_steps)?;
+    // Runs are deterministic: rerun the witness only to record its trace.
+    let witness = if opts.tracing {
+        run_once(sc, policy, witness_kind, true, opts.max_steps)?
+    } else {
+        runs.iter()
+            .find(|r| r.schedule == witness_kind)
+            .expect("the witness was run")
+            .clone()
+    };
     let mut cell = CellResult {
         scenario: sc.name.clone(),
         policy,

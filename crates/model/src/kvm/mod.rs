@@ -216,6 +216,14 @@ impl Kvm {
         self.installs.borrow().clone()
     }
 
+    /// The installs from the `from`-th on (oracles check each install once).
+    pub fn installs_from(&self, from: usize) -> Vec<(u64, Spte)> {
+        self.installs
+            .borrow()
+            .get(from..)
+            .map_or_else(Vec::new, <[_]>::to_vec)
+    }
+
     /// Hardware walk of the stage-2 tables on a guest access. Returns only what the walk
     /// yields rather than a clone of the whole [`Spte`] (whose `owner` may hold a `String`):
     /// this runs on every guest access.
@@ -386,6 +394,14 @@ impl Kvm {
     /// Every pinned map ever made.
     pub fn pin_log(&self) -> Vec<PinnedMap> {
         self.pin_log.borrow().clone()
+    }
+
+    /// The pinned maps from the `from`-th on.
+    pub fn pin_log_from(&self, from: usize) -> Vec<PinnedMap> {
+        self.pin_log
+            .borrow()
+            .get(from..)
+            .map_or_else(Vec::new, <[_]>::to_vec)
     }
 
     pub(crate) fn remove_pin(&self, id: u64) {

@@ -13,14 +13,12 @@ fn lockdep_assert_mmap_held(cx: &Cx, mm: &Mm, who: &str) {
     }
 }
 
-/// `follow_pte(mm, address, &ptep, &ptl)` (mm/memory.c, v5.12–v6.9): walk to the PTE and
-/// return it **with the PTL held** (the caller unlocks with [`pte_unmap_unlock`]); -EINVAL
-/// if there is no present PTE.
-pub async fn follow_pte(cx: &Cx, mm: &Mm, address: Hva) -> Result<Pte, Errno> {
-    let _f = cx.func("follow_pte");
-    lockdep_assert_mmap_held(cx, mm, "follow_pte");
+/// The walk both generations of PTE walker end in: take the PTL and return the entry with
+/// the PTL still held, or drop it and fail with -EINVAL when nothing is present. x86
+/// `pte_present()` includes `_PAGE_PROTNONE`, so a `PROT_NONE` entry is still followed.
+async fn present_pte_locked(cx: &Cx, mm: &Mm, address: Hva, who: &str) -> Result<Pte, Errno> {
+    lockdep_assert_mmap_held(cx, mm, who);
     mm.ptl_lock(cx).await;
-    // x86 pte_present() includes _PAGE_PROTNONE: a PROT_NONE entry is still followed.
     match mm.pte(address) {
         Some(p) => {
             world::emit!(
@@ -31,12 +29,20 @@ pub async fn follow_pte(cx: &Cx, mm: &Mm, address: Hva) -> Result<Pte, Errno> {
             );
             Ok(p)
         }
-        _ => {
+        None => {
             mm.ptl_unlock(cx).await;
             world::emit!(cx, "{address:#x}: no present pte: -EINVAL");
             Err(EINVAL)
         }
     }
+}
+
+/// `follow_pte(mm, address, &ptep, &ptl)` (mm/memory.c, v5.12–v6.9): walk to the PTE and
+/// return it **with the PTL held** (the caller unlocks with [`pte_unmap_unlock`]); -EINVAL
+/// if there is no present PTE.
+pub async fn follow_pte(cx: &Cx, mm: &Mm, address: Hva) -> Result<Pte, Errno> {
+    let _f = cx.func("follow_pte");
+    present_pte_locked(cx, mm, address, "follow_pte").await
 }
 
 /// `pte_unmap_unlock()`.
@@ -94,29 +100,12 @@ pub async fn follow_pfnmap_start(
         return Err(EINVAL);
     }
     let mm = vma.mm.upgrade().expect("vma outlives its mm");
-    lockdep_assert_mmap_held(cx, &mm, "follow_pfnmap_start");
-    mm.ptl_lock(cx).await;
-    // x86 pte_present() includes _PAGE_PROTNONE: a PROT_NONE entry is still followed.
-    match mm.pte(address) {
-        Some(p) => {
-            world::emit!(
-                cx,
-                "{address:#x} -> {} {}",
-                p.pfn,
-                if p.write { "rw" } else { "ro" }
-            );
-            Ok(PfnmapArgs {
-                pfn: p.pfn,
-                writable: p.write,
-                special: p.special,
-            })
-        }
-        _ => {
-            mm.ptl_unlock(cx).await;
-            world::emit!(cx, "{address:#x}: pte not present: -EINVAL");
-            Err(EINVAL)
-        }
-    }
+    let p = present_pte_locked(cx, &mm, address, "follow_pfnmap_start").await?;
+    Ok(PfnmapArgs {
+        pfn: p.pfn,
+        writable: p.write,
+        special: p.special,
+    })
 }
 
 /// `follow_pfnmap_end(args)`: drop the PTL taken by a successful [`follow_pfnmap_start`].

@@ -253,6 +253,14 @@ impl Frames {
         self.anomalies.borrow().clone()
     }
 
+    /// The anomalies from the `from`-th on.
+    pub fn anomalies_from(&self, from: usize) -> Vec<RefAnomaly> {
+        self.anomalies
+            .borrow()
+            .get(from..)
+            .map_or_else(Vec::new, <[_]>::to_vec)
+    }
+
     fn anomaly(&self, cx: &Cx, pfn: Pfn, what: String) {
         world::emit!(cx, "refcount anomaly on {pfn}: {what}");
         self.anomalies.borrow_mut().push(RefAnomaly {

@@ -92,17 +92,22 @@ pub async fn gup_pre_6_13(
         Err(e) => return Err(Some(e)),
     };
     kvm.note_ref(page, 1);
-    // "map read fault as writable if possible"
     if !write_fault && want_writable {
-        if let Some(w) = get_user_page_fast_only(cx, mm, addr, FollFlags::FOLL_WRITE).await {
-            kvm.note_ref(w, 1);
-            writable = true;
-            kvm.frames.put_page(cx, page).await;
-            kvm.note_ref(page, -1);
-            page = w;
+        if let Some(w) = upgrade_to_writable(cx, kvm, addr, page).await {
+            (page, writable) = (w, true);
         }
     }
     Ok((page, writable))
+}
+
+/// "map read fault as writable if possible" (`hva_to_pfn_slow`, every era): after a read
+/// GUP, try GUP-fast for write; on success trade the read reference for the writable page's.
+pub async fn upgrade_to_writable(cx: &Cx, kvm: &Kvm, addr: Hva, page: Pfn) -> Option<Pfn> {
+    let w = get_user_page_fast_only(cx, &kvm.mm, addr, FollFlags::FOLL_WRITE).await?;
+    kvm.note_ref(w, 1);
+    kvm.frames.put_page(cx, page).await;
+    kvm.note_ref(page, -1);
+    Some(w)
 }
 
 /// The pre-v6.13 `hva_to_pfn` prologue: the page from GUP, with the reference GUP took,

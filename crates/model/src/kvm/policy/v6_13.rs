@@ -6,7 +6,7 @@
 //! would keep the page mapped outside notifier protection (`kvm_vcpu_map`, `pin`) are
 //! refused unless `kvm.allow_unsafe_mappings`.
 
-use super::common::slot_hva;
+use super::common::{slot_hva, upgrade_to_writable};
 use super::v4_7::vma_is_valid;
 use super::{Faultin, Lookup, Policy, PolicyId};
 use crate::kvm::{Kvm, KvmPfn};
@@ -113,12 +113,8 @@ async fn hva_to_pfn(
             kvm.note_ref(page, 1);
             let mut writable = write;
             if !write && map_writable && !pin {
-                if let Some(w) = get_user_page_fast_only(cx, mm, hva, FollFlags::FOLL_WRITE).await {
-                    kvm.note_ref(w, 1);
-                    kvm.frames.put_page(cx, page).await;
-                    kvm.note_ref(page, -1);
-                    page = w;
-                    writable = true;
+                if let Some(w) = upgrade_to_writable(cx, kvm, hva, page).await {
+                    (page, writable) = (w, true);
                 }
             }
             return resolve_page(page, writable);

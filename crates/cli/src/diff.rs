@@ -23,9 +23,7 @@
 //! disagreement or a failed probe run, 2 on bad input or unusable KVM.
 
 use crate::plan::Adapted;
-use crate::probe::{
-    attempts_text, error_status, mode_name, norm_exits, op_text, prepare, uffd_text, Norm,
-};
+use crate::probe::{attempts_text, error_status, mode_name, norm_exits, prepare, uffd_text, Norm};
 use crate::{Format, ModeArg};
 use ::probe::{Mode, ProbeResult};
 use model::harness::{run_once, ScheduleKind, SingleRun};
@@ -116,7 +114,7 @@ pub fn compare(sc: &Scenario, a: &Adapted, m: &SingleRun, r: &ProbeResult) -> Co
             rows.push(Row {
                 vcpu: v,
                 index: i,
-                op: op_text(op),
+                op: op.to_string(),
                 model,
                 kvm,
             });

@@ -133,15 +133,6 @@ pub fn exit_text(e: &Exit) -> String {
 }
 
 /// `read32 0x10004`, `write32 0x10004 = 0x99999999` (as the model prints accesses).
-pub fn op_text(op: &scenario::GuestOp) -> String {
-    match *op {
-        scenario::GuestOp::Read { gpa, size } => format!("read{} {gpa:#x}", size * 8),
-        scenario::GuestOp::Write { gpa, size, value } => {
-            format!("write{} {gpa:#x} = {value:#x}", size * 8)
-        }
-    }
-}
-
 pub fn mode_name(m: Mode) -> &'static str {
     match m {
         Mode::Native => "native",
@@ -249,7 +240,7 @@ fn text(o: &mut String, sc: &Scenario, a: &Adapted, r: &ProbeResult) {
                 .find(|x| x.vcpu == v && x.index == i)
                 .map(|x| norm_exits(&x.attempts))
                 .unwrap_or_default();
-            outln!(o, "  vcpu{v} {}: {}", op_text(op), attempts_text(&att));
+            outln!(o, "  vcpu{v} {}: {}", op.to_string(), attempts_text(&att));
         }
     }
     if r.uffd_events.is_empty() {
@@ -291,7 +282,7 @@ fn result_json(sc: &Scenario, a: &Adapted, r: &ProbeResult) -> serde_json::Value
             accesses.push(json!({
                 "vcpu": v,
                 "index": i,
-                "op": op_text(op),
+                "op": op.to_string(),
                 "outcome": attempts_text(&norm_exits(&exits)),
                 "exits": exits.iter().map(exit_text).collect::<Vec<_>>(),
             }));

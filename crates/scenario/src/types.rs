@@ -161,6 +161,36 @@ pub enum GuestOp {
     Write { gpa: u64, size: u8, value: u64 },
 }
 
+impl GuestOp {
+    pub fn gpa(&self) -> u64 {
+        match *self {
+            GuestOp::Read { gpa, .. } | GuestOp::Write { gpa, .. } => gpa,
+        }
+    }
+
+    pub fn size(&self) -> u8 {
+        match *self {
+            GuestOp::Read { size, .. } | GuestOp::Write { size, .. } => size,
+        }
+    }
+
+    pub fn is_write(&self) -> bool {
+        matches!(self, GuestOp::Write { .. })
+    }
+}
+
+/// `read32 0x10000`, `write32 0x10004 = 0x99`: how outputs name an access.
+impl std::fmt::Display for GuestOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            GuestOp::Read { gpa, size } => write!(f, "read{} {gpa:#x}", size * 8),
+            GuestOp::Write { gpa, size, value } => {
+                write!(f, "write{} {gpa:#x} = {value:#x}", size * 8)
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Vcpu {
     pub program: Vec<GuestOp>,

@@ -9,7 +9,7 @@ use crate::drivers::vfio_bar::{VfioBar, VfioBarConfig};
 use crate::drivers::vgpu_bar::{VgpuBar, VgpuConfig};
 use crate::drivers::vvar::Vvar;
 use crate::kvm::pin::{kvm_vcpu_map_access, PinOutcome};
-use crate::kvm::vcpu::{GuestOp, Sequencer, Vcpu};
+use crate::kvm::vcpu::{Sequencer, Vcpu};
 use crate::kvm::{Kvm, Memslot, PolicyId};
 use crate::mm::fault::user_access;
 use crate::mm::shmem::PageCacheOps;
@@ -263,13 +263,6 @@ fn map_one(
     })
 }
 
-fn guest_op(op: &scenario::GuestOp) -> GuestOp {
-    match *op {
-        scenario::GuestOp::Read { gpa, size } => GuestOp::Read { gpa, size },
-        scenario::GuestOp::Write { gpa, size, value } => GuestOp::Write { gpa, size, value },
-    }
-}
-
 /// Build the world for `sc` under `policy`. Setup that a VMM does before starting vCPUs
 /// (driver `->mmap` work that needs the mmap lock, host touches) runs in a first phase under
 /// the sequential schedule; the returned world holds the actors of the run proper.
@@ -339,7 +332,7 @@ pub fn build(sc: &Scenario, policy: PolicyId) -> Result<(World, Sys), String> {
     let mut vcpus = Vec::new();
     let mut guest_actors = Vec::new();
     for (i, v) in sc.vcpus.iter().enumerate() {
-        let vcpu = Vcpu::new(i, &kvm, v.program.iter().map(guest_op).collect(), &seq);
+        let vcpu = Vcpu::new(i, &kvm, v.program.clone(), &seq);
         vcpus.push(vcpu.clone());
         let running = running.clone();
         running.set(running.get() + 1);

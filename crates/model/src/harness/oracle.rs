@@ -5,6 +5,7 @@
 use super::build::{Backend, Sys};
 use crate::kvm::Spte;
 use crate::mm::{VmFlags, PAGE_SHIFT};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::rc::Rc;
 
@@ -126,13 +127,14 @@ impl Checker {
 
     /// Check every step-local invariant. `step` is the step just taken.
     pub fn check_step(&mut self, sys: &Sys, step: u64) {
-        // One snapshot of the stage-2 table serves every per-SPTE check of this step.
-        let sptes = sys.kvm.sptes();
         self.refcounts(sys, step);
-        self.frames_alive(sys, &sptes, step);
-        self.write_escalation(sys, &sptes, step);
+        // The per-SPTE checks look at the stage-2 table in place.
+        sys.kvm.with_sptes(|sptes| {
+            self.frames_alive(sys, sptes, step);
+            self.write_escalation(sys, sptes, step);
+            self.stale(sys, sptes, step);
+        });
         self.new_installs(sys, step);
-        self.stale(sys, &sptes, step);
         self.coherent(sys, step);
     }
 
@@ -179,8 +181,8 @@ impl Checker {
         }
     }
 
-    fn frames_alive(&mut self, sys: &Sys, sptes: &[(u64, Spte)], step: u64) {
-        for &(gfn, ref s) in sptes {
+    fn frames_alive(&mut self, sys: &Sys, sptes: &BTreeMap<u64, Spte>, step: u64) {
+        for (&gfn, s) in sptes {
             if let Some(p) = Self::frame_problem(sys, s.pfn, s.generation, &s.owner) {
                 self.report(
                     Oracle::NoFreedFrame,
@@ -200,8 +202,8 @@ impl Checker {
         }
     }
 
-    fn write_escalation(&mut self, sys: &Sys, sptes: &[(u64, Spte)], step: u64) {
-        for &(gfn, ref s) in sptes {
+    fn write_escalation(&mut self, sys: &Sys, sptes: &BTreeMap<u64, Spte>, step: u64) {
+        for (&gfn, s) in sptes {
             if !s.write {
                 continue;
             }
@@ -301,9 +303,9 @@ impl Checker {
         }
     }
 
-    fn stale(&mut self, sys: &Sys, sptes: &[(u64, Spte)], step: u64) {
+    fn stale(&mut self, sys: &Sys, sptes: &BTreeMap<u64, Spte>, step: u64) {
         let (in_progress, range) = sys.kvm.invalidation();
-        for &(gfn, ref s) in sptes {
+        for (&gfn, s) in sptes {
             if in_progress > 0 && range.is_none_or(|(a, b)| a <= gfn && gfn < b) {
                 continue;
             }

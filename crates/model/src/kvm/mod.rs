@@ -212,6 +212,11 @@ impl Kvm {
             .collect()
     }
 
+    /// Look at the stage-2 table in place (oracles run this after every step: no copies).
+    pub fn with_sptes<R>(&self, f: impl FnOnce(&BTreeMap<u64, Spte>) -> R) -> R {
+        f(&self.sptes.borrow())
+    }
+
     pub fn installs(&self) -> Vec<(u64, Spte)> {
         self.installs.borrow().clone()
     }

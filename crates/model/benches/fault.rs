@@ -67,10 +67,7 @@ fn host(pages: u64) -> Host {
 }
 
 fn run(w: &mut World) -> u64 {
-    let r = w.run(
-        &mut RoundRobin::default(),
-        &mut || ControlFlow::Continue(()),
-    );
+    let r = w.run(&mut RoundRobin, &mut || ControlFlow::Continue(()));
     assert_eq!(r.status, Status::Completed);
     r.steps
 }

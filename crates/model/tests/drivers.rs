@@ -151,7 +151,7 @@ fn vgpu_vma_has_cookie_pgoff_real_flags_and_no_ptes() {
     let bar0 = VgpuBar::new(&mut w, &frames, &mm, VgpuConfig::default());
     let v0 = bar0.mmap(BASE).unwrap();
     assert_eq!(
-        v0.pgoff.get(),
+        v0.pgoff(),
         0,
         "BAR0 cookie is 0: the pre-4.8 formula gives pfn = page index"
     );
@@ -170,17 +170,17 @@ fn vgpu_vma_has_cookie_pgoff_real_flags_and_no_ptes() {
         },
     );
     let v2 = bar2.mmap(BASE + 0x10_0000).unwrap();
-    assert_eq!(v2.pgoff.get(), 2 << 28);
-    assert_eq!(v2.pgoff.get(), (2u64 << 40) >> PAGE_SHIFT);
+    assert_eq!(v2.pgoff(), 2 << 28);
+    assert_eq!(v2.pgoff(), (2u64 << 40) >> PAGE_SHIFT);
     assert!(
         mm.ptes_in(0, u64::MAX).is_empty(),
         "no PTE before first touch"
     );
     // B0's formula pfn = page + vm_pgoff: for BAR0 a low, ordinary RAM pfn
     // (kvm_is_reserved_pfn false: BUG_ON); for BAR2 a pfn with nothing behind it.
-    let b0 = Pfn(1 + v0.pgoff.get());
+    let b0 = Pfn(1 + v0.pgoff());
     assert!(frames.pfn_valid(b0) && !frames.frame(b0).unwrap().reserved);
-    let b2 = Pfn(1 + v2.pgoff.get());
+    let b2 = Pfn(1 + v2.pgoff());
     assert!(!frames.pfn_valid(b2) && !frames.is_io(b2));
 }
 
@@ -309,7 +309,7 @@ fn vgpu_handler_that_drops_mmap_lock_sets_unlocked() {
 }
 
 fn vgpu_two_vcpus_same_page(racy: bool) -> (RunResult, Rc<Mm>, Rc<VgpuBar>) {
-    vgpu_two_vcpus_same_page_with(racy, &mut RoundRobin::default())
+    vgpu_two_vcpus_same_page_with(racy, &mut RoundRobin)
 }
 
 fn vgpu_two_vcpus_same_page_with(
@@ -369,8 +369,8 @@ fn vfio_lazy_bar_maps_mmio_that_is_not_pfn_valid() {
     };
     let bar = VfioBar::new(&mut w, &frames, &mm, cfg);
     let vma = bar.mmap(BASE).unwrap();
-    assert_eq!(vma.pgoff.get(), 1 << 28, "region cookie, not the BAR pfn");
-    assert_ne!(vma.pgoff.get(), bar.cfg.bar_pfn.0);
+    assert_eq!(vma.pgoff(), 1 << 28, "region cookie, not the BAR pfn");
+    assert_ne!(vma.pgoff(), bar.cfg.bar_pfn.0);
     assert!(mm.ptes_in(vma.start, vma.end).is_empty());
     let res = slot();
     let (m, r1) = (mm.clone(), res.clone());
@@ -405,7 +405,7 @@ fn vfio_concurrent_faults_both_succeed() {
             res.borrow_mut().push(r);
         });
     }
-    let r = run_ok(&mut w, &mut RoundRobin::default());
+    let r = run_ok(&mut w, &mut RoundRobin);
     let results = results.borrow();
     assert_eq!(results.len(), 2);
     for (a, _) in results.iter() {
@@ -464,12 +464,12 @@ fn vfio_eager_legacy_layout_satisfies_the_pre_4_8_formula() {
     };
     let bar = VfioBar::new(&mut w, &frames, &mm, cfg.clone());
     let vma = bar.mmap(BASE).unwrap();
-    assert_eq!(vma.pgoff.get(), cfg.bar_pfn.0);
+    assert_eq!(vma.pgoff(), cfg.bar_pfn.0);
     for i in 0..cfg.pages {
         let a = vma.start + i * PAGE_SIZE;
         let pte = mm.pte(a).expect("eagerly mapped");
         // B0: pfn = ((addr - vm_start) >> PAGE_SHIFT) + vm_pgoff.
-        assert_eq!(pte.pfn.0, ((a - vma.start) >> PAGE_SHIFT) + vma.pgoff.get());
+        assert_eq!(pte.pfn.0, ((a - vma.start) >> PAGE_SHIFT) + vma.pgoff());
         assert!(pte.special && pte.write);
     }
     // The same from an actor: remap_pfn_range under the write lock, no warning; a legacy
@@ -488,7 +488,7 @@ fn vfio_eager_legacy_layout_satisfies_the_pre_4_8_formula() {
     let (b2, start2) = (bar2.clone(), BASE + 0x100_0000);
     w.spawn("qemu", move |cx| async move {
         let v = b2.mmap_in(&cx, start2).await.unwrap();
-        assert_eq!(v.pgoff.get(), b2.cfg.bar_pfn.0);
+        assert_eq!(v.pgoff(), b2.cfg.bar_pfn.0);
         b2.disable_memory(&cx).await;
     });
     let r = run_ok(&mut w, &mut FirstEnabled);
@@ -640,7 +640,7 @@ fn usbfs_buffer_tail_has_refcount_zero_and_is_mapped() {
         .flags()
         .contains(VmFlags::VM_IO | VmFlags::VM_PFNMAP | VmFlags::VM_SHARED));
     assert!(!vma.flags().contains(VmFlags::VM_WRITE) && vma.flags().contains(VmFlags::VM_MAYWRITE));
-    assert_eq!(vma.pgoff.get(), 0);
+    assert_eq!(vma.pgoff(), 0);
     for (i, p) in [head, tail].iter().enumerate() {
         let pte = mm.pte(vma.start + i as u64 * PAGE_SIZE).unwrap();
         assert_eq!(
@@ -723,10 +723,7 @@ fn ttm_bo_is_noncompound_order2_behind_fake_offset() {
     let (mut w, frames, mm) = setup(64);
     let bo = Ttm::new(&mut w, &frames, &mm, TtmConfig::default()).unwrap();
     let vma = bo.mmap(BASE).unwrap();
-    assert_eq!(
-        vma.pgoff.get(),
-        model::drivers::ttm::DRM_FILE_PAGE_OFFSET_START
-    );
+    assert_eq!(vma.pgoff(), model::drivers::ttm::DRM_FILE_PAGE_OFFSET_START);
     assert_eq!(vma.flags(), Ttm::vm_flags());
     assert!(mm.ptes_in(vma.start, vma.end).is_empty());
     let pfns = bo.pfns();
@@ -1048,7 +1045,7 @@ fn uffd_two_faulters(sched: &mut dyn Scheduler) -> (RunResult, Rc<Userfault>) {
 
 #[test]
 fn userfault_gup_and_two_faulters_on_one_page() {
-    let (r, uf) = uffd_two_faulters(&mut RoundRobin::default());
+    let (r, uf) = uffd_two_faulters(&mut RoundRobin);
     assert_eq!(r.status, Status::Completed, "{}", r.trace);
     assert_eq!(uf.copies(), 1);
     assert!(uf.handled() >= 1 && uf.handled() == uf.copies() + uf.eexist());

@@ -13,7 +13,7 @@ use model::mm::*;
 use std::cell::Cell;
 use std::ops::ControlFlow;
 use std::rc::Rc;
-use world::{Footprint, ObjId, Scheduler, Status};
+use world::{Decision, ObjId, Scheduler, Status};
 
 const GPA: u64 = 0x10_0000;
 
@@ -25,9 +25,10 @@ struct HostAt {
 }
 
 impl Scheduler for HostAt {
-    fn pick(&mut self, en: &[usize], fp: &[Footprint]) -> Option<usize> {
+    fn pick(&mut self, d: &Decision) -> Option<usize> {
+        let (en, fp) = (d.enabled, d.footprints);
         if let Some(i) = en.iter().position(|&a| a == 0) {
-            if fp[i].obj == self.trigger {
+            if fp[i].touches(self.trigger) {
                 self.fired = true;
             }
             if !self.fired || !en.contains(&1) {

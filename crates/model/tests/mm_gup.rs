@@ -306,7 +306,7 @@ where
 {
     let log: Rc<RefCell<Vec<&'static str>>> = Rc::default();
     let held = Rc::new(Cell::new(false));
-    let obj = e.mm.pt_obj;
+    let obj = e.mm.pte_obj(DEV);
     let (mm, l, h) = (e.mm.clone(), log.clone(), held.clone());
     e.w.spawn("zapper", move |cx| async move {
         cx.wait_until(obj, "walker holds the PTL", move || h.get())

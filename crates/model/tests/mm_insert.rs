@@ -81,7 +81,7 @@ fn remap_pfn_range_sets_remap_flags_and_installs_special_ptes() {
             .collect::<Vec<_>>()
     );
     assert_eq!(
-        vma.pgoff.get(),
+        vma.pgoff(),
         0x1234,
         "a shared mapping keeps its mmap offset"
     );
@@ -135,13 +135,13 @@ fn remap_pfn_range_on_cow_mapping_sets_pgoff_to_pfn_and_needs_whole_vma() {
     });
     assert_eq!(r.status, Status::Completed);
     assert_eq!(out, Some((Ok(()), Err(EINVAL))));
-    assert_eq!(whole.pgoff.get(), bar(6).0);
+    assert_eq!(whole.pgoff(), bar(6).0);
     assert_eq!(
         e.mm.pte(DEV),
         Some(special(bar(6), false)),
         "private: mapped read-only"
     );
-    assert_ne!(part.pgoff.get(), bar(8).0);
+    assert_ne!(part.pgoff(), bar(8).0);
     assert_eq!(e.mm.pte(DEV + 4 * PAGE), None);
 }
 

@@ -32,7 +32,7 @@ fn run(rogue_rechecks: bool) -> Vec<Oracle> {
     let hva = sys.mapping("ram").base;
     let done = w.object("rogue");
     w.spawn("rogue", move |cx| async move {
-        let seq = kvm.read_seq(&cx).await;
+        let seq = kvm.read_seq(&cx, 0x10).await;
         let start = cx.step();
         let pfn = mm.pte(hva).expect("prefilled").pfn;
         // Wait until the host's MADV_DONTNEED has cleared the PTE and finished.
@@ -50,7 +50,7 @@ fn run(rogue_rechecks: bool) -> Vec<Oracle> {
     });
     let mut checker = Checker::default();
     let mut step = 0;
-    let r = w.run(&mut RoundRobin::default(), &mut || {
+    let r = w.run(&mut RoundRobin, &mut || {
         checker.check_step(&sys, step);
         step += 1;
         ControlFlow::Continue(())

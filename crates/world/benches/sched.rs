@@ -56,10 +56,7 @@ fn lock_world(actors: u64) -> (World, u64) {
 }
 
 fn run(w: &mut World) -> u64 {
-    let r = w.run(
-        &mut RoundRobin::default(),
-        &mut || ControlFlow::Continue(()),
-    );
+    let r = w.run(&mut RoundRobin, &mut || ControlFlow::Continue(()));
     assert_eq!(r.status, Status::Completed);
     r.steps
 }

@@ -1,7 +1,7 @@
 //! State shared by the executor and the actors, and [`Cx`], an actor's handle on it.
 
 use crate::lock::{mode_name, LockId, LockMode, LockState};
-use crate::op::{Access, Cond, Footprint, ObjId, Op};
+use crate::op::{Access, Cond, Footprint, FpSet, ObjId, Op, OpKind, ProviderId};
 use crate::trace::{Trace, TraceEntry};
 use crate::ActorId;
 use std::cell::{Cell, RefCell};
@@ -19,11 +19,16 @@ pub(crate) struct Core {
     pub tracing: Cell<bool>,
     /// Per actor: the op it will perform when next scheduled (`None` while running or done).
     pub pending: RefCell<Vec<Option<Op>>>,
-    /// Per actor: the condition of its pending `WaitUntil`, if that is its op.
+    /// Per actor: the condition of its pending `Wait`, if that is its op.
     pub conds: RefCell<Vec<Option<Cond>>>,
+    /// Per actor: whether its last `TryLock` got the lock.
+    pub try_won: RefCell<Vec<bool>>,
     pub names: RefCell<Vec<String>>,
+    /// Names of the registered objects (class 0), by index.
     pub objects: RefCell<Vec<String>>,
-    /// Indexed by `ObjId`; `Some` for objects that are locks.
+    /// Names of the object classes, by class number.
+    pub classes: RefCell<Vec<&'static str>>,
+    /// Indexed like `objects`; `Some` for objects that are locks.
     pub locks: RefCell<Vec<Option<LockState>>>,
     /// Per actor: the stack of kernel functions it is in, for readable traces.
     pub funcs: RefCell<Vec<Vec<&'static str>>>,
@@ -39,8 +44,10 @@ impl Core {
             tracing: Cell::new(true),
             pending: RefCell::new(Vec::new()),
             conds: RefCell::new(Vec::new()),
+            try_won: RefCell::new(Vec::new()),
             names: RefCell::new(Vec::new()),
             objects: RefCell::new(Vec::new()),
+            classes: RefCell::new(vec!["object"]),
             locks: RefCell::new(Vec::new()),
             funcs: RefCell::new(Vec::new()),
             trace: RefCell::new(Trace::default()),
@@ -63,8 +70,38 @@ impl Core {
         });
     }
 
+    pub fn lock_state<R>(&self, l: LockId, f: impl FnOnce(&LockState) -> R) -> R {
+        f(self.locks.borrow()[l.0.index() as usize]
+            .as_ref()
+            .expect("lock id names a lock"))
+    }
+
     pub fn lock_name(&self, l: LockId) -> String {
-        self.objects.borrow()[l.0 .0 as usize].clone()
+        self.objects.borrow()[l.0.index() as usize].clone()
+    }
+
+    /// `page 0x3`, `mmap_lock`: a readable name for an object.
+    pub fn obj_name(&self, o: ObjId) -> String {
+        if o.class() == crate::Class::NAMED {
+            return self
+                .objects
+                .borrow()
+                .get(o.index() as usize)
+                .cloned()
+                .unwrap_or_else(|| format!("object {}", o.index()));
+        }
+        let classes = self.classes.borrow();
+        let c = classes.get(o.class().0 as usize).copied().unwrap_or("?");
+        format!("{c} {:#x}", o.index())
+    }
+
+    pub fn fp_name(&self, f: &Footprint) -> String {
+        let first = self.obj_name(f.obj);
+        if f.len == 1 {
+            first
+        } else {
+            format!("{first} (+{} more)", f.len - 1)
+        }
     }
 }
 
@@ -116,42 +153,90 @@ impl Cx {
     /// One scheduling point: publish `op` as this actor's pending op and return the future
     /// that yields to the executor. Callers are `async fn`s that await the result at once,
     /// so the op is published when the caller is first polled, not when its future is
-    /// created. (A plain function, not an `async fn` taking the op: the op goes straight to
-    /// `pending` instead of being stored in and copied out of a future; inlined so that the
-    /// op is built in place rather than on the stack and then copied.)
+    /// created. Inlined so that the op is built in place.
     #[inline(always)]
-    fn point(&self, op: Op) -> Yield {
-        self.core.pending.borrow_mut()[self.me] = Some(op);
+    fn point(&self, kind: OpKind, fp: FpSet, what: &'static str) -> Yield {
+        self.core.pending.borrow_mut()[self.me] = Some(Op {
+            kind,
+            fp,
+            dynamic: None,
+            what,
+        });
         Yield(false)
     }
 
     /// Acquire `l` (`mmap_read_lock`, `spin_lock`, `mutex_lock`, ...). The actor is not
     /// runnable until the lock can be granted.
     pub async fn lock(&self, l: LockId, mode: LockMode) {
-        self.point(Op::Lock(l, mode)).await
+        self.lock_with(l, mode, FpSet::new()).await
+    }
+
+    /// Acquire `l` and, in the same step, touch `also` (`pte_offset_map_lock` followed by
+    /// the load of the entry it locked).
+    pub async fn lock_with(&self, l: LockId, mode: LockMode, also: FpSet) {
+        let mut fp = also;
+        fp.push(l.0, mode.access());
+        self.point(OpKind::Lock(l, mode), fp, "lock").await
+    }
+
+    /// Try to take `l` exclusively without sleeping (`mutex_trylock`); true if taken.
+    pub async fn try_lock(&self, l: LockId) -> bool {
+        self.point(
+            OpKind::TryLock(l),
+            FpSet::one(l.0, Access::Write),
+            "trylock",
+        )
+        .await;
+        self.core.try_won.borrow()[self.me]
     }
 
     /// Release `l`. Releasing a lock this actor does not hold is a host BUG.
     pub async fn unlock(&self, l: LockId) {
-        self.point(Op::Unlock(l)).await
+        self.unlock_with(l, FpSet::new()).await
+    }
+
+    /// Release `l` and touch `also` in the same step.
+    pub async fn unlock_with(&self, l: LockId, also: FpSet) {
+        let access = self.holds(l).unwrap_or(LockMode::Exclusive).access();
+        let mut fp = also;
+        fp.push(l.0, access);
+        self.point(OpKind::Unlock(l), fp, "unlock").await
     }
 
     /// A lock-free access of shared model state: `READ_ONCE(kvm->mmu_invalidate_seq)`,
     /// `atomic_inc(&page->_refcount)`. The code after the await runs in the same step.
     pub async fn access(&self, obj: ObjId, access: Access, what: &'static str) {
-        self.point(Op::Access(Footprint { obj, access }, None, what))
+        self.point(OpKind::Access, FpSet::one(obj, access), what)
             .await
     }
 
     /// One step that touches two objects at once, e.g. a memory access that walks a page
-    /// table (`walk`) and loads or stores the frame (`data`): the footprint must name both,
-    /// or a checker would take the step to commute with writes to either.
+    /// table (`walk`) and loads or stores the frame (`data`).
     pub async fn access2(&self, walk: (ObjId, Access), data: (ObjId, Access), what: &'static str) {
-        let fp = |(obj, access)| Footprint { obj, access };
-        self.point(Op::Access(fp(walk), Some(fp(data)), what)).await
+        let mut fp = FpSet::one(walk.0, walk.1);
+        fp.push(data.0, data.1);
+        self.point(OpKind::Access, fp, what).await
     }
 
-    /// Sleep until `cond` holds (`wait_event(wq, cond)`); `obj` is what the condition reads.
+    /// One step touching everything in `fp`.
+    pub async fn step_with(&self, fp: FpSet, what: &'static str) {
+        self.point(OpKind::Access, fp, what).await
+    }
+
+    /// One step touching `fp` plus whatever `provider(arg)` says when the step is about to
+    /// be scheduled (for steps whose objects follow from state others may change first).
+    pub async fn step_dyn(&self, fp: FpSet, provider: ProviderId, arg: u64, what: &'static str) {
+        self.core.pending.borrow_mut()[self.me] = Some(Op {
+            kind: OpKind::Access,
+            fp,
+            dynamic: Some((provider, arg)),
+            what,
+        });
+        Yield(false).await
+    }
+
+    /// Sleep until `cond` holds (`wait_event(wq, cond)`); `obj` is what the condition reads,
+    /// and every write that can make it true must write `obj`.
     pub async fn wait_until(
         &self,
         obj: ObjId,
@@ -159,13 +244,14 @@ impl Cx {
         cond: impl Fn() -> bool + 'static,
     ) {
         self.core.conds.borrow_mut()[self.me] = Some(Box::new(cond));
-        self.point(Op::WaitUntil(obj, what)).await
+        self.point(OpKind::Wait, FpSet::one(obj, Access::Read), what)
+            .await
     }
 
     /// Which mode this actor holds `l` in, if any (`lockdep_assert_held`).
     /// Setup code (no actor) holds nothing.
     pub fn holds(&self, l: LockId) -> Option<LockMode> {
-        self.core.locks.borrow()[l.0 .0 as usize]
+        self.core.locks.borrow()[l.0.index() as usize]
             .as_ref()
             .and_then(|s| s.holds(self.me))
     }
@@ -243,21 +329,8 @@ impl Drop for FuncGuard {
 
 /// Describe a lock op for traces and deadlock reports: `mmap_lock (read)`.
 pub(crate) fn describe_lock(core: &Core, l: LockId, mode: LockMode) -> String {
-    let locks = core.locks.borrow();
-    let st = locks[l.0 .0 as usize]
-        .as_ref()
-        .expect("lock id names a lock");
-    match mode_name(st.kind, mode) {
+    core.lock_state(l, |st| match mode_name(st.kind, mode) {
         "" => st.name.clone(),
         m => format!("{} ({m})", st.name),
-    }
-}
-
-impl Access {
-    pub fn verb(self) -> &'static str {
-        match self {
-            Access::Read => "read",
-            Access::Write => "write",
-        }
-    }
+    })
 }

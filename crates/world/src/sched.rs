@@ -1,13 +1,56 @@
 //! Scheduling strategies: which enabled actor takes the next step.
 
+use crate::op::{FpSet, OpKind};
 use crate::prng::SplitMix64;
-use crate::{ActorId, Footprint};
+use crate::{ActorId, Status};
 
-/// Picks the next actor among those enabled (sorted by id). `footprints[i]` is what
-/// `enabled[i]`'s pending step touches. Returning `None` aborts the run
-/// ([`crate::Status::Diverged`]).
+/// An actor's pending step as the scheduler sees it, enabled or blocked.
+#[derive(Copy, Clone, Debug)]
+pub struct Pending {
+    pub actor: ActorId,
+    pub kind: OpKind,
+    /// What the step touches, computed in the current state.
+    pub fp: FpSet,
+    pub enabled: bool,
+    pub what: &'static str,
+}
+
+/// Everything a scheduler may look at to choose the next step.
+#[derive(Copy, Clone, Debug)]
+pub struct Decision<'a> {
+    /// Index of the step about to be taken (0 for the first).
+    pub step: u64,
+    /// The actors that can take a step now, ascending.
+    pub enabled: &'a [ActorId],
+    /// `footprints[i]` is what `enabled[i]`'s step touches.
+    pub footprints: &'a [FpSet],
+    /// Every unfinished actor's pending step, blocked ones included, ascending by actor.
+    pub pending: &'a [Pending],
+    /// Who took the previous step.
+    pub last: Option<ActorId>,
+}
+
+impl Decision<'_> {
+    /// The footprint of enabled actor `a`'s step.
+    pub fn fp_of(&self, a: ActorId) -> Option<&FpSet> {
+        self.enabled
+            .iter()
+            .position(|&x| x == a)
+            .map(|i| &self.footprints[i])
+    }
+
+    /// Whether `a` can take a step now.
+    pub fn is_enabled(&self, a: ActorId) -> bool {
+        self.enabled.contains(&a)
+    }
+}
+
+/// Picks the next actor among those enabled. Returning `None` (or an actor that is not
+/// enabled) aborts the run ([`crate::Status::Diverged`]). `begin` and `end` bracket each run.
 pub trait Scheduler {
-    fn pick(&mut self, enabled: &[ActorId], footprints: &[Footprint]) -> Option<ActorId>;
+    fn begin(&mut self) {}
+    fn pick(&mut self, d: &Decision) -> Option<ActorId>;
+    fn end(&mut self, _status: &Status) {}
 }
 
 /// Always the lowest-numbered enabled actor: each actor runs until it blocks or finishes.
@@ -16,29 +59,26 @@ pub trait Scheduler {
 pub struct FirstEnabled;
 
 impl Scheduler for FirstEnabled {
-    fn pick(&mut self, enabled: &[ActorId], _: &[Footprint]) -> Option<ActorId> {
-        enabled.first().copied()
+    fn pick(&mut self, d: &Decision) -> Option<ActorId> {
+        d.enabled.first().copied()
     }
 }
 
 /// Rotates through the actors, switching at every scheduling point.
 #[derive(Default, Clone, Debug)]
-pub struct RoundRobin {
-    last: Option<ActorId>,
-}
+pub struct RoundRobin;
 
 impl Scheduler for RoundRobin {
-    fn pick(&mut self, enabled: &[ActorId], _: &[Footprint]) -> Option<ActorId> {
-        let next = match self.last {
-            Some(l) => enabled
+    fn pick(&mut self, d: &Decision) -> Option<ActorId> {
+        Some(match d.last {
+            Some(l) => d
+                .enabled
                 .iter()
                 .copied()
                 .find(|&a| a > l)
-                .unwrap_or(enabled[0]),
-            None => enabled[0],
-        };
-        self.last = Some(next);
-        Some(next)
+                .unwrap_or(d.enabled[0]),
+            None => d.enabled[0],
+        })
     }
 }
 
@@ -57,8 +97,8 @@ impl Random {
 }
 
 impl Scheduler for Random {
-    fn pick(&mut self, enabled: &[ActorId], _: &[Footprint]) -> Option<ActorId> {
-        Some(enabled[self.rng.below(enabled.len())])
+    fn pick(&mut self, d: &Decision) -> Option<ActorId> {
+        Some(d.enabled[self.rng.below(d.enabled.len())])
     }
 }
 
@@ -78,12 +118,12 @@ impl Replay {
 }
 
 impl Scheduler for Replay {
-    fn pick(&mut self, enabled: &[ActorId], _: &[Footprint]) -> Option<ActorId> {
+    fn pick(&mut self, d: &Decision) -> Option<ActorId> {
         let Some(&want) = self.schedule.get(self.pos) else {
-            return enabled.first().copied();
+            return d.enabled.first().copied();
         };
         self.pos += 1;
-        enabled.contains(&want).then_some(want)
+        d.enabled.contains(&want).then_some(want)
     }
 }
 
@@ -130,13 +170,13 @@ impl Pct {
 }
 
 impl Scheduler for Pct {
-    fn pick(&mut self, enabled: &[ActorId], _: &[Footprint]) -> Option<ActorId> {
+    fn pick(&mut self, d: &Decision) -> Option<ActorId> {
         self.step += 1;
-        let mut best = *enabled.iter().max_by_key(|&&a| (self.prio_of(a), a))?;
+        let mut best = *d.enabled.iter().max_by_key(|&&a| (self.prio_of(a), a))?;
         if self.change_points.contains(&self.step) && self.next_low > 0 {
             self.prio[best] = self.next_low;
             self.next_low -= 1;
-            best = *enabled.iter().max_by_key(|&&a| (self.prio_of(a), a))?;
+            best = *d.enabled.iter().max_by_key(|&&a| (self.prio_of(a), a))?;
         }
         Some(best)
     }

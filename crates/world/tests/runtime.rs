@@ -84,7 +84,7 @@ fn lock_order_inversion_is_reported_as_deadlock() {
         cx.unlock(a).await;
         cx.unlock(b).await;
     });
-    let r = w.run(&mut RoundRobin::default(), &mut cont);
+    let r = w.run(&mut RoundRobin, &mut cont);
     let Status::Deadlock(blocked) = r.status else {
         panic!("expected deadlock, got {:?}", r.status)
     };
@@ -244,8 +244,8 @@ fn spawned_actors_run_and_footprints_are_recorded() {
     let accesses: Vec<_> = r
         .records
         .iter()
-        .filter(|s| s.footprint.obj == o)
-        .map(|s| (s.actor, s.footprint.access, s.what))
+        .filter(|s| s.fp.touches(o))
+        .map(|s| (s.actor, s.fp.as_slice()[0].access, s.what))
         .collect();
     assert_eq!(
         accesses,

@@ -35,7 +35,7 @@ use crate::mm::{
     VmFault, VmFaultArgs, VmFlags, VmOps, Vma, EINVAL, ENOMEM, PAGE_SIZE,
 };
 use std::cell::RefCell;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use world::{Cx, World};
 
 /// How the driver populates its vma.
@@ -52,13 +52,18 @@ pub struct MixedMap {
     pub mode: Mode,
     pub pages: u64,
     frames: Rc<Frames>,
-    mm: Rc<Mm>,
+    /// The mm this driver's vmas live in (weak: its vmas point back at the driver).
+    mm: Weak<Mm>,
     pub mapping: Rc<AddressSpace>,
     /// The driver's pages (one reference each held by the driver) until released.
     buf: RefCell<Vec<Pfn>>,
 }
 
 impl MixedMap {
+    fn mm(&self) -> Rc<Mm> {
+        self.mm.upgrade().expect("the mm outlives its drivers")
+    }
+
     /// Allocate `pages` driver pages, page `i` filled with `pattern + i`.
     pub fn new(
         world: &mut World,
@@ -83,7 +88,7 @@ impl MixedMap {
             mode,
             pages,
             frames: frames.clone(),
-            mm: mm.clone(),
+            mm: Rc::downgrade(mm),
             mapping: AddressSpace::new(world, "mixedmap", pages),
             buf: RefCell::new(buf),
         }))
@@ -123,7 +128,7 @@ impl MixedMap {
     /// Create the vma at setup (no PTEs). `InsertPage` still needs [`Self::populate`].
     pub fn mmap(self: &Rc<Self>, start: Hva) -> Result<Rc<Vma>, Errno> {
         check_range(start, self.pages)?;
-        self.mm.mmap(self.args(start))
+        self.mm().mmap(self.args(start))
     }
 
     /// `InsertPage` at setup, all at once: the effect of `->mmap`'s `vm_insert_page` loop
@@ -133,7 +138,7 @@ impl MixedMap {
     pub fn mmap_populated(self: &Rc<Self>, start: Hva) -> Result<Rc<Vma>, Errno> {
         let vma = self.mmap(start)?;
         if self.mode == Mode::InsertPage {
-            vma.flags.set(vma.flags() | VmFlags::VM_MIXEDMAP);
+            vma.set_flags(vma.flags() | VmFlags::VM_MIXEDMAP);
             for (i, p) in self.buf.borrow().iter().enumerate() {
                 self.frames.get_page_setup(*p);
                 let pte = Pte {
@@ -142,7 +147,7 @@ impl MixedMap {
                     special: false,
                     protnone: false,
                 };
-                self.mm.set_pte_setup(start + i as u64 * PAGE_SIZE, pte);
+                self.mm().set_pte_setup(start + i as u64 * PAGE_SIZE, pte);
             }
         }
         Ok(vma)
@@ -163,9 +168,9 @@ impl MixedMap {
         if self.mode != Mode::InsertPage {
             return Ok(());
         }
-        self.mm.mmap_write_lock(cx).await;
+        self.mm().mmap_write_lock(cx).await;
         let r = self.insert_all(cx, vma).await;
-        self.mm.mmap_unlock(cx).await;
+        self.mm().mmap_unlock(cx).await;
         r
     }
 
@@ -173,7 +178,7 @@ impl MixedMap {
     pub async fn mmap_in(self: &Rc<Self>, cx: &Cx, start: Hva) -> Result<Rc<Vma>, Errno> {
         check_range(start, self.pages)?;
         let me = self.clone();
-        mmap_locked(cx, &self.mm, self.args(start), move |vma| async move {
+        mmap_locked(cx, &self.mm(), self.args(start), move |vma| async move {
             if me.mode == Mode::InsertPage {
                 me.insert_all(cx, &vma).await?;
             }

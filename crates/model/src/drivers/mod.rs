@@ -39,7 +39,7 @@ use crate::mm::{Errno, Hva, Mm, MmapArgs, Vma, EINVAL};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use world::{Access, ActorId, Cx, ObjId, World};
+use world::{audit, Cx, LockId, LockKind, LockMode, ObjId, World};
 
 /// `VFIO_PCI_OFFSET_SHIFT`: a vfio region's mmap offset is `index << 40`
 /// (`VFIO_PCI_INDEX_TO_OFFSET`), so its `vm_pgoff` cookie is `index << 28`. Intel's kvmgt
@@ -101,67 +101,51 @@ impl AccessLog {
     }
 }
 
-/// A sleeping lock with `trylock`, built on `wait_until` (the world's locks have no
-/// trylock): `dma_resv_lock` / `dma_resv_trylock` of a TTM buffer object. Acquisition is
-/// one scheduling point that reads and writes `obj`, so it is atomic like the real cmpxchg.
-/// A deadlock report names it as a wait condition, without holders.
+/// A sleeping lock with `trylock`: `dma_resv_lock` / `dma_resv_trylock` of a TTM buffer
+/// object, as a world mutex (so audit mode can check what it protects). `obj` is the lock
+/// object itself: a wait on "a trylock failed" reads it, and every trylock writes it.
 pub struct SleepLock {
     pub name: String,
+    pub lock: LockId,
     pub obj: ObjId,
-    holder: Cell<Option<ActorId>>,
     failed_trylocks: Cell<u64>,
 }
 
 impl SleepLock {
     pub fn new(world: &mut World, name: &str) -> Self {
+        let lock = world.lock(name.to_string(), LockKind::Mutex);
         SleepLock {
             name: name.to_string(),
-            obj: world.object(name.to_string()),
-            holder: Cell::new(None),
+            lock,
+            obj: lock.0,
             failed_trylocks: Cell::new(0),
         }
     }
 
     /// Blocking acquire (`dma_resv_lock`).
-    pub async fn lock(self: &Rc<Self>, cx: &Cx) {
-        let me = self.clone();
-        cx.wait_until(self.obj, "dma_resv_lock", move || me.holder.get().is_none())
-            .await;
-        self.holder.set(Some(cx.me()));
-        world::emit!(cx, "lock {}", self.name);
+    pub async fn lock(&self, cx: &Cx) {
+        cx.lock(self.lock, LockMode::Exclusive).await;
     }
 
     /// `dma_resv_trylock`: take it if free, else return false at once.
     pub async fn try_lock(&self, cx: &Cx) -> bool {
-        cx.access(self.obj, Access::Write, "dma_resv_trylock").await;
-        if self.holder.get().is_some() {
+        let ok = cx.try_lock(self.lock).await;
+        if !ok {
+            audit::write(self.obj);
             self.failed_trylocks.set(self.failed_trylocks.get() + 1);
-            world::emit!(cx, "trylock {} failed", self.name);
-            return false;
         }
-        self.holder.set(Some(cx.me()));
-        world::emit!(cx, "trylock {}", self.name);
-        true
+        ok
     }
 
     /// Release; releasing a lock this actor does not hold is a BUG.
     pub async fn unlock(&self, cx: &Cx) {
-        cx.access(self.obj, Access::Write, "dma_resv_unlock").await;
-        if self.holder.get() != Some(cx.me()) {
-            return cx.bug(format!("unlock of {} not held", self.name)).await;
-        }
-        self.holder.set(None);
-        world::emit!(cx, "unlock {}", self.name);
+        cx.unlock(self.lock).await;
     }
 
     /// How many `try_lock`s have failed so far (reads `obj`: wait on it with that object).
     pub fn failed_trylocks(&self) -> u64 {
+        audit::read(self.obj);
         self.failed_trylocks.get()
-    }
-
-    /// Who holds it (an oracle's view).
-    pub fn holder(&self) -> Option<ActorId> {
-        self.holder.get()
     }
 }
 
@@ -182,7 +166,8 @@ where
     let _f = cx.func("mmap_region");
     mm.mmap_write_lock(cx).await;
     let name = args.name.clone();
-    let r = match mm.mmap(args) {
+    let file = args.file.clone();
+    let r = match crate::mm::syscalls::with_i_mmap(cx, file.as_ref(), || mm.mmap(args)).await {
         Ok(vma) => {
             world::emit!(cx, "new vma {name} [{:#x}, {:#x})", vma.start, vma.end);
             match hook(vma.clone()).await {

@@ -36,8 +36,8 @@ use crate::mm::{
     MmapArgs, Owner, Pfn, VmFault, VmFaultArgs, VmFlags, VmOps, Vma, EINVAL, ENOMEM, PAGE_SIZE,
 };
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
-use world::{Cx, World};
+use std::rc::{Rc, Weak};
+use world::{audit, Access, Cx, Footprint, FpSet, ObjId, World};
 
 /// `DRM_FILE_PAGE_OFFSET_START` on 64-bit: `(0xFFFFFFFF >> PAGE_SHIFT) + 1`.
 pub const DRM_FILE_PAGE_OFFSET_START: u64 = 0x10_0000;
@@ -75,11 +75,14 @@ impl Default for TtmConfig {
 pub struct Ttm {
     pub cfg: TtmConfig,
     frames: Rc<Frames>,
-    mm: Rc<Mm>,
+    /// The mm this driver's vmas live in (weak: its vmas point back at the driver).
+    mm: Weak<Mm>,
     /// `bo->base.resv`.
     pub resv: Rc<SleepLock>,
     /// The DRM device's anon inode mapping.
     pub mapping: Rc<AddressSpace>,
+    /// Footprint object of `blocks`, `swap`, `swapped`, `evictions` (protected by `resv`).
+    state_obj: ObjId,
     /// Heads of the order-2 blocks while populated.
     blocks: RefCell<Vec<Pfn>>,
     /// Saved contents while swapped out.
@@ -89,6 +92,10 @@ pub struct Ttm {
 }
 
 impl Ttm {
+    fn mm(&self) -> Rc<Mm> {
+        self.mm.upgrade().expect("the mm outlives its drivers")
+    }
+
     /// Create and populate the object (-ENOMEM if RAM runs out).
     pub fn new(
         world: &mut World,
@@ -99,10 +106,14 @@ impl Ttm {
         if cfg.pages == 0 {
             return Err(EINVAL);
         }
+        let resv = Rc::new(SleepLock::new(world, "bo->resv"));
+        let state_obj = world.object("ttm bo state");
+        world.protect(Footprint::new(state_obj, Access::Write), resv.lock);
         let bo = Rc::new(Ttm {
             frames: frames.clone(),
-            mm: mm.clone(),
-            resv: Rc::new(SleepLock::new(world, "bo->resv")),
+            mm: Rc::downgrade(mm),
+            resv,
+            state_obj,
             mapping: AddressSpace::new(
                 world,
                 "drm",
@@ -125,6 +136,7 @@ impl Ttm {
 
     /// The pfn of page `i`, while populated.
     pub fn pfn_of(&self, i: u64) -> Option<Pfn> {
+        audit::read(self.state_obj);
         let per = 1u64 << TTM_ORDER;
         self.blocks
             .borrow()
@@ -139,36 +151,48 @@ impl Ttm {
 
     /// Whether the object is swapped out (no pages).
     pub fn swapped(&self) -> bool {
+        audit::read(self.state_obj);
         self.swapped.get()
     }
 
     pub fn evictions(&self) -> u32 {
+        audit::read(self.state_obj);
         self.evictions.get()
     }
 
-    /// `ttm_tt_populate` → `ttm_pool_alloc`: order-2 non-compound blocks; contents from the
-    /// swap copy, or the initial pattern.
+    /// `ttm_tt_populate` → `ttm_pool_alloc` at object creation (setup): order-2
+    /// non-compound blocks filled with the initial pattern.
     fn populate(&self) -> Result<(), Errno> {
         let per = 1u64 << TTM_ORDER;
         let n = self.cfg.pages.div_ceil(per);
         let mut blocks = Vec::new();
         for _ in 0..n {
-            match self
+            // The model cannot free without a Cx; a failed populate keeps what it got (a leak
+            // only under OOM).
+            let h = self
                 .frames
                 .alloc(TTM_ORDER, Owner::Driver("ttm".into()), false)
-            {
-                Some(h) => blocks.push(h),
-                None => {
-                    // The model cannot free without a Cx; a failed populate keeps what it got
-                    // and retries from scratch next time (a leak only under OOM).
-                    return Err(ENOMEM);
-                }
-            }
+                .ok_or(ENOMEM)?;
+            blocks.push(h);
+        }
+        for (b, h) in blocks.iter().enumerate() {
+            self.fill_block(b as u64, *h, &[]);
         }
         *self.blocks.borrow_mut() = blocks;
-        let saved = std::mem::take(&mut *self.swap.borrow_mut());
-        for i in 0..self.cfg.pages {
-            let pfn = self.pfn_of(i).expect("just populated");
+        self.swapped.set(false);
+        Ok(())
+    }
+
+    /// Contents of block `b` at `head`: the swap copy where there is one, else the initial
+    /// pattern.
+    fn fill_block(&self, b: u64, head: Pfn, saved: &[Content]) {
+        let per = 1u64 << TTM_ORDER;
+        for j in 0..per {
+            let i = b * per + j;
+            if i >= self.cfg.pages {
+                break;
+            }
+            let pfn = Pfn(head.0 + j);
             let fill = self.cfg.pattern.wrapping_add(i as u32);
             self.frames.fill(pfn, fill);
             if let Some(c) = saved.get(i as usize) {
@@ -179,6 +203,29 @@ impl Ttm {
                 }
             }
         }
+    }
+
+    /// `ttm_tt_populate` from the fault path (the reservation held): one allocation step per
+    /// order-2 block, each filled from the swap copy as it arrives.
+    async fn populate_in(&self, cx: &Cx) -> Result<(), Errno> {
+        let per = 1u64 << TTM_ORDER;
+        let n = self.cfg.pages.div_ceil(per);
+        audit::write(self.state_obj);
+        let saved = std::mem::take(&mut *self.swap.borrow_mut());
+        let mut blocks = Vec::new();
+        for b in 0..n {
+            let Some(h) = self
+                .frames
+                .alloc_pages(cx, TTM_ORDER, Owner::Driver("ttm".into()), false)
+                .await
+            else {
+                return Err(ENOMEM);
+            };
+            self.fill_block(b, h, &saved);
+            blocks.push(h);
+        }
+        audit::write(self.state_obj);
+        *self.blocks.borrow_mut() = blocks;
         self.swapped.set(false);
         Ok(())
     }
@@ -204,7 +251,7 @@ impl Ttm {
     /// Map the whole object at `start` (setup; no PTEs).
     pub fn mmap(self: &Rc<Self>, start: Hva) -> Result<Rc<Vma>, Errno> {
         check_range(start, self.cfg.pages)?;
-        self.mm.mmap(self.mmap_args(start))
+        self.mm().mmap(self.mmap_args(start))
     }
 
     /// Eviction to system/swap: under the reservation, zap every CPU mapping
@@ -213,22 +260,29 @@ impl Ttm {
     pub async fn evict(&self, cx: &Cx) {
         let _f = cx.func("ttm_bo_evict");
         self.resv.lock(cx).await;
-        if !self.swapped.get() {
+        if !self.swapped() {
             unmap_mapping_pages(cx, &self.mapping, self.fake_pgoff(), self.cfg.pages).await;
-            let saved: Vec<Content> = (0..self.cfg.pages)
-                .map(|i| {
+            // ttm_tt_swapout: copy the pages out (one step loading all of them).
+            let mut fp = FpSet::new();
+            for h in self.blocks.borrow().iter() {
+                fp.add(
                     self.frames
-                        .frame(self.pfn_of(i).expect("populated"))
-                        .map(|f| f.content)
-                        .unwrap_or(Content::filled(0))
-                })
+                        .data_class()
+                        .range(h.0, h.0 + (1 << TTM_ORDER), Access::Read),
+                );
+            }
+            cx.step_with(fp, "ttm_tt_swapout").await;
+            let saved: Vec<Content> = (0..self.cfg.pages)
+                .map(|i| self.frames.content(self.pfn_of(i).expect("populated")))
                 .collect();
+            audit::write(self.state_obj);
             *self.swap.borrow_mut() = saved;
             let blocks = std::mem::take(&mut *self.blocks.borrow_mut());
             for h in blocks {
                 let _g = cx.func("ttm_pool_free_page");
                 self.frames.free_pages(cx, h, TTM_ORDER).await;
             }
+            audit::write(self.state_obj);
             self.swapped.set(true);
             self.evictions.set(self.evictions.get() + 1);
             cx.emit_str("object swapped out");
@@ -270,10 +324,10 @@ impl Ttm {
         }
         let mut page = vmf.pgoff - start;
         let page_last =
-            (vma.pgoff.get() + (vma.end - vma.start) / PAGE_SIZE - start).min(self.cfg.pages);
-        if self.swapped.get() {
+            (vma.pgoff() + (vma.end - vma.start) / PAGE_SIZE - start).min(self.cfg.pages);
+        if self.swapped() {
             let _g = cx.func("ttm_tt_populate");
-            if self.populate().is_err() {
+            if self.populate_in(cx).await.is_err() {
                 return VmFault::VM_FAULT_OOM;
             }
             world::emit!(

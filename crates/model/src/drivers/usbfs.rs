@@ -27,13 +27,14 @@ use crate::mm::{
     VmFaultArgs, VmFlags, VmOps, Vma, ENOMEM, PAGE_SIZE,
 };
 use std::cell::Cell;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use world::Cx;
 
 /// The usbfs device file and its one coherent buffer.
 pub struct Usbfs {
     frames: Rc<Frames>,
-    mm: Rc<Mm>,
+    /// The mm this driver's vmas live in (weak: its vmas point back at the driver).
+    mm: Weak<Mm>,
     /// `(head pfn, order, pages mapped)` of the buffer while allocated.
     buffer: Cell<Option<(Pfn, u8, u64)>>,
     /// Start of the mapping, while mapped.
@@ -46,10 +47,14 @@ fn order_for(pages: u64) -> u8 {
 }
 
 impl Usbfs {
+    fn mm(&self) -> Rc<Mm> {
+        self.mm.upgrade().expect("the mm outlives its drivers")
+    }
+
     pub fn new(frames: &Rc<Frames>, mm: &Rc<Mm>) -> Rc<Self> {
         Rc::new(Usbfs {
             frames: frames.clone(),
-            mm: mm.clone(),
+            mm: Rc::downgrade(mm),
             buffer: Cell::new(None),
             start: Cell::new(None),
         })
@@ -120,10 +125,10 @@ impl Usbfs {
         check_range(start, pages)?;
         let head = self.alloc_buffer(pages)?;
         let vma = self
-            .mm
+            .mm()
             .mmap(self.args(start, pages, Self::vm_flags(write)))?;
         for i in 0..pages {
-            self.mm.set_pte_setup(
+            self.mm().set_pte_setup(
                 start + i * PAGE_SIZE,
                 Pte {
                     pfn: Pfn(head.0 + i),
@@ -154,12 +159,12 @@ impl Usbfs {
         );
         let r = mmap_locked(
             cx,
-            &self.mm,
+            &self.mm(),
             self.args(start, pages, flags),
             move |vma| async move {
                 let _f = cx.func("usbdev_mmap");
                 remap_pfn_range(cx, &vma, vma.start, head, pages).await?;
-                vma.flags.set(
+                vma.set_flags(
                     vma.flags() | VmFlags::VM_IO | VmFlags::VM_DONTEXPAND | VmFlags::VM_DONTDUMP,
                 );
                 Ok(())
@@ -185,7 +190,7 @@ impl Usbfs {
     /// `munmap` of the buffer mapping followed by `usbdev_vm_close` freeing the buffer.
     pub async fn close(&self, cx: &Cx) -> Result<(), Errno> {
         if let (Some(start), Some((_, _, pages))) = (self.start.take(), self.buffer.get()) {
-            sys_munmap(cx, &self.mm, start, pages * PAGE_SIZE).await?;
+            sys_munmap(cx, &self.mm(), start, pages * PAGE_SIZE).await?;
         }
         self.release(cx).await;
         Ok(())

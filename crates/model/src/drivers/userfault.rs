@@ -115,6 +115,7 @@ impl Userfault {
     pub async fn stop(&self, cx: &Cx) {
         cx.access(self.uffd.obj, Access::Write, "signal uffd handler to stop")
             .await;
+        world::audit::write(self.uffd.obj);
         self.stop.set(true);
         cx.emit_str("uffd handler: stop requested");
     }
@@ -129,6 +130,7 @@ impl Userfault {
         while n < max_msgs {
             let me = self.clone();
             cx.wait_until(self.uffd.obj, "poll(uffd, stop eventfd)", move || {
+                world::audit::read(me.uffd.obj);
                 me.uffd.has_pending() || me.stop.get()
             })
             .await;

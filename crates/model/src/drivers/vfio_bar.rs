@@ -40,8 +40,8 @@ use crate::mm::{
     VmFaultArgs, VmFlags, VmOps, Vma, IO_BASE, PAGE_SIZE,
 };
 use std::cell::Cell;
-use std::rc::Rc;
-use world::{Access, Cx, LockId, LockKind, LockMode, World};
+use std::rc::{Rc, Weak};
+use world::{audit, Access, Cx, Footprint, LockId, LockKind, LockMode, ObjId, World};
 
 /// Options of a [`VfioBar`].
 #[derive(Clone, Debug)]
@@ -85,17 +85,24 @@ impl Default for VfioBarConfig {
 pub struct VfioBar {
     pub cfg: VfioBarConfig,
     frames: Rc<Frames>,
-    mm: Rc<Mm>,
+    /// The mm this driver's vmas live in (weak: its vmas point back at the driver).
+    mm: Weak<Mm>,
     /// `vdev->memory_lock` (rw_semaphore).
     pub memory_lock: LockId,
     /// The device inode's `address_space` (vma `vm_file`).
     pub mapping: Rc<AddressSpace>,
-    /// `PCI_COMMAND_MEMORY` is set.
+    /// `PCI_COMMAND_MEMORY` is set (the `state_obj` footprint object, protected by
+    /// `memory_lock`).
     memory_enabled: Cell<bool>,
+    state_obj: ObjId,
     resets: Cell<u32>,
 }
 
 impl VfioBar {
+    fn mm(&self) -> Rc<Mm> {
+        self.mm.upgrade().expect("the mm outlives its drivers")
+    }
+
     /// Registers the BAR's device memory (`frames.add_io`).
     pub fn new(
         world: &mut World,
@@ -105,10 +112,14 @@ impl VfioBar {
     ) -> Rc<Self> {
         frames.add_io(cfg.bar_pfn, cfg.pages, cfg.pattern);
         let name = format!("vfio-pci-bar{}", cfg.index);
+        let memory_lock = world.lock("vdev->memory_lock", LockKind::RwSem);
+        let state_obj = world.object(format!("{name} command register"));
+        world.protect(Footprint::new(state_obj, Access::Write), memory_lock);
         Rc::new(VfioBar {
             frames: frames.clone(),
-            mm: mm.clone(),
-            memory_lock: world.lock("vdev->memory_lock", LockKind::RwSem),
+            mm: Rc::downgrade(mm),
+            memory_lock,
+            state_obj,
             mapping: AddressSpace::new(world, &name, vfio_region_pgoff(cfg.index) + cfg.pages),
             memory_enabled: Cell::new(true),
             resets: Cell::new(0),
@@ -127,7 +138,13 @@ impl VfioBar {
     }
 
     pub fn memory_enabled(&self) -> bool {
+        audit::read(self.state_obj);
         self.memory_enabled.get()
+    }
+
+    fn set_memory_enabled(&self, on: bool) {
+        audit::write(self.state_obj);
+        self.memory_enabled.set(on);
     }
 
     pub fn resets(&self) -> u32 {
@@ -160,7 +177,7 @@ impl VfioBar {
     /// `remap_pfn_range` would (special, writable since the mapping is shared RW).
     pub fn mmap(self: &Rc<Self>, start: Hva) -> Result<Rc<Vma>, Errno> {
         check_range(start, self.cfg.pages)?;
-        let vma = self.mm.mmap(self.mmap_args(start))?;
+        let vma = self.mm().mmap(self.mmap_args(start))?;
         if self.cfg.eager_legacy {
             for i in 0..self.cfg.pages {
                 let pte = Pte {
@@ -169,7 +186,7 @@ impl VfioBar {
                     special: true,
                     protnone: false,
                 };
-                self.mm.set_pte_setup(start + i * PAGE_SIZE, pte);
+                self.mm().set_pte_setup(start + i * PAGE_SIZE, pte);
             }
         }
         Ok(vma)
@@ -180,13 +197,18 @@ impl VfioBar {
     pub async fn mmap_in(self: &Rc<Self>, cx: &Cx, start: Hva) -> Result<Rc<Vma>, Errno> {
         check_range(start, self.cfg.pages)?;
         let me = self.clone();
-        mmap_locked(cx, &self.mm, self.mmap_args(start), move |vma| async move {
-            if me.cfg.eager_legacy {
-                let _f = cx.func("vfio_pci_mmap");
-                remap_pfn_range(cx, &vma, vma.start, me.cfg.bar_pfn, me.cfg.pages).await?;
-            }
-            Ok(())
-        })
+        mmap_locked(
+            cx,
+            &self.mm(),
+            self.mmap_args(start),
+            move |vma| async move {
+                if me.cfg.eager_legacy {
+                    let _f = cx.func("vfio_pci_mmap");
+                    remap_pfn_range(cx, &vma, vma.start, me.cfg.bar_pfn, me.cfg.pages).await?;
+                }
+                Ok(())
+            },
+        )
         .await
     }
 
@@ -203,7 +225,7 @@ impl VfioBar {
     pub async fn disable_memory(&self, cx: &Cx) {
         let _f = cx.func("vfio_pci_disable_memory");
         self.zap_and_down_write(cx).await;
-        self.memory_enabled.set(false);
+        self.set_memory_enabled(false);
         cx.emit_str("PCI_COMMAND_MEMORY cleared");
         cx.unlock(self.memory_lock).await;
     }
@@ -212,7 +234,7 @@ impl VfioBar {
     pub async fn enable_memory(&self, cx: &Cx) {
         let _f = cx.func("vfio_pci_enable_memory");
         cx.lock(self.memory_lock, LockMode::Exclusive).await;
-        self.memory_enabled.set(true);
+        self.set_memory_enabled(true);
         cx.emit_str("PCI_COMMAND_MEMORY set");
         cx.unlock(self.memory_lock).await;
     }
@@ -230,7 +252,7 @@ impl VfioBar {
     /// The device updates a BAR register.
     pub async fn device_store(&self, cx: &Cx, page: u64, off: u64, size: u8, value: u64) -> bool {
         let pfn = self.pfn_of(page);
-        cx.access(self.frames.mem_obj(), Access::Write, "device store")
+        cx.access(self.frames.data_obj(pfn), Access::Write, "device store")
             .await;
         self.frames.write(pfn, off, size, value)
     }
@@ -246,7 +268,7 @@ impl VfioBar {
             return FaultResult::ret(VmFault::VM_FAULT_SIGBUS);
         }
         cx.lock(self.memory_lock, LockMode::Shared).await;
-        let ret = if !self.memory_enabled.get() {
+        let ret = if !self.memory_enabled() {
             cx.emit_str("memory decoding disabled: VM_FAULT_SIGBUS");
             VmFault::VM_FAULT_SIGBUS
         } else if self.cfg.whole_vma {

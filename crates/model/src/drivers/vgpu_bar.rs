@@ -39,8 +39,8 @@ use crate::mm::{
 };
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::rc::Rc;
-use world::{Access, Cx, LockId, LockKind, LockMode, ObjId, World};
+use std::rc::{Rc, Weak};
+use world::{audit, Access, Cx, Footprint, LockId, LockKind, LockMode, ObjId, World};
 
 /// Options of a [`VgpuBar`].
 #[derive(Clone, Debug)]
@@ -77,9 +77,12 @@ impl Default for VgpuConfig {
 pub struct VgpuBar {
     pub cfg: VgpuConfig,
     frames: Rc<Frames>,
-    mm: Rc<Mm>,
+    /// The mm this driver's vmas live in (weak: its vmas point back at the driver).
+    mm: Weak<Mm>,
     /// The driver's mutex (`vgpu->lock`), taken in `->fault` and in `reset`.
     pub lock: LockId,
+    /// Footprint object of `backing` and `mapped` (protected by `lock`).
+    state_obj: ObjId,
     /// The device, for "wait for the device" steps.
     pub dev_obj: ObjId,
     /// The vfio device file's `address_space`; the vma's `vm_file` points here.
@@ -95,12 +98,20 @@ pub struct VgpuBar {
 }
 
 impl VgpuBar {
+    fn mm(&self) -> Rc<Mm> {
+        self.mm.upgrade().expect("the mm outlives its drivers")
+    }
+
     pub fn new(world: &mut World, frames: &Rc<Frames>, mm: &Rc<Mm>, cfg: VgpuConfig) -> Rc<Self> {
         let name = format!("vgpu-bar{}", cfg.index);
+        let lock = world.lock("vgpu->lock", LockKind::Mutex);
+        let state_obj = world.object(format!("{name} driver state"));
+        world.protect(Footprint::new(state_obj, Access::Write), lock);
         Rc::new(VgpuBar {
             frames: frames.clone(),
-            mm: mm.clone(),
-            lock: world.lock("vgpu->lock", LockKind::Mutex),
+            mm: Rc::downgrade(mm),
+            lock,
+            state_obj,
             dev_obj: world.object(format!("{name} device")),
             mapping: AddressSpace::new(world, &name, vfio_region_pgoff(cfg.index) + cfg.pages),
             backing: RefCell::new(BTreeMap::new()),
@@ -138,7 +149,7 @@ impl VgpuBar {
     /// Map the whole BAR at `start` (setup; no PTEs are installed).
     pub fn mmap(self: &Rc<Self>, start: Hva) -> Result<Rc<Vma>, Errno> {
         check_range(start, self.cfg.pages)?;
-        self.mm.mmap(self.mmap_args(start))
+        self.mm().mmap(self.mmap_args(start))
     }
 
     /// The first access the handler saw on BAR page `page`: `(step, write)`.
@@ -148,6 +159,7 @@ impl VgpuBar {
 
     /// The frame currently backing BAR page `page`, if the page has been populated.
     pub fn backing(&self, page: u64) -> Option<Pfn> {
+        audit::read(self.state_obj);
         self.backing.borrow().get(&page).copied()
     }
 
@@ -164,6 +176,7 @@ impl VgpuBar {
         let _f = cx.func("vgpu_reset");
         cx.lock(self.lock, LockMode::Exclusive).await;
         unmap_mapping_pages(cx, &self.mapping, self.region_pgoff(), self.cfg.pages).await;
+        audit::write(self.state_obj);
         self.mapped.borrow_mut().clear();
         let pages: Vec<(u64, Pfn)> = std::mem::take(&mut *self.backing.borrow_mut())
             .into_iter()
@@ -179,12 +192,16 @@ impl VgpuBar {
     /// The device writes to BAR page `page` (e.g. the GPU updating a register block);
     /// false if the page has no backing yet.
     pub async fn device_store(&self, cx: &Cx, page: u64, off: u64, size: u8, value: u64) -> bool {
-        let Some(pfn) = self.backing(page) else {
-            return false;
-        };
-        cx.access(self.frames.mem_obj(), Access::Write, "device store")
-            .await;
-        self.frames.write(pfn, off, size, value)
+        // The device writes its own memory; the driver's lock keeps the backing in place.
+        cx.lock(self.lock, LockMode::Exclusive).await;
+        let pfn = self.backing(page);
+        if let Some(pfn) = pfn {
+            cx.access(self.frames.data_obj(pfn), Access::Write, "device store")
+                .await;
+            self.frames.write(pfn, off, size, value);
+        }
+        cx.unlock(self.lock).await;
+        pfn.is_some()
     }
 
     async fn fault_impl(&self, cx: &Cx, vmf: &VmFaultArgs) -> FaultResult {
@@ -220,6 +237,7 @@ impl VgpuBar {
             self.accesses.record(cx, page, write);
         }
         let key = (vmf.vma.id, page);
+        audit::read(self.state_obj);
         if !self.cfg.racy_remap && self.mapped.borrow().contains(&key) {
             world::emit!(cx, "BAR page {page} already mapped: VM_FAULT_NOPAGE");
             cx.unlock(self.lock).await;
@@ -242,6 +260,7 @@ impl VgpuBar {
                     cx,
                     "BAR page {page}: allocated {p} (refcount 1, not reserved)"
                 );
+                audit::write(self.state_obj);
                 self.backing.borrow_mut().insert(page, p);
                 p
             }
@@ -249,6 +268,7 @@ impl VgpuBar {
         let r = remap_pfn_range(cx, &vmf.vma, vmf.address, pfn, 1).await;
         let ret = match r {
             Ok(()) => {
+                audit::write(self.state_obj);
                 self.mapped.borrow_mut().insert(key);
                 VmFault::VM_FAULT_NOPAGE
             }

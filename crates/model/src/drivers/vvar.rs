@@ -32,7 +32,7 @@ use crate::mm::{
     Errno, FaultResult, Frames, Hva, LocalBoxFuture, Mm, MmapArgs, Owner, Pfn, VmFault,
     VmFaultArgs, VmFlags, VmOps, Vma, ENOMEM,
 };
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use world::{Access, Cx};
 
 /// Fill pattern of the time page (ASCII "rvvt" little-endian: `0x74767672`).
@@ -49,7 +49,8 @@ pub const VCLOCK_PAGES: u64 = 2;
 /// The vDSO data pages and their special mappings.
 pub struct Vvar {
     frames: Rc<Frames>,
-    mm: Rc<Mm>,
+    /// The mm this driver's vmas live in (weak: its vmas point back at the driver).
+    mm: Weak<Mm>,
     time: Pfn,
     rng: Pfn,
 }
@@ -81,6 +82,10 @@ impl VmOps for VclockOps {
 }
 
 impl Vvar {
+    fn mm(&self) -> Rc<Mm> {
+        self.mm.upgrade().expect("the mm outlives its drivers")
+    }
+
     /// Allocate the time and getrandom data pages (kernel data: reserved, refcount 1).
     /// Fails with -ENOMEM if RAM is exhausted.
     pub fn new(frames: &Rc<Frames>, mm: &Rc<Mm>) -> Result<Rc<Self>, Errno> {
@@ -99,7 +104,7 @@ impl Vvar {
         frames.fill(rng, RNG_PAGE_PATTERN);
         Ok(Rc::new(Vvar {
             frames: frames.clone(),
-            mm: mm.clone(),
+            mm: Rc::downgrade(mm),
             time,
             rng,
         }))
@@ -127,7 +132,7 @@ impl Vvar {
 
     /// Install `[vvar]` at `start` (at exec; setup, no PTEs).
     pub fn mmap(self: &Rc<Self>, start: Hva) -> Result<Rc<Vma>, Errno> {
-        self.mm.mmap(MmapArgs {
+        self.mm().mmap(MmapArgs {
             name: "[vvar]".into(),
             start,
             pages: VVAR_PAGES,
@@ -140,7 +145,7 @@ impl Vvar {
 
     /// Install `[vvar_vclock]` at `start` (2 pages, both SIGBUS on this host).
     pub fn mmap_vclock(self: &Rc<Self>, start: Hva) -> Result<Rc<Vma>, Errno> {
-        self.mm.mmap(MmapArgs {
+        self.mm().mmap(MmapArgs {
             name: "[vvar_vclock]".into(),
             start,
             pages: VCLOCK_PAGES,

@@ -267,7 +267,24 @@ fn map_one(
 /// (driver `->mmap` work that needs the mmap lock, host touches) runs in a first phase under
 /// the sequential schedule; the returned world holds the actors of the run proper.
 pub fn build(sc: &Scenario, policy: PolicyId) -> Result<(World, Sys), String> {
+    build_with(sc, policy, &BuildOptions::default())
+}
+
+/// How to build a world.
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    /// Audit every step's accesses against its footprint (setup included).
+    pub audit: bool,
+}
+
+/// [`build`] with options.
+pub fn build_with(
+    sc: &Scenario,
+    policy: PolicyId,
+    opts: &BuildOptions,
+) -> Result<(World, Sys), String> {
     let mut w = World::new();
+    w.set_audit(opts.audit || std::env::var_os("KVMMU_AUDIT").is_some());
     let frames = Rc::new(Frames::new(&mut w, nr_ram(sc)));
     let mm = Mm::new(&mut w, frames.clone());
     let kvm = Kvm::new(&mut w, &mm, policy.build());
@@ -302,12 +319,13 @@ pub fn build(sc: &Scenario, policy: PolicyId) -> Result<(World, Sys), String> {
     {
         for (m, st) in sc.mappings.iter().zip(&mappings) {
             if let Backend::Mixed(d) = &st.backend {
-                let (d, mm2, base) = (d.clone(), mm.clone(), st.base);
-                w.spawn(format!("setup {}", m.name), move |cx| async move {
-                    if let Some(v) = mm2.vma_lookup(base) {
+                // The vma the VMM's mmap() returned (looked up before anything runs).
+                if let Some(v) = mm.vma_lookup(st.base) {
+                    let d = d.clone();
+                    w.spawn(format!("setup {}", m.name), move |cx| async move {
                         let _ = d.populate(&cx, &v).await;
-                    }
-                });
+                    });
+                }
             }
             for &page in &m.touch {
                 let (mm2, a) = (mm.clone(), st.base + page * PAGE_SIZE);
@@ -396,8 +414,11 @@ pub fn build(sc: &Scenario, policy: PolicyId) -> Result<(World, Sys), String> {
             let (u3, running, obj) = (u.clone(), sys.running.clone(), sys.seq.obj);
             w.spawn(format!("vmm-exit-{}", st.name), move |cx| async move {
                 let r = running.clone();
-                cx.wait_until(obj, "every vCPU and host thread done", move || r.get() == 0)
-                    .await;
+                cx.wait_until(obj, "every vCPU and host thread done", move || {
+                    world::audit::read(obj);
+                    r.get() == 0
+                })
+                .await;
                 u3.stop(&cx).await;
             });
         }
@@ -408,5 +429,6 @@ pub fn build(sc: &Scenario, policy: PolicyId) -> Result<(World, Sys), String> {
 /// A VMM thread is done: the count the exit path waits on drops (a write of `obj`).
 pub(crate) async fn finished(cx: &world::Cx, obj: world::ObjId, running: &Cell<usize>) {
     cx.access(obj, world::Access::Write, "thread exits").await;
+    world::audit::write(obj);
     running.set(running.get() - 1);
 }

@@ -89,8 +89,8 @@ async fn act(cx: &Cx, h: &HostCtx, a: &HostAction) -> Result<String, Errno> {
                 for i in 0..*pages {
                     let a = page(offset + i);
                     user_access(cx, &h.mm, a, 4, Some(u64::from(*f)), true).await?;
+                    h.mm.walk_step(cx, a, true, "memset").await;
                     if let Some(pte) = h.mm.pte(a) {
-                        cx.access(h.frames.mem_obj(), Access::Write, "memset").await;
                         h.frames.fill(pte.pfn, *f);
                     }
                 }
@@ -119,13 +119,13 @@ async fn act(cx: &Cx, h: &HostCtx, a: &HostAction) -> Result<String, Errno> {
 /// after.
 pub(crate) async fn run_host_thread(cx: Cx, h: HostCtx, steps: Vec<(usize, HostAction)>) {
     for (j, a) in steps {
-        if !h.seq.step_ready(j) {
-            let s = h.seq.clone();
-            cx.wait_until(h.seq.obj, "guest reaches the step's point", move || {
-                s.step_ready(j)
-            })
-            .await;
-        }
+        // The VMM thread waits for the guest to reach the step's point (at once if the step
+        // is not sequenced, or the point was reached).
+        let s = h.seq.clone();
+        cx.wait_until(h.seq.obj, "guest reaches the step's point", move || {
+            s.step_ready(j)
+        })
+        .await;
         let r = act(&cx, &h, &a).await;
         match r {
             Ok(t) => cx.emit(t),

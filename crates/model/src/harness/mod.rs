@@ -7,6 +7,6 @@ mod host;
 pub mod oracle;
 mod run;
 
-pub use build::{build, Backend, MappingState, Sys};
+pub use build::{build, build_with, Backend, BuildOptions, MappingState, Sys};
 pub use oracle::{Oracle, Violation};
 pub use run::{run_cell, run_once, CellResult, RunOptions, ScheduleKind, SingleRun};

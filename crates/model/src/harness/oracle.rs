@@ -280,11 +280,7 @@ impl Checker {
                     d.first_access(page).is_some()
                 }
                 Backend::Userfault(u)
-                    if vma
-                        .uffd
-                        .borrow()
-                        .as_ref()
-                        .is_some_and(|x| Rc::ptr_eq(x, &u.uffd)) =>
+                    if vma.uffd().as_ref().is_some_and(|x| Rc::ptr_eq(x, &u.uffd)) =>
                 {
                     u.first_access(page).is_some()
                 }

@@ -69,16 +69,12 @@ struct VcpusLast {
 }
 
 impl Scheduler for VcpusLast {
-    fn pick(
-        &mut self,
-        enabled: &[world::ActorId],
-        _: &[world::Footprint],
-    ) -> Option<world::ActorId> {
-        enabled
+    fn pick(&mut self, d: &world::Decision) -> Option<world::ActorId> {
+        d.enabled
             .iter()
             .copied()
             .find(|a| !self.guests.contains(a))
-            .or_else(|| enabled.first().copied())
+            .or_else(|| d.enabled.first().copied())
     }
 }
 
@@ -95,7 +91,7 @@ pub fn run_once(
     w.set_max_steps(max_steps);
     let mut sched: Box<dyn Scheduler> = match &kind {
         ScheduleKind::Sequential => Box::new(FirstEnabled),
-        ScheduleKind::RoundRobin => Box::new(RoundRobin::default()),
+        ScheduleKind::RoundRobin => Box::new(RoundRobin),
         ScheduleKind::Random(s) => Box::new(Random::new(*s)),
         ScheduleKind::Pct { seed, depth, steps } => Box::new(Pct::new(*seed, *depth, *steps)),
         ScheduleKind::Replay(c) => Box::new(Replay::new(c.clone())),
@@ -131,6 +127,9 @@ pub fn run_once(
             step: r.steps,
             detail: format!("no progress within {max_steps} steps (livelock)"),
         }),
+        Status::Audit { actor, detail } => {
+            return Err(format!("audit: {actor}: {detail}"));
+        }
         Status::Stopped(_) | Status::Diverged { .. } => {}
     }
     let bug = matches!(r.status, Status::Bug { .. });

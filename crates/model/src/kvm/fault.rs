@@ -12,7 +12,7 @@ use super::policy::{Faultin, Lookup};
 use super::{Kvm, KvmPfn};
 use crate::mm::PAGE_SHIFT;
 use std::rc::Rc;
-use world::{Cx, LockMode};
+use world::{Access, Cx, FpSet, LockMode};
 
 /// `RET_PF_*` plus the error exits of `kvm_handle_error_pfn`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub async fn kvm_mmu_page_fault(cx: &Cx, kvm: &Rc<Kvm>, gpa: u64, write: bool) -
     let gfn = gpa >> PAGE_SHIFT;
     world::emit!(cx, "gpa {gpa:#x} {}", if write { "write" } else { "read" });
     // kvm_mmu_faultin_pfn: the snapshot precedes any primary-MMU lookup.
-    let mmu_seq = kvm.read_seq(cx).await;
+    let mmu_seq = kvm.read_seq(cx, gfn).await;
     let fault_start = cx.step();
     let Some(slot) = kvm.gfn_to_memslot(gfn) else {
         cx.emit_str("no memslot: MMIO");
@@ -83,7 +83,9 @@ pub async fn kvm_mmu_page_fault(cx: &Cx, kvm: &Rc<Kvm>, gpa: u64, write: bool) -
         kvm.policy.release(cx, kvm, &f).await;
         return PfResult::Retry;
     }
-    cx.lock(kvm.mmu_lock, LockMode::Exclusive).await;
+    // is_page_fault_stale() loads the invalidation state right after taking mmu_lock.
+    let inv = FpSet::one(kvm.inv_obj, Access::Read);
+    cx.lock_with(kvm.mmu_lock, LockMode::Exclusive, inv).await;
     let r = if kvm.retry_gfn_locked(cx, gfn, mmu_seq) {
         PfResult::Retry
     } else {

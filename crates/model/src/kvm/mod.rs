@@ -9,6 +9,15 @@
 //! Stage 2 is modelled as one SPTE per gfn (4 KiB, no huge pages, no shadow-paging
 //! structure). The MMU lock is taken for write, as on this machine's shadow MMU (the TDP
 //! MMU takes it for read; the retry protocol is the same).
+//!
+//! Footprint objects: `spte <gfn>` per stage-2 entry (walked locklessly by the hardware, so
+//! declared everywhere), `mmu_invalidate_seq` for the invalidation state (read locklessly,
+//! written under `mmu_lock`). Steps that create or destroy a guest mapping also declare
+//! *ghost reads* of the host PTE and the `struct page` it is about (and every host PTE write
+//! declares a read of the invalidation state, see [`crate::mm::Mm::observe_ptes`]): the
+//! oracles compare those objects whenever one of them changes, and the ghost reads keep the
+//! explorer from reordering the changes they compare — an invariant is then judged the same
+//! in every interleaving the explorer treats as equivalent.
 
 pub mod fault;
 pub mod memslot;
@@ -26,7 +35,7 @@ use crate::mm::{Frames, Hva, Mm, Owner, Pfn};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use world::{Access, Cx, LockId, LockKind, ObjId, World};
+use world::{audit, Access, Class, Cx, FpSet, LockId, LockKind, ObjId, ProviderId, World};
 
 /// A stage-2 leaf entry for one gfn, with what the oracles need to judge it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,16 +83,18 @@ pub struct Kvm {
     pub mmu_lock: LockId,
     /// Footprint of `mmu_invalidate_seq` / `_in_progress` / `_range_*`.
     pub inv_obj: ObjId,
-    /// Footprint of the stage-2 tables (hardware walks read it; installs and zaps write it).
-    pub spte_obj: ObjId,
-    /// Footprint of the page-reference bookkeeping of KVM.
+    /// `spte <gfn>` objects (hardware walks read them; installs and zaps write them).
+    spte_class: Class,
+    /// Footprint of a guest access: the SPTE walk and the frame it reaches.
+    access_fp: ProviderId,
+    /// Set up before the run; not changed by actors.
     pub memslots: RefCell<Vec<Memslot>>,
     /// `kvm.allow_unsafe_mappings` module parameter (v6.13+).
     pub allow_unsafe_mappings: Cell<bool>,
     seq: Cell<u64>,
     in_progress: Cell<i64>,
     range: Cell<Option<(u64, u64)>>,
-    sptes: RefCell<BTreeMap<u64, Spte>>,
+    sptes: Rc<RefCell<BTreeMap<u64, Spte>>>,
     /// References KVM took on pages (kvm_get_pfn, GUP) and has not yet dropped.
     refs: RefCell<BTreeMap<Pfn, i64>>,
     refs_taken: Cell<u64>,
@@ -99,19 +110,44 @@ pub struct Kvm {
 impl Kvm {
     /// `KVM_CREATE_VM` + `mmu_notifier_register()` on the process mm.
     pub fn new(world: &mut World, mm: &Rc<Mm>, policy: Rc<dyn Policy>) -> Rc<Self> {
+        let inv_obj = world.object("mmu_invalidate_seq");
+        let spte_class = world.class("spte");
+        let sptes: Rc<RefCell<BTreeMap<u64, Spte>>> = Rc::new(RefCell::new(BTreeMap::new()));
+        let (s, m) = (sptes.clone(), Rc::downgrade(mm));
+        let access_fp = world.provider(Box::new(move |arg, fp| {
+            let gfn = arg & !(1 << 63);
+            fp.push(spte_class.obj(gfn), Access::Read);
+            let Some(spte) = s.borrow().get(&gfn).map(|x| (x.pfn, x.hva)) else {
+                return;
+            };
+            let Some(mm) = m.upgrade() else { return };
+            let data = if arg >> 63 == 1 {
+                Access::Write
+            } else {
+                Access::Read
+            };
+            fp.push(mm.frames.data_obj(spte.0), data);
+            // Ghost reads for `guest-coherent`: the host's translation and its frame.
+            fp.push(mm.pte_obj(spte.1), Access::Read);
+            if let Some(host) = audit::suspended(|| mm.pte(spte.1)) {
+                fp.push(mm.frames.data_obj(host.pfn), Access::Read);
+            }
+        }));
+        mm.observe_ptes(inv_obj);
         let kvm = Rc::new(Kvm {
             mm: mm.clone(),
             frames: mm.frames.clone(),
             policy,
             mmu_lock: world.lock("mmu_lock", LockKind::RwSem),
-            inv_obj: world.object("mmu_invalidate_seq"),
-            spte_obj: world.object("stage-2 tables"),
+            inv_obj,
+            spte_class,
+            access_fp,
             memslots: RefCell::new(Vec::new()),
             allow_unsafe_mappings: Cell::new(false),
             seq: Cell::new(0),
             in_progress: Cell::new(0),
             range: Cell::new(None),
-            sptes: RefCell::new(BTreeMap::new()),
+            sptes,
             refs: RefCell::new(BTreeMap::new()),
             refs_taken: Cell::new(0),
             pins: RefCell::new(Vec::new()),
@@ -122,6 +158,30 @@ impl Kvm {
         });
         mm.register_notifier(Rc::new(notifier::KvmNotifier(Rc::downgrade(&kvm))));
         kvm
+    }
+
+    /// Footprint object of the SPTE of `gfn`.
+    pub fn spte_obj(&self, gfn: u64) -> ObjId {
+        self.spte_class.obj(gfn)
+    }
+
+    /// The class of `spte <gfn>` objects.
+    pub fn spte_class(&self) -> Class {
+        self.spte_class
+    }
+
+    /// The hva `gfn` translates to through the memslots, if any slot covers it.
+    pub fn gfn_to_hva(&self, gfn: u64) -> Option<Hva> {
+        self.gfn_to_memslot(gfn).map(|s| s.gfn_to_hva(gfn))
+    }
+
+    /// Ghost footprint of a change of `gfn`'s guest mapping to `pfn` through `hva`: the host
+    /// PTE and the `struct page` the oracles compare it with.
+    fn mapping_ghosts(&self, fp: &mut FpSet, hva: Hva, pfn: Pfn) {
+        fp.push(self.mm.pte_obj(hva), Access::Read);
+        if self.frames.pfn_valid(pfn) {
+            fp.push(self.frames.obj(pfn), Access::Read);
+        }
     }
 
     /// `KVM_SET_USER_MEMORY_REGION` (creation only).
@@ -138,14 +198,21 @@ impl Kvm {
             .cloned()
     }
 
-    /// `READ_ONCE(kvm->mmu_invalidate_seq)` + `smp_rmb()`.
-    pub async fn read_seq(&self, cx: &Cx) -> u64 {
-        cx.access(self.inv_obj, Access::Read, "READ_ONCE(mmu_invalidate_seq)")
-            .await;
+    /// `READ_ONCE(kvm->mmu_invalidate_seq)` + `smp_rmb()` at the start of a fault on `gfn`
+    /// (with a ghost read of the host PTE the fault will look up: `right-frame` asks what it
+    /// held from this point on).
+    pub async fn read_seq(&self, cx: &Cx, gfn: u64) -> u64 {
+        let mut fp = FpSet::one(self.inv_obj, Access::Read);
+        if let Some(hva) = self.gfn_to_hva(gfn) {
+            fp.push(self.mm.pte_obj(hva), Access::Read);
+        }
+        cx.step_with(fp, "READ_ONCE(mmu_invalidate_seq)").await;
+        audit::read(self.inv_obj);
         self.seq.get()
     }
 
     fn retry_check(&self, gfn: u64, mmu_seq: u64) -> Option<&'static str> {
+        audit::read(self.inv_obj);
         if self.in_progress.get() > 0 {
             match self.range.get() {
                 None => return Some("invalidation in progress, range not yet set"),
@@ -193,6 +260,7 @@ impl Kvm {
             self.inv_obj,
             "invalidation of the faulting gfn ends",
             move || {
+                audit::read(k.inv_obj);
                 k.in_progress.get() == 0 || k.range.get().is_some_and(|(s, e)| gfn < s || gfn >= e)
             },
         )
@@ -214,6 +282,7 @@ impl Kvm {
 
     /// Look at the stage-2 table in place (oracles run this after every step: no copies).
     pub fn with_sptes<R>(&self, f: impl FnOnce(&BTreeMap<u64, Spte>) -> R) -> R {
+        audit::read_range(self.spte_class, 0, 1 << 40);
         f(&self.sptes.borrow())
     }
 
@@ -230,17 +299,13 @@ impl Kvm {
     }
 
     /// Hardware walk of the stage-2 tables on a guest access. Returns only what the walk
-    /// yields rather than a clone of the whole [`Spte`] (whose `owner` may hold a `String`):
-    /// this runs on every guest access.
+    /// yields rather than a clone of the whole [`Spte`]: this runs on every guest access.
     pub async fn walk(&self, cx: &Cx, gfn: u64, write: bool) -> Option<Leaf> {
         // One step walks the table and (on a hit) loads or stores the frame.
-        let data = if write { Access::Write } else { Access::Read };
-        cx.access2(
-            (self.spte_obj, Access::Read),
-            (self.frames.mem_obj(), data),
-            "guest access",
-        )
-        .await;
+        let arg = gfn | (u64::from(write) << 63);
+        cx.step_dyn(FpSet::new(), self.access_fp, arg, "guest access")
+            .await;
+        audit::read(self.spte_obj(gfn));
         self.sptes.borrow().get(&gfn).map(|s| Leaf {
             pfn: s.pfn,
             write: s.write,
@@ -258,8 +323,10 @@ impl Kvm {
         hva: Hva,
         fault_start: u64,
     ) {
-        cx.access(self.spte_obj, Access::Write, "mmu_spte_set")
-            .await;
+        let mut fp = FpSet::one(self.spte_obj(gfn), Access::Write);
+        self.mapping_ghosts(&mut fp, hva, pfn);
+        cx.step_with(fp, "mmu_spte_set").await;
+        audit::write(self.spte_obj(gfn));
         let spte = Spte {
             pfn,
             write,
@@ -280,8 +347,13 @@ impl Kvm {
 
     /// Zap the SPTEs of gfns `[start, end)` (`kvm_unmap_gfn_range`), under `mmu_lock`.
     pub async fn zap_gfn_range(&self, cx: &Cx, start: u64, end: u64) {
-        cx.access(self.spte_obj, Access::Write, "kvm_unmap_gfn_range")
-            .await;
+        let mut fp = FpSet::new();
+        fp.add(self.spte_class.range(start, end, Access::Write));
+        for s in self.sptes.borrow().range(start..end).map(|(_, s)| s) {
+            self.mapping_ghosts(&mut fp, s.hva, s.pfn);
+        }
+        cx.step_with(fp, "kvm_unmap_gfn_range").await;
+        audit::read_range(self.spte_class, start, end);
         let gone: Vec<u64> = self
             .sptes
             .borrow()
@@ -289,6 +361,7 @@ impl Kvm {
             .map(|(g, _)| *g)
             .collect();
         for g in &gone {
+            audit::write(self.spte_obj(*g));
             self.sptes.borrow_mut().remove(g);
         }
         if !gone.is_empty() {
@@ -300,6 +373,7 @@ impl Kvm {
     pub(crate) async fn invalidate_begin(&self, cx: &Cx) {
         cx.access(self.inv_obj, Access::Write, "mmu_invalidate_in_progress++")
             .await;
+        audit::write(self.inv_obj);
         self.in_progress.set(self.in_progress.get() + 1);
         if self.in_progress.get() == 1 {
             self.range.set(None);
@@ -314,6 +388,7 @@ impl Kvm {
     pub(crate) async fn invalidate_range_add(&self, cx: &Cx, start: u64, end: u64) {
         cx.access(self.inv_obj, Access::Write, "mmu_invalidate_range_add")
             .await;
+        audit::write(self.inv_obj);
         self.range.set(Some(match self.range.get() {
             None => (start, end),
             Some((s, e)) => (s.min(start), e.max(end)),
@@ -328,6 +403,7 @@ impl Kvm {
             "mmu_invalidate_seq++; in_progress--",
         )
         .await;
+        audit::write(self.inv_obj);
         self.seq.set(self.seq.get() + 1);
         self.in_progress.set(self.in_progress.get() - 1);
         world::emit!(
@@ -379,7 +455,19 @@ impl Kvm {
             .collect()
     }
 
-    pub(crate) fn add_pin(&self, gfn: u64, pfn: Pfn, hva: Hva, fault_start: u64) -> u64 {
+    /// `kmap`/`memremap` of `pfn` for a `kvm_vcpu_map` of `gfn` (a step, with the same ghost
+    /// reads as an SPTE install).
+    pub(crate) async fn add_pin(
+        &self,
+        cx: &Cx,
+        gfn: u64,
+        pfn: Pfn,
+        hva: Hva,
+        fault_start: u64,
+    ) -> u64 {
+        let mut fp = FpSet::new();
+        self.mapping_ghosts(&mut fp, hva, pfn);
+        cx.step_with(fp, "kmap").await;
         let id = self.next_pin.get();
         self.next_pin.set(id + 1);
         let m = PinnedMap {
@@ -409,7 +497,14 @@ impl Kvm {
             .map_or_else(Vec::new, <[_]>::to_vec)
     }
 
-    pub(crate) fn remove_pin(&self, id: u64) {
+    /// `kunmap`/`memunmap` of a pinned map (a step, ghost reads as for a zap).
+    pub(crate) async fn remove_pin(&self, cx: &Cx, id: u64) {
+        let Some(m) = self.pins.borrow().iter().find(|p| p.id == id).cloned() else {
+            return;
+        };
+        let mut fp = FpSet::new();
+        self.mapping_ghosts(&mut fp, m.hva, m.pfn);
+        cx.step_with(fp, "kunmap").await;
         self.pins.borrow_mut().retain(|p| p.id != id);
     }
 

@@ -51,7 +51,7 @@ pub async fn kvm_vcpu_map_access(cx: &Cx, kvm: &Rc<Kvm>, gpa: u64, rounds: usize
         world::emit!(cx, "map failed: {}", f.pfn);
         return PinOutcome::Refused(f.pfn.to_string());
     };
-    let id = kvm.add_pin(gfn, pfn, hva, fault_start);
+    let id = kvm.add_pin(cx, gfn, pfn, hva, fault_start).await;
     world::emit!(
         cx,
         "mapped gfn {gfn:#x} -> {pfn} outside MMU-notifier protection"
@@ -72,8 +72,8 @@ pub async fn kvm_vcpu_map_access(cx: &Cx, kvm: &Rc<Kvm>, gpa: u64, rounds: usize
     }
     {
         let _u = cx.func("kvm_vcpu_unmap");
+        kvm.remove_pin(cx, id).await;
         kvm.policy.release(cx, kvm, &f).await;
-        kvm.remove_pin(id);
     }
     PinOutcome::Mapped { pfn, reads }
 }

@@ -9,7 +9,7 @@ use crate::mm::{Hva, PAGE_SHIFT, PAGE_SIZE};
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::rc::Rc;
-use world::{Access, Cx, ObjId};
+use world::{audit, Access, Cx, ObjId};
 
 /// One guest instruction: a load or a store of `size` bytes to a guest-physical address —
 /// the scenario format's own vocabulary.
@@ -73,13 +73,16 @@ pub struct SpteRead {
 }
 
 /// Orders host-side steps after guest accesses, as a VMM that waits for the guest to reach
-/// a point before acting (and re-runs a vCPU after repairing a mapping).
+/// a point before acting (and re-runs a vCPU after repairing a mapping). Its mutable state is
+/// the `obj` footprint object: read by the waits, written by whoever advances it.
 pub struct Sequencer {
     pub obj: ObjId,
-    /// Per vCPU: accesses whose first attempt has finished.
-    pub progress: RefCell<Vec<usize>>,
-    /// Host steps: the access each waits for, and whether it has run.
-    pub steps: RefCell<Vec<(Option<GuestPoint>, bool)>>,
+    /// Per vCPU: accesses whose first attempt has finished, counted at sequenced points.
+    progress: RefCell<Vec<usize>>,
+    /// Per host step: the access it waits for (fixed).
+    after: Vec<Option<GuestPoint>>,
+    /// Per host step: whether it has run.
+    done: RefCell<Vec<bool>>,
 }
 
 /// (vCPU index, access index).
@@ -90,32 +93,45 @@ impl Sequencer {
         Rc::new(Sequencer {
             obj,
             progress: RefCell::new(vec![0; vcpus]),
-            steps: RefCell::new(after.into_iter().map(|a| (a, false)).collect()),
+            done: RefCell::new(vec![false; after.len()]),
+            after,
         })
     }
 
     /// Whether host step `j` may run.
     pub fn step_ready(&self, j: usize) -> bool {
-        match self.steps.borrow()[j].0 {
+        match self.after[j] {
             None => true,
-            Some((v, i)) => self.progress.borrow()[v] > i,
+            Some((v, i)) => {
+                audit::read(self.obj);
+                self.progress.borrow()[v] > i
+            }
         }
     }
 
     pub fn step_done(&self, j: usize) {
-        self.steps.borrow_mut()[j].1 = true;
+        audit::write(self.obj);
+        self.done.borrow_mut()[j] = true;
     }
 
     fn has_steps_after(&self, v: usize, i: usize) -> bool {
-        self.steps.borrow().iter().any(|(a, _)| *a == Some((v, i)))
+        self.after.contains(&Some((v, i)))
     }
 
     fn steps_after_done(&self, v: usize, i: usize) -> bool {
-        self.steps
-            .borrow()
+        audit::read(self.obj);
+        let done = self.done.borrow();
+        self.after
             .iter()
-            .filter(|(a, _)| *a == Some((v, i)))
+            .zip(done.iter())
+            .filter(|(a, _)| **a == Some((v, i)))
             .all(|(_, d)| *d)
+    }
+
+    /// vCPU `v` finished the first attempt of its access `i`.
+    fn reached(&self, v: usize, i: usize) {
+        audit::write(self.obj);
+        self.progress.borrow_mut()[v] = i + 1;
     }
 }
 
@@ -170,8 +186,8 @@ impl Vcpu {
                         // -EFAULT itself); the VMM runs its host steps before re-entering.
                         cx.access(self.seq.obj, Access::Write, "guest reached point")
                             .await;
+                        self.seq.reached(self.id, i);
                     }
-                    self.seq.progress.borrow_mut()[self.id] = i + 1;
                     if sequenced {
                         let (s, v) = (self.seq.clone(), self.id);
                         cx.wait_until(self.seq.obj, "VMM host steps", move || {
@@ -278,10 +294,9 @@ fn mmio_exit(op: GuestOp) -> Outcome {
     }
 }
 
-/// Footprint helper: a store through a kernel mapping of a pinned page.
+/// Footprint helper: a load or store through a kernel mapping of a pinned page.
 pub(crate) async fn touch_frame(cx: &Cx, kvm: &Kvm, pfn: crate::mm::Pfn, write: bool) {
     let a = if write { Access::Write } else { Access::Read };
-    let _ = pfn;
-    cx.access(kvm.frames.mem_obj(), a, "access through kernel mapping")
+    cx.access(kvm.frames.data_obj(pfn), a, "access through kernel mapping")
         .await;
 }

@@ -4,7 +4,7 @@
 use super::types::PAGE_SIZE;
 
 /// The bytes of one page: a repeated 32-bit pattern until something writes, then a full copy.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Content {
     pattern: u32,
     bytes: Option<Box<[u8]>>,

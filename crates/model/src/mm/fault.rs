@@ -9,7 +9,7 @@ use super::userfaultfd::handle_userfault;
 use super::vma::{VmFaultArgs, Vma};
 use super::{Mm, Pte};
 use std::rc::Rc;
-use world::Cx;
+use world::{Access, Cx, FpSet};
 
 /// `handle_mm_fault(vma, address, flags, regs)` (mm/memory.c, v6.18). Called with the mmap
 /// lock held for read; returns with it dropped iff the result has `VM_FAULT_RETRY` or
@@ -22,7 +22,7 @@ pub async fn handle_mm_fault(
     flags: FaultFlags,
 ) -> VmFault {
     let _f = cx.func("handle_mm_fault");
-    if vma.dead.get() {
+    if vma.is_dead() {
         return cx
             .bug(format!(
                 "use-after-free of vma {} in handle_mm_fault",
@@ -49,8 +49,12 @@ pub async fn handle_mm_fault(
         vma.name
     );
     // handle_pte_fault: a lockless look (`ptep_get`), then decide under the PTL.
-    cx.access(mm.pt_obj, world::Access::Read, "handle_pte_fault: ptep_get")
-        .await;
+    cx.access(
+        mm.pte_obj(address),
+        world::Access::Read,
+        "handle_pte_fault: ptep_get",
+    )
+    .await;
     match mm.pte(address) {
         None if vma.is_anonymous() => do_anonymous_page(cx, &vmf).await,
         None => do_fault(cx, &vmf).await,
@@ -74,7 +78,7 @@ async fn do_anonymous_page(cx: &Cx, vmf: &VmFaultArgs) -> VmFault {
         return handle_userfault(cx, vmf).await;
     }
     if !write {
-        mm.ptl_lock(cx).await;
+        mm.ptl_lock_at(cx, vmf.address).await;
         if mm.pte(vmf.address).is_none() {
             let pte = Pte {
                 pfn: mm.frames.zero_pfn(),
@@ -91,7 +95,7 @@ async fn do_anonymous_page(cx: &Cx, vmf: &VmFaultArgs) -> VmFault {
         return VmFault::VM_FAULT_OOM;
     };
     world::emit!(cx, "allocated {page}");
-    mm.ptl_lock(cx).await;
+    mm.ptl_lock_at(cx, vmf.address).await;
     let ret = if mm.pte(vmf.address).is_some() {
         // Lost a race with another fault: release ours.
         mm.frames.put_page(cx, page).await;
@@ -140,7 +144,13 @@ async fn do_fault(cx: &Cx, vmf: &VmFaultArgs) -> VmFault {
     };
     if write && !shared {
         // do_cow_fault: copy the file page into a private anonymous page.
-        let Some(new) = vmf.mm.frames.alloc_pages(cx, 0, Owner::Anon, false).await else {
+        let src = FpSet::one(vmf.mm.frames.data_obj(page), Access::Read);
+        let Some(new) = vmf
+            .mm
+            .frames
+            .alloc_pages_with(cx, src, 0, Owner::Anon)
+            .await
+        else {
             vmf.mm.frames.put_page(cx, page).await;
             return VmFault::VM_FAULT_OOM;
         };
@@ -162,7 +172,7 @@ async fn do_fault(cx: &Cx, vmf: &VmFaultArgs) -> VmFault {
 /// `finish_fault()`: map the page the handler returned (its reference becomes the mapping's).
 async fn finish_fault(cx: &Cx, vmf: &VmFaultArgs, page: Pfn, writable: bool) -> VmFault {
     let mm = &vmf.mm;
-    mm.ptl_lock(cx).await;
+    mm.ptl_lock_at(cx, vmf.address).await;
     if mm.pte(vmf.address).is_some() {
         mm.ptl_unlock(cx).await;
         mm.frames.put_page(cx, page).await;
@@ -202,13 +212,17 @@ async fn do_wp_page(cx: &Cx, vmf: &VmFaultArgs, pte: Pte) -> VmFault {
         return wp_page_reuse(cx, mm, vmf.address, pte.pfn).await;
     }
     // Private mapping: reuse an exclusive anonymous page, else copy.
-    let exclusive_anon = !pte.special
-        && mm.frames.owner(pte.pfn) == Some(Owner::Anon)
-        && mm.frames.refcount(pte.pfn) == 1;
+    let exclusive_anon = !pte.special && {
+        // wp_can_reuse_anon_folio: a load of the folio's flags and refcount.
+        cx.access(mm.frames.obj(pte.pfn), Access::Read, "folio_ref_count")
+            .await;
+        mm.frames.owner(pte.pfn) == Some(Owner::Anon) && mm.frames.refcount(pte.pfn) == 1
+    };
     if exclusive_anon {
         return wp_page_reuse(cx, mm, vmf.address, pte.pfn).await;
     }
-    let Some(new) = mm.frames.alloc_pages(cx, 0, Owner::Anon, false).await else {
+    let src = FpSet::one(mm.frames.data_obj(pte.pfn), Access::Read);
+    let Some(new) = mm.frames.alloc_pages_with(cx, src, 0, Owner::Anon).await else {
         return VmFault::VM_FAULT_OOM;
     };
     mm.frames.copy(pte.pfn, new);
@@ -220,7 +234,7 @@ async fn do_wp_page(cx: &Cx, vmf: &VmFaultArgs, pte: Pte) -> VmFault {
         event: NotifyEvent::Clear,
     };
     mm.notify_start(cx, &range).await;
-    mm.ptl_lock(cx).await;
+    mm.ptl_lock_at(cx, vmf.address).await;
     let ret = if mm.pte(vmf.address) != Some(pte) {
         mm.frames.put_page(cx, new).await;
         VmFault::empty()
@@ -248,7 +262,7 @@ async fn do_wp_page(cx: &Cx, vmf: &VmFaultArgs, pte: Pte) -> VmFault {
 }
 
 async fn wp_page_reuse(cx: &Cx, mm: &Mm, address: Hva, pfn: Pfn) -> VmFault {
-    mm.ptl_lock(cx).await;
+    mm.ptl_lock_at(cx, address).await;
     if mm.pte(address).is_some_and(|p| p.pfn == pfn) {
         mm.modify_pte(cx, address, |p| p.write = true).await;
         world::emit!(cx, "wp_page_reuse: {address:#x} now writable");
@@ -391,17 +405,8 @@ pub async fn user_access(
     }
     for _ in 0..64 {
         // The access itself: a TLB walk of the present PTE, atomic with the load/store.
-        let data = if write.is_some() {
-            world::Access::Write
-        } else {
-            world::Access::Read
-        };
-        cx.access2(
-            (mm.pt_obj, world::Access::Read),
-            (mm.frames.mem_obj(), data),
-            "hardware page walk",
-        )
-        .await;
+        mm.walk_step(cx, addr, write.is_some(), "hardware page walk")
+            .await;
         if let Some(pte) = mm.pte(addr) {
             if !pte.protnone && (write.is_none() || pte.write) {
                 let off = addr % PAGE_SIZE;

@@ -18,7 +18,7 @@ fn lockdep_assert_mmap_held(cx: &Cx, mm: &Mm, who: &str) {
 /// `pte_present()` includes `_PAGE_PROTNONE`, so a `PROT_NONE` entry is still followed.
 async fn present_pte_locked(cx: &Cx, mm: &Mm, address: Hva, who: &str) -> Result<Pte, Errno> {
     lockdep_assert_mmap_held(cx, mm, who);
-    mm.ptl_lock(cx).await;
+    mm.ptl_lock_at(cx, address).await;
     match mm.pte(address) {
         Some(p) => {
             world::emit!(
@@ -55,7 +55,7 @@ pub async fn pte_unmap_unlock(cx: &Cx, mm: &Mm) {
 /// reported: both are what later kernels had to fix.
 pub async fn follow_pfn(cx: &Cx, vma: &Rc<Vma>, address: Hva) -> Result<Pfn, Errno> {
     let _f = cx.func("follow_pfn");
-    if vma.dead.get() {
+    if vma.is_dead() {
         return cx
             .bug(format!("use-after-free of vma {} in follow_pfn", vma.name))
             .await;
@@ -87,7 +87,7 @@ pub async fn follow_pfnmap_start(
     address: Hva,
 ) -> Result<PfnmapArgs, Errno> {
     let _f = cx.func("follow_pfnmap_start");
-    if vma.dead.get() {
+    if vma.is_dead() {
         return cx
             .bug(format!(
                 "use-after-free of vma {} in follow_pfnmap_start",

@@ -5,29 +5,36 @@
 //! not `pfn_valid`, exactly the distinction `kvm_is_reserved_pfn` keyed on. Freed frames go to
 //! the front of a LIFO free list so the next allocation reuses them: a page freed while KVM
 //! still maps it is immediately observable as belonging to someone else.
+//!
+//! Footprint objects: `page <pfn>` is a frame's `struct page` (refcount, owner, flags,
+//! compound shape), `data <pfn>` its contents (RAM or device memory), and `page allocator`
+//! the free list. Allocation and refcount steps declare the frames they will touch through
+//! providers evaluated when the step is scheduled, since which frame the next allocation
+//! returns, or whether a put frees, depends on the state at that moment.
 
 use super::content::Content;
 use super::types::{Pfn, PAGE_SIZE};
 use std::cell::RefCell;
 use std::fmt;
-use world::{Access, Cx, ObjId, World};
+use std::rc::Rc;
+use world::{audit, Access, Class, Cx, FpSet, ObjId, ProviderId, World};
 
 /// First pfn of device (MMIO) memory: 1 TiB, well above any modelled RAM.
 pub const IO_BASE: u64 = 1 << 28;
 
 /// Who a frame belongs to right now.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Owner {
     /// The shared zero page.
     ZeroPage,
     /// Private anonymous memory of the VMM process.
     Anon,
     /// Page cache of a file, memfd or shmem object.
-    PageCache(String),
+    PageCache(Rc<str>),
     /// A driver's buffer (vGPU BAR backing, TTM buffer object, usbfs coherent buffer, ...).
-    Driver(String),
+    Driver(Rc<str>),
     /// A kernel data page (vDSO data).
-    Kernel(String),
+    Kernel(Rc<str>),
 }
 
 impl fmt::Display for Owner {
@@ -133,58 +140,152 @@ impl IoMem {
     }
 }
 
-/// The frame table plus device memory.
-pub struct Frames {
+/// The frames and the free list, shared with the footprint providers.
+struct Table {
     frames: RefCell<Vec<Frame>>,
-    objs: Vec<ObjId>,
     free: RefCell<Vec<Pfn>>,
     io: RefCell<IoMem>,
+}
+
+impl Table {
+    /// Which frame carries the refcount of `pfn` (the head, for compound tails).
+    fn ref_target(&self, pfn: Pfn) -> Pfn {
+        match self.frames.borrow().get(pfn.0 as usize).map(|f| f.shape) {
+            Some(Shape::CompoundTail { head }) => head,
+            _ => pfn,
+        }
+    }
+
+    fn order_of(&self, pfn: Pfn) -> u8 {
+        match self.frames.borrow()[pfn.0 as usize].shape {
+            Shape::CompoundHead { order } => order,
+            _ => 0,
+        }
+    }
+
+    /// The head frame the next `alloc(order)` would return.
+    fn peek_alloc(&self, order: u8) -> Option<Pfn> {
+        let n = 1u64 << order;
+        if n == 1 {
+            return self.free.borrow().last().copied();
+        }
+        // Lowest naturally aligned run of free frames.
+        let frames = self.frames.borrow();
+        let len = frames.len() as u64;
+        (n..len)
+            .step_by(n as usize)
+            .map(Pfn)
+            .find(|p| (p.0..p.0 + n).all(|q| frames[q as usize].owner.is_none()))
+    }
+
+    /// Whether a `put_page(pfn)` now would free frames: the `(head, order)` it frees.
+    fn put_frees(&self, pfn: Pfn) -> Option<(Pfn, u8)> {
+        let t = self.ref_target(pfn);
+        let f = self.frames.borrow();
+        let x = f.get(t.0 as usize)?;
+        (x.owner.is_some() && x.refcount == 1 && !x.reserved).then(|| (t, self.order_of(t)))
+    }
+}
+
+/// What a refcount step does, for its footprint provider.
+#[derive(Copy, Clone)]
+enum RefOp {
+    Get = 0,
+    Put = 1,
+}
+
+/// The frame table plus device memory.
+pub struct Frames {
+    table: Rc<Table>,
     anomalies: RefCell<Vec<RefAnomaly>>,
-    io_obj: ObjId,
-    /// Footprint of page *contents* (all frames): loads and stores by guests, host threads,
-    /// devices and kernel mappings.
-    mem_obj: ObjId,
-    /// Footprint of the allocator's free list: which pfn the next allocation returns
-    /// depends on the order of allocations and frees.
+    /// `page <pfn>`: a frame's `struct page`.
+    page: Class,
+    /// `data <pfn>`: a frame's contents (RAM or device memory).
+    data: Class,
+    /// The allocator's free list: which pfn the next allocation returns depends on the order
+    /// of allocations and frees.
     alloc_obj: ObjId,
+    alloc_fp: ProviderId,
+    ref_fp: ProviderId,
 }
 
 impl Frames {
     /// `nr_ram` frames of RAM; frame 0 is the zero page (reserved), the rest are free.
     pub fn new(world: &mut World, nr_ram: u64) -> Self {
-        let mut frames = Vec::new();
-        let mut objs = Vec::new();
-        for pfn in 0..nr_ram {
-            objs.push(world.object(format!("page {pfn:#x}")));
-            frames.push(Frame {
+        let mut frames = Vec::with_capacity(nr_ram as usize);
+        frames.resize(
+            nr_ram as usize,
+            Frame {
                 owner: None,
                 refcount: 0,
                 reserved: false,
                 shape: Shape::Single,
                 content: Content::filled(0),
                 generation: 0,
-            });
-        }
+            },
+        );
         frames[0].owner = Some(Owner::ZeroPage);
         frames[0].reserved = true;
         frames[0].refcount = 1;
         // LIFO: pop() hands out low pfns first.
         let free = (1..nr_ram).rev().map(Pfn).collect();
-        Frames {
+        let table = Rc::new(Table {
             frames: RefCell::new(frames),
-            objs,
             free: RefCell::new(free),
             io: RefCell::new(IoMem::default()),
+        });
+        let page = world.class("page");
+        let data = world.class("data");
+        let alloc_obj = world.object("page allocator");
+        let t = table.clone();
+        let alloc_fp = world.provider(Box::new(move |order, fp| {
+            fp.push(alloc_obj, Access::Write);
+            if let Some(h) = t.peek_alloc(order as u8) {
+                let n = 1u64 << order;
+                fp.add(page.range(h.0, h.0 + n, Access::Write));
+                fp.add(data.range(h.0, h.0 + n, Access::Write));
+            }
+        }));
+        let t = table.clone();
+        let ref_fp = world.provider(Box::new(move |arg, fp| {
+            let pfn = Pfn(arg >> 1);
+            fp.push(page.obj(t.ref_target(pfn).0), Access::Write);
+            if arg & 1 == RefOp::Put as u64 {
+                if let Some((h, order)) = t.put_frees(pfn) {
+                    fp.push(alloc_obj, Access::Write);
+                    fp.add(page.range(h.0, h.0 + (1 << order), Access::Write));
+                }
+            }
+        }));
+        Frames {
+            table,
             anomalies: RefCell::new(Vec::new()),
-            io_obj: world.object("device memory"),
-            mem_obj: world.object("page contents"),
-            alloc_obj: world.object("page allocator"),
+            page,
+            data,
+            alloc_obj,
+            alloc_fp,
+            ref_fp,
         }
     }
 
-    /// Footprint object of page contents (see the field).
-    pub fn mem_obj(&self) -> ObjId {
-        self.mem_obj
+    /// Footprint object of a frame's `struct page` (refcount, owner, flags).
+    pub fn obj(&self, pfn: Pfn) -> ObjId {
+        self.page.obj(pfn.0)
+    }
+
+    /// Footprint object of a frame's contents.
+    pub fn data_obj(&self, pfn: Pfn) -> ObjId {
+        self.data.obj(pfn.0)
+    }
+
+    /// The class of `page <pfn>` objects.
+    pub fn page_class(&self) -> Class {
+        self.page
+    }
+
+    /// The class of `data <pfn>` objects.
+    pub fn data_class(&self) -> Class {
+        self.data
     }
 
     /// Footprint object of the allocator's free list.
@@ -192,7 +293,8 @@ impl Frames {
         self.alloc_obj
     }
 
-    /// [`Frames::alloc`] from an actor: a step on the allocator.
+    /// [`Frames::alloc`] from an actor: one step on the allocator and the frames it hands
+    /// out (and zeroes).
     pub async fn alloc_pages(
         &self,
         cx: &Cx,
@@ -200,14 +302,33 @@ impl Frames {
         owner: Owner,
         compound: bool,
     ) -> Option<Pfn> {
-        cx.access(self.alloc_obj, Access::Write, "alloc_pages")
+        self.alloc_step(cx, FpSet::new(), order, "alloc_pages")
             .await;
         self.alloc(order, owner, compound)
     }
 
+    /// [`Frames::alloc_pages`] (order 0, not compound) in a step that also touches `also`
+    /// (the page a copy-on-write reads from).
+    pub async fn alloc_pages_with(
+        &self,
+        cx: &Cx,
+        also: FpSet,
+        order: u8,
+        owner: Owner,
+    ) -> Option<Pfn> {
+        self.alloc_step(cx, also, order, "alloc_pages").await;
+        self.alloc(order, owner, false)
+    }
+
+    /// A step that may allocate `2^order` frames, touching `also` too.
+    pub async fn alloc_step(&self, cx: &Cx, also: FpSet, order: u8, what: &'static str) {
+        cx.step_dyn(also, self.alloc_fp, u64::from(order), what)
+            .await
+    }
+
     /// `pfn_valid()`: the pfn has a `struct page`.
     pub fn pfn_valid(&self, pfn: Pfn) -> bool {
-        (pfn.0 as usize) < self.frames.borrow().len()
+        (pfn.0 as usize) < self.table.frames.borrow().len()
     }
 
     /// The shared zero page.
@@ -215,42 +336,44 @@ impl Frames {
         Pfn(0)
     }
 
-    /// Snapshot of a frame's `struct page`.
+    fn meta<R>(&self, pfn: Pfn, f: impl FnOnce(&Frame) -> R) -> Option<R> {
+        let frames = self.table.frames.borrow();
+        let x = frames.get(pfn.0 as usize)?;
+        audit::read(self.obj(pfn));
+        Some(f(x))
+    }
+
+    /// Snapshot of a frame's `struct page` and contents.
     pub fn frame(&self, pfn: Pfn) -> Option<Frame> {
-        self.frames.borrow().get(pfn.0 as usize).cloned()
+        let f = self.meta(pfn, Frame::clone)?;
+        audit::read(self.data_obj(pfn));
+        Some(f)
     }
 
     pub fn owner(&self, pfn: Pfn) -> Option<Owner> {
-        self.frames
-            .borrow()
-            .get(pfn.0 as usize)
-            .and_then(|f| f.owner.clone())
+        self.meta(pfn, |f| f.owner.clone()).flatten()
+    }
+
+    /// `PageReserved(page)`.
+    pub fn reserved(&self, pfn: Pfn) -> bool {
+        self.meta(pfn, |f| f.reserved).unwrap_or(false)
     }
 
     pub fn generation(&self, pfn: Pfn) -> u32 {
-        self.frames
-            .borrow()
-            .get(pfn.0 as usize)
-            .map_or(0, |f| f.generation)
+        self.meta(pfn, |f| f.generation).unwrap_or(0)
     }
 
     pub fn is_free(&self, pfn: Pfn) -> bool {
-        self.frames
-            .borrow()
-            .get(pfn.0 as usize)
-            .is_some_and(|f| f.owner.is_none())
-    }
-
-    /// Footprint object of a frame's refcount and contents.
-    pub fn obj(&self, pfn: Pfn) -> ObjId {
-        self.objs
-            .get(pfn.0 as usize)
-            .copied()
-            .unwrap_or(self.io_obj)
+        self.meta(pfn, |f| f.owner.is_none()).unwrap_or(false)
     }
 
     pub fn anomalies(&self) -> Vec<RefAnomaly> {
         self.anomalies.borrow().clone()
+    }
+
+    /// How many anomalies have been recorded so far.
+    pub fn anomaly_count(&self) -> usize {
+        self.anomalies.borrow().len()
     }
 
     /// The anomalies from the `from`-th on.
@@ -261,6 +384,7 @@ impl Frames {
             .map_or_else(Vec::new, <[_]>::to_vec)
     }
 
+    /// Oracle bookkeeping: not model state, never read by actors.
     fn anomaly(&self, cx: &Cx, pfn: Pfn, what: String) {
         world::emit!(cx, "refcount anomaly on {pfn}: {what}");
         self.anomalies.borrow_mut().push(RefAnomaly {
@@ -272,28 +396,20 @@ impl Frames {
 
     /// `alloc_pages(gfp, order)`: `2^order` contiguous free frames, zeroed, refcount 1 on
     /// the head. `compound` adds `__GFP_COMP`; without it the tails stay at refcount 0.
-    /// Returns `None` when memory is exhausted (the model's `-ENOMEM`).
+    /// Returns `None` when memory is exhausted (the model's `-ENOMEM`). From an actor, only
+    /// inside a step declared by [`Frames::alloc_step`].
     pub fn alloc(&self, order: u8, owner: Owner, compound: bool) -> Option<Pfn> {
         let n = 1u64 << order;
-        let head = {
-            let free = self.free.borrow();
-            if n == 1 {
-                free.last().copied()?
-            } else {
-                // Lowest naturally aligned run of free frames.
-                let frames = self.frames.borrow();
-                let len = frames.len() as u64;
-                (n..len)
-                    .step_by(n as usize)
-                    .map(Pfn)
-                    .find(|p| (p.0..p.0 + n).all(|q| frames[q as usize].owner.is_none()))?
-            }
-        };
-        self.free
+        audit::write(self.alloc_obj);
+        let head = self.table.peek_alloc(order)?;
+        self.table
+            .free
             .borrow_mut()
             .retain(|p| p.0 < head.0 || p.0 >= head.0 + n);
-        let mut frames = self.frames.borrow_mut();
+        let mut frames = self.table.frames.borrow_mut();
         for i in 0..n {
+            audit::write(self.obj(Pfn(head.0 + i)));
+            audit::write(self.data_obj(Pfn(head.0 + i)));
             let f = &mut frames[(head.0 + i) as usize];
             f.owner = Some(owner.clone());
             f.reserved = false;
@@ -313,33 +429,30 @@ impl Frames {
 
     /// Return a frame to the allocator (`__free_pages` / `free_unref_page`).
     fn free_frame(&self, pfn: Pfn) {
-        let mut frames = self.frames.borrow_mut();
+        audit::write(self.obj(pfn));
+        audit::write(self.alloc_obj);
+        let mut frames = self.table.frames.borrow_mut();
         let f = &mut frames[pfn.0 as usize];
         f.owner = None;
         f.refcount = 0;
         f.shape = Shape::Single;
-        self.free.borrow_mut().push(pfn);
+        self.table.free.borrow_mut().push(pfn);
     }
 
     /// `__free_pages(page, order)` of a non-compound allocation by its owner: drop the head
     /// reference and free every frame whose count is then zero (tails always are, unless
     /// someone wrongly took a reference on one).
     pub async fn free_pages(&self, cx: &Cx, head: Pfn, order: u8) {
-        cx.access2(
-            (self.obj(head), Access::Write),
-            (self.alloc_obj, Access::Write),
-            "__free_pages",
-        )
-        .await;
         let n = 1u64 << order;
+        let mut fp = FpSet::one(self.alloc_obj, Access::Write);
+        fp.add(self.page.range(head.0, head.0 + n, Access::Write));
+        cx.step_with(fp, "__free_pages").await;
         self.put_page_now(cx, head);
         for i in 1..n {
             let p = Pfn(head.0 + i);
-            let (free, rc) = {
-                let frames = self.frames.borrow();
-                let f = &frames[p.0 as usize];
-                (f.owner.is_some() && f.refcount == 0, f.refcount)
-            };
+            let (free, rc) = self
+                .meta(p, |f| (f.owner.is_some() && f.refcount == 0, f.refcount))
+                .expect("pfn_valid");
             if free {
                 self.free_frame(p);
             } else if rc > 0 {
@@ -348,33 +461,28 @@ impl Frames {
         }
     }
 
-    /// Which frame carries the refcount of `pfn` (the head, for compound tails).
     fn ref_target(&self, pfn: Pfn) -> Pfn {
-        match self.frames.borrow()[pfn.0 as usize].shape {
-            Shape::CompoundTail { head } => head,
-            _ => pfn,
-        }
-    }
-
-    fn order_of(&self, pfn: Pfn) -> u8 {
-        match self.frames.borrow()[pfn.0 as usize].shape {
-            Shape::CompoundHead { order } => order,
-            _ => 0,
-        }
+        audit::read(self.obj(pfn));
+        self.table.ref_target(pfn)
     }
 
     /// `get_page()`: an unconditional increment (an atomic: one scheduling point). With
     /// `CONFIG_DEBUG_VM` a get on a zero count is `VM_BUG_ON_PAGE`; the model records it.
     pub async fn get_page(&self, cx: &Cx, pfn: Pfn) {
-        let t = self.ref_target(pfn);
-        cx.access(self.obj(t), Access::Write, "page_ref_inc").await;
+        self.ref_step(cx, pfn, RefOp::Get, "page_ref_inc").await;
         self.get_page_now(cx, pfn);
+    }
+
+    async fn ref_step(&self, cx: &Cx, pfn: Pfn, op: RefOp, what: &'static str) {
+        cx.step_dyn(FpSet::new(), self.ref_fp, (pfn.0 << 1) | op as u64, what)
+            .await
     }
 
     fn get_page_now(&self, cx: &Cx, pfn: Pfn) {
         let t = self.ref_target(pfn);
+        audit::write(self.obj(t));
         let (before, free) = {
-            let mut frames = self.frames.borrow_mut();
+            let mut frames = self.table.frames.borrow_mut();
             let f = &mut frames[t.0 as usize];
             f.refcount += 1;
             (f.refcount - 1, f.owner.is_none())
@@ -394,10 +502,11 @@ impl Frames {
 
     /// `get_page_unless_zero()`: increments unless the count is zero; false if it was.
     pub async fn get_page_unless_zero(&self, cx: &Cx, pfn: Pfn) -> bool {
-        let t = self.ref_target(pfn);
-        cx.access(self.obj(t), Access::Write, "page_ref_add_unless")
+        self.ref_step(cx, pfn, RefOp::Get, "page_ref_add_unless")
             .await;
-        let mut frames = self.frames.borrow_mut();
+        let t = self.ref_target(pfn);
+        audit::write(self.obj(t));
+        let mut frames = self.table.frames.borrow_mut();
         let f = &mut frames[t.0 as usize];
         if f.refcount == 0 {
             drop(frames);
@@ -418,14 +527,8 @@ impl Frames {
     /// `put_page()`: decrement, and free the page (its whole folio) when the count reaches
     /// zero. A put on a zero count is a refcount underflow, recorded as an anomaly.
     pub async fn put_page(&self, cx: &Cx, pfn: Pfn) {
-        let t = self.ref_target(pfn);
-        // A put that reaches zero frees the page: the step may write the free list too.
-        cx.access2(
-            (self.obj(t), Access::Write),
-            (self.alloc_obj, Access::Write),
-            "put_page_testzero",
-        )
-        .await;
+        self.ref_step(cx, pfn, RefOp::Put, "put_page_testzero")
+            .await;
         self.put_page_now(cx, pfn);
     }
 
@@ -433,8 +536,9 @@ impl Frames {
     /// [`Frames::free_pages`] (whose step already declared the refcount and the free list).
     pub(crate) fn put_page_now(&self, cx: &Cx, pfn: Pfn) {
         let t = self.ref_target(pfn);
+        audit::write(self.obj(t));
         let (after, reserved, was_free) = {
-            let mut frames = self.frames.borrow_mut();
+            let mut frames = self.table.frames.borrow_mut();
             let f = &mut frames[t.0 as usize];
             f.refcount -= 1;
             (f.refcount, f.reserved, f.owner.is_none())
@@ -450,7 +554,7 @@ impl Frames {
         if after < 0 {
             self.anomaly(cx, pfn, format!("put_page below zero (refcount {after})"));
         } else if after == 0 && !reserved {
-            let order = self.order_of(t);
+            let order = self.table.order_of(t);
             world::emit!(cx, "{t} freed (order {order})");
             for i in 0..(1u64 << order) {
                 self.free_frame(Pfn(t.0 + i));
@@ -461,48 +565,55 @@ impl Frames {
     /// A reference taken during setup, before any actor runs (a mapping made by the host
     /// before the scenario starts).
     pub fn get_page_setup(&self, pfn: Pfn) {
-        let t = self.ref_target(pfn);
-        self.frames.borrow_mut()[t.0 as usize].refcount += 1;
+        let t = self.table.ref_target(pfn);
+        self.table.frames.borrow_mut()[t.0 as usize].refcount += 1;
     }
 
     /// Mark frames `PageReserved` (driver-owned memory set up with `SetPageReserved`).
     pub fn set_reserved(&self, pfn: Pfn, reserved: bool) {
-        self.frames.borrow_mut()[pfn.0 as usize].reserved = reserved;
+        audit::write(self.obj(pfn));
+        self.table.frames.borrow_mut()[pfn.0 as usize].reserved = reserved;
     }
 
     pub fn refcount(&self, pfn: Pfn) -> i64 {
         let t = self.ref_target(pfn);
-        self.frames.borrow()[t.0 as usize].refcount
+        self.meta(t, |f| f.refcount).unwrap_or(0)
     }
 
     /// Register `n` frames of device memory at `base` (a BAR), filled with `pattern`.
     pub fn add_io(&self, base: Pfn, n: u64, pattern: u32) {
-        self.io.borrow_mut().add(base.0, n, pattern);
+        self.table.io.borrow_mut().add(base.0, n, pattern);
     }
 
     /// Whether `pfn` is registered device memory.
     pub fn is_io(&self, pfn: Pfn) -> bool {
-        self.io.borrow().get(pfn.0).is_some()
+        self.table.io.borrow().get(pfn.0).is_some()
     }
 
     /// Load from a frame (RAM or device memory). `None` for a pfn that is neither: the
     /// model's "machine check" on a physical address with nothing behind it.
     pub fn read(&self, pfn: Pfn, off: u64, size: u8) -> Option<u64> {
+        audit::read(self.data_obj(pfn));
         if self.pfn_valid(pfn) {
-            return Some(self.frames.borrow()[pfn.0 as usize].content.read(off, size));
+            return Some(
+                self.table.frames.borrow()[pfn.0 as usize]
+                    .content
+                    .read(off, size),
+            );
         }
-        self.io.borrow().get(pfn.0).map(|c| c.read(off, size))
+        self.table.io.borrow().get(pfn.0).map(|c| c.read(off, size))
     }
 
     /// Store to a frame (RAM or device memory); false if nothing is there.
     pub fn write(&self, pfn: Pfn, off: u64, size: u8, value: u64) -> bool {
+        audit::write(self.data_obj(pfn));
         if self.pfn_valid(pfn) {
-            self.frames.borrow_mut()[pfn.0 as usize]
+            self.table.frames.borrow_mut()[pfn.0 as usize]
                 .content
                 .write(off, size, value);
             return true;
         }
-        match self.io.borrow_mut().get_mut(pfn.0) {
+        match self.table.io.borrow_mut().get_mut(pfn.0) {
             Some(c) => {
                 c.write(off, size, value);
                 true
@@ -513,36 +624,60 @@ impl Frames {
 
     /// Fill a whole frame with a pattern (a driver or the host initialising a page).
     pub fn fill(&self, pfn: Pfn, pattern: u32) {
+        audit::write(self.data_obj(pfn));
         if self.pfn_valid(pfn) {
-            self.frames.borrow_mut()[pfn.0 as usize].content = Content::filled(pattern);
-        } else if let Some(c) = self.io.borrow_mut().get_mut(pfn.0) {
+            self.table.frames.borrow_mut()[pfn.0 as usize].content = Content::filled(pattern);
+        } else if let Some(c) = self.table.io.borrow_mut().get_mut(pfn.0) {
             *c = Content::filled(pattern);
         }
     }
 
+    /// A frame's contents (a saved copy, for swap-out).
+    pub fn content(&self, pfn: Pfn) -> Content {
+        audit::read(self.data_obj(pfn));
+        if self.pfn_valid(pfn) {
+            return self.table.frames.borrow()[pfn.0 as usize].content.clone();
+        }
+        self.table
+            .io
+            .borrow()
+            .get(pfn.0)
+            .cloned()
+            .unwrap_or(Content::filled(0))
+    }
+
     /// Copy a page's contents (COW, `UFFDIO_COPY`).
     pub fn copy(&self, from: Pfn, to: Pfn) {
-        let c = if self.pfn_valid(from) {
-            self.frames.borrow()[from.0 as usize].content.clone()
-        } else {
-            self.io
-                .borrow()
-                .get(from.0)
-                .cloned()
-                .unwrap_or(Content::filled(0))
-        };
+        let c = self.content(from);
         if self.pfn_valid(to) {
-            self.frames.borrow_mut()[to.0 as usize].content = c;
+            audit::write(self.data_obj(to));
+            self.table.frames.borrow_mut()[to.0 as usize].content = c;
         }
     }
 
     /// Number of RAM frames.
     pub fn nr_ram(&self) -> u64 {
-        self.frames.borrow().len() as u64
+        self.table.frames.borrow().len() as u64
     }
 
     pub fn page_bytes(&self) -> u64 {
         PAGE_SIZE
+    }
+
+    /// A digest of every frame's owner, refcount, generation and contents (for comparing the
+    /// end states of two executions).
+    pub fn digest(&self, h: &mut impl std::hash::Hasher) {
+        use std::hash::Hash;
+        for f in self.table.frames.borrow().iter() {
+            f.owner.hash(h);
+            f.refcount.hash(h);
+            f.generation.hash(h);
+            f.content.hash(h);
+        }
+        for (start, run) in &self.table.io.borrow().0 {
+            start.hash(h);
+            run.hash(h);
+        }
     }
 }
 

@@ -34,7 +34,7 @@ pub fn check_vma_flags(vma: &Vma, foll: FollFlags) -> Result<(), Errno> {
 /// reference taken.
 pub async fn get_user_page_fast_only(cx: &Cx, mm: &Mm, addr: Hva, foll: FollFlags) -> Option<Pfn> {
     let _f = cx.func("get_user_page_fast_only");
-    cx.access(mm.pt_obj, Access::Read, "gup_fast: READ_ONCE(pte)")
+    cx.access(mm.pte_obj(addr), Access::Read, "gup_fast: READ_ONCE(pte)")
         .await;
     let Some(pte) = mm.pte(addr) else {
         world::emit!(cx, "{addr:#x}: pte none, fall back");
@@ -58,7 +58,7 @@ pub async fn get_user_page_fast_only(cx: &Cx, mm: &Mm, addr: Hva, foll: FollFlag
         return None;
     }
     // Re-check the PTE did not change under us (gup_fast_pte_range's pte_val compare).
-    cx.access(mm.pt_obj, Access::Read, "gup_fast: recheck pte")
+    cx.access(mm.pte_obj(addr), Access::Read, "gup_fast: recheck pte")
         .await;
     if mm.pte(addr) != Some(pte) {
         cx.emit_str("pte changed under gup_fast: drop the page and fall back");
@@ -76,7 +76,7 @@ enum Follow {
 
 /// `follow_page_pte()`: the page at `addr` with a reference, under the PTL.
 async fn follow_page_pte(cx: &Cx, mm: &Mm, addr: Hva, foll: FollFlags) -> Result<Follow, Errno> {
-    mm.ptl_lock(cx).await;
+    mm.ptl_lock_at(cx, addr).await;
     let r = match mm.pte(addr) {
         None => Ok(Follow::NeedFault),
         Some(p) if p.protnone => Ok(Follow::NeedFault),

@@ -32,19 +32,19 @@ pub async fn remap_pfn_range(
         if addr != vma.start || end != vma.end {
             return Err(EINVAL);
         }
-        vma.pgoff.set(pfn.0);
+        vma.set_pgoff(pfn.0);
     }
     if cx.holds(mm.mmap_lock) != Some(LockMode::Exclusive) {
         cx.emit_str("WARNING: vm_flags_set() without mmap_lock held for write");
     }
-    vma.flags.set(
+    vma.set_flags(
         vma.flags()
             | VmFlags::VM_IO
             | VmFlags::VM_PFNMAP
             | VmFlags::VM_DONTEXPAND
             | VmFlags::VM_DONTDUMP,
     );
-    mm.ptl_lock(cx).await;
+    mm.ptl_lock_range(cx, addr, end).await;
     for i in 0..pages {
         let a = addr + i * PAGE_SIZE;
         if mm.pte(a).is_some() {
@@ -97,7 +97,7 @@ pub async fn vmf_insert_pfn(cx: &Cx, vma: &Rc<Vma>, addr: Hva, pfn: Pfn) -> VmFa
 }
 
 async fn insert_pfn(cx: &Cx, mm: &super::Mm, vma: &Vma, addr: Hva, pfn: Pfn) -> VmFault {
-    mm.ptl_lock(cx).await;
+    mm.ptl_lock_at(cx, addr).await;
     if let Some(old) = mm.pte(addr) {
         world::emit!(
             cx,
@@ -151,20 +151,23 @@ pub async fn vm_insert_page(cx: &Cx, vma: &Rc<Vma>, addr: Hva, page: Pfn) -> Res
                 .bug("vm_insert_page: BUG_ON(vma->vm_flags & VM_PFNMAP)")
                 .await;
         }
-        vma.flags.set(vma.flags() | VmFlags::VM_MIXEDMAP);
+        vma.set_flags(vma.flags() | VmFlags::VM_MIXEDMAP);
     }
-    if !mm.frames.pfn_valid(page)
-        || mm.frames.refcount(page) == 0
-        || mm.frames.owner(page) == Some(super::Owner::Anon)
-    {
-        world::emit!(
-            cx,
-            "insert_page({page}): refcount 0, anon or no struct page: -EINVAL"
-        );
+    if !mm.frames.pfn_valid(page) {
+        world::emit!(cx, "insert_page({page}): no struct page: -EINVAL");
         return Err(EINVAL);
     }
     let addr = page_align_down(addr);
-    mm.ptl_lock(cx).await;
+    // validate_page_before_insert, then get_locked_pte: one step loads the page's refcount
+    // and flags and the entry it locked.
+    let mut fp = mm.pte_read_fp(addr, addr + 1);
+    fp.push(mm.frames.obj(page), world::Access::Read);
+    cx.lock_with(mm.ptl, LockMode::Exclusive, fp).await;
+    if mm.frames.refcount(page) == 0 || mm.frames.owner(page) == Some(super::Owner::Anon) {
+        mm.ptl_unlock(cx).await;
+        world::emit!(cx, "insert_page({page}): refcount 0 or anon: -EINVAL");
+        return Err(EINVAL);
+    }
     if mm.pte(addr).is_some() {
         mm.ptl_unlock(cx).await;
         return Err(EBUSY);

@@ -21,7 +21,7 @@ impl PageCacheOps {
     /// Put a page in the cache with `pattern` (the file's contents on "disk"); the cache
     /// holds one reference.
     pub fn populate(&self, index: u64, pattern: u32) -> Option<Pfn> {
-        if let Some(&p) = self.mapping.pages.borrow().get(&index) {
+        if let Some(p) = self.mapping.page(index) {
             self.frames.fill(p, pattern);
             return Some(p);
         }
@@ -29,7 +29,7 @@ impl PageCacheOps {
             .frames
             .alloc(0, Owner::PageCache(self.mapping.name.clone()), false)?;
         self.frames.fill(p, pattern);
-        self.mapping.pages.borrow_mut().insert(index, p);
+        self.mapping.insert_page(index, p);
         Some(p)
     }
 }
@@ -48,13 +48,9 @@ impl VmOps for PageCacheOps {
                 return FaultResult::ret(VmFault::VM_FAULT_SIGBUS);
             }
             // The lookup may allocate: one step on the cache and the allocator.
-            cx.access2(
-                (self.mapping.obj, world::Access::Write),
-                (self.frames.alloc_obj(), world::Access::Write),
-                "find_lock_page",
-            )
-            .await;
-            let existing = self.mapping.pages.borrow().get(&index).copied();
+            let cache = world::FpSet::one(self.mapping.obj, world::Access::Write);
+            self.frames.alloc_step(cx, cache, 0, "find_lock_page").await;
+            let existing = self.mapping.page(index);
             let page = match existing {
                 Some(p) => p,
                 None => match self.populate(index, self.mapping.disk_pattern.get()) {

@@ -3,15 +3,31 @@
 
 use super::notifier::{NotifierRange, NotifyEvent};
 use super::types::*;
+use super::vma::AddressSpace;
 use super::vma::Vma;
 use super::zap::{unmap_ptes, zap_page_range_single};
 use super::{Mm, MmapArgs};
 use std::rc::Rc;
-use world::Cx;
+use world::{Cx, LockMode};
+
+/// Run `f`, a change of the vma tree that links or unlinks vmas of `file`, with the file's
+/// `i_mmap_rwsem` held for write (`vma_prepare` / `vma_complete`, `unlink_file_vma`).
+pub(crate) async fn with_i_mmap<R>(
+    cx: &Cx,
+    file: Option<&Rc<AddressSpace>>,
+    f: impl FnOnce() -> R,
+) -> R {
+    let Some(file) = file else { return f() };
+    cx.lock(file.i_mmap_rwsem, LockMode::Exclusive).await;
+    let r = f();
+    cx.unlock(file.i_mmap_rwsem).await;
+    r
+}
 
 /// Split the vmas overlapping `[start, end)` so that the range is covered by whole vmas;
 /// returns those inner vmas. `flags_of` gives the flags of the inner parts.
-fn split_range(
+async fn split_range(
+    cx: &Cx,
     mm: &Rc<Mm>,
     start: Hva,
     end: Hva,
@@ -21,16 +37,20 @@ fn split_range(
     for v in mm.vmas_in(start, end) {
         let lo = start.max(v.start);
         let hi = end.min(v.end);
-        let mut parts = Vec::new();
-        if v.start < lo {
-            parts.push(mm.split_part(&v, v.start, lo, v.flags()));
-        }
-        let mid = mm.split_part(&v, lo, hi, flags_of(&v));
-        parts.push(mid.clone());
-        if hi < v.end {
-            parts.push(mm.split_part(&v, hi, v.end, v.flags()));
-        }
-        mm.replace_vma(&v, parts);
+        let mid = with_i_mmap(cx, v.file.as_ref(), || {
+            let mut parts = Vec::new();
+            if v.start < lo {
+                parts.push(mm.split_part(&v, v.start, lo, v.flags()));
+            }
+            let mid = mm.split_part(&v, lo, hi, flags_of(&v));
+            parts.push(mid.clone());
+            if hi < v.end {
+                parts.push(mm.split_part(&v, hi, v.end, v.flags()));
+            }
+            mm.replace_vma(&v, parts);
+            mid
+        })
+        .await;
         inner.push(mid);
     }
     inner
@@ -51,7 +71,7 @@ pub async fn sys_munmap(cx: &Cx, mm: &Rc<Mm>, start: Hva, len: u64) -> Result<()
 }
 
 async fn do_munmap(cx: &Cx, mm: &Rc<Mm>, start: Hva, end: Hva) {
-    let victims = split_range(mm, start, end, |v| v.flags());
+    let victims = split_range(cx, mm, start, end, |v| v.flags()).await;
     if victims.is_empty() {
         return;
     }
@@ -68,7 +88,7 @@ async fn do_munmap(cx: &Cx, mm: &Rc<Mm>, start: Hva, end: Hva) {
     }
     for v in victims {
         world::emit!(cx, "vma {} [{:#x}, {:#x}) freed", v.name, v.start, v.end);
-        mm.replace_vma(&v, Vec::new());
+        with_i_mmap(cx, v.file.as_ref(), || mm.replace_vma(&v, Vec::new())).await;
     }
 }
 
@@ -80,7 +100,8 @@ pub async fn sys_mmap(cx: &Cx, mm: &Rc<Mm>, args: MmapArgs) -> Result<Rc<Vma>, E
     let end = args.start + args.pages * PAGE_SIZE;
     do_munmap(cx, mm, args.start, end).await;
     let name = args.name.clone();
-    let r = mm.mmap(args);
+    let file = args.file.clone();
+    let r = with_i_mmap(cx, file.as_ref(), || mm.mmap(args)).await;
     if let Ok(v) = &r {
         world::emit!(
             cx,
@@ -135,7 +156,10 @@ pub async fn sys_mprotect(
         newf |= VmFlags::VM_WRITE;
     }
     let rw = VmFlags::VM_READ | VmFlags::VM_WRITE;
-    split_range(mm, start, end, |v| v.flags().without(rw) | newf);
+    split_range(cx, mm, start, end, |v| v.flags().without(rw) | newf).await;
+    // change_protection's walk: which entries are populated (a lockless look at the tables).
+    cx.step_with(mm.pte_read_fp(start, end), "change_protection: walk")
+        .await;
     let ptes = mm.ptes_in(start, end);
     if !ptes.is_empty() {
         let range = NotifierRange {
@@ -144,7 +168,7 @@ pub async fn sys_mprotect(
             event: NotifyEvent::ProtectionVma,
         };
         mm.notify_start(cx, &range).await;
-        mm.ptl_lock(cx).await;
+        mm.ptl_lock_range(cx, start, end).await;
         for (a, _) in ptes {
             mm.modify_pte(cx, a, |p| {
                 if !write {

@@ -8,7 +8,7 @@ use super::vma::VmFaultArgs;
 use super::{Mm, Pte};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use world::{Access, Cx, ObjId, World};
+use world::{audit, Access, Cx, ObjId, World};
 
 /// A fault message as `read()` returns it (`struct uffd_msg`, `UFFD_EVENT_PAGEFAULT`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -46,23 +46,22 @@ impl Userfaultfd {
     /// `UFFDIO_REGISTER` with `UFFDIO_REGISTER_MODE_MISSING` on the vmas of `[start, end)`.
     pub fn register(self: &Rc<Self>, mm: &Mm, start: Hva, end: Hva) {
         for v in mm.vmas_in(start, end) {
-            v.flags.set(v.flags() | VmFlags::VM_UFFD_MISSING);
-            *v.uffd.borrow_mut() = Some(self.clone());
+            v.set_flags(v.flags() | VmFlags::VM_UFFD_MISSING);
+            v.set_uffd(Some(self.clone()));
         }
     }
 
     /// Blocking `read()` of the next message (the handler thread's poll + read).
     pub async fn read_msg(self: &Rc<Self>, cx: &Cx) -> UffdMsg {
         let me = self.clone();
-        cx.wait_until(self.obj, "userfaultfd message", move || {
-            !me.pending.borrow().is_empty()
-        })
-        .await;
+        cx.wait_until(self.obj, "userfaultfd message", move || me.has_pending())
+            .await;
         // Dequeuing writes the queue (a step of its own: a wake may have emptied it since).
         cx.access(self.obj, Access::Write, "read(uffd)").await;
-        if self.pending.borrow().is_empty() {
+        if !self.has_pending() {
             return Box::pin(self.read_msg(cx)).await;
         }
+        audit::write(self.obj);
         let (_, msg) = self.pending.borrow_mut().remove(0);
         self.delivered.borrow_mut().push(msg);
         world::emit!(
@@ -76,6 +75,7 @@ impl Userfaultfd {
 
     /// Non-blocking check for a pending message.
     pub fn has_pending(&self) -> bool {
+        audit::read(self.obj);
         !self.pending.borrow().is_empty()
     }
 
@@ -87,6 +87,7 @@ impl Userfaultfd {
     }
 
     fn wake_now(&self, start: Hva, end: Hva) {
+        audit::write(self.obj);
         self.wakes.borrow_mut().push((start, end));
         self.pending
             .borrow_mut()
@@ -114,7 +115,7 @@ impl Userfaultfd {
             return Err(ENOMEM);
         };
         mm.frames.fill(page, pattern);
-        mm.ptl_lock(cx).await;
+        mm.ptl_lock_at(cx, dst).await;
         let r = if mm.pte(dst).is_some() {
             mm.frames.put_page(cx, page).await;
             world::emit!(cx, "{dst:#x} already mapped: -EEXIST");
@@ -144,7 +145,7 @@ impl Userfaultfd {
 /// queue a message, drop the mmap lock, sleep until woken, and return `VM_FAULT_RETRY`.
 pub async fn handle_userfault(cx: &Cx, vmf: &VmFaultArgs) -> VmFault {
     let _f = cx.func("handle_userfault");
-    let Some(ctx) = vmf.vma.uffd.borrow().clone() else {
+    let Some(ctx) = vmf.vma.uffd() else {
         return VmFault::VM_FAULT_SIGBUS;
     };
     if ctx.user_mode_only && !vmf.flags.contains(FaultFlags::FAULT_FLAG_USER) {
@@ -159,13 +160,14 @@ pub async fn handle_userfault(cx: &Cx, vmf: &VmFaultArgs) -> VmFault {
         cx.emit_str("RETRY_NOWAIT: VM_FAULT_RETRY without waiting");
         return VmFault::VM_FAULT_RETRY;
     }
-    let id = ctx.next_waiter.get();
-    ctx.next_waiter.set(id + 1);
     let msg = UffdMsg {
         address: vmf.address,
         write: vmf.flags.contains(FaultFlags::FAULT_FLAG_WRITE),
     };
     cx.access(ctx.obj, Access::Write, "queue uffd_msg").await;
+    audit::write(ctx.obj);
+    let id = ctx.next_waiter.get();
+    ctx.next_waiter.set(id + 1);
     ctx.pending.borrow_mut().push((id, msg));
     let seen = ctx.wakes.borrow().len();
     world::emit!(
@@ -177,6 +179,7 @@ pub async fn handle_userfault(cx: &Cx, vmf: &VmFaultArgs) -> VmFault {
     let c = ctx.clone();
     let addr = vmf.address;
     cx.wait_until(ctx.obj, "userfaultfd wake-up", move || {
+        audit::read(c.obj);
         c.wakes.borrow()[seen..]
             .iter()
             .any(|&(s, e)| s <= addr && addr < e)

@@ -12,7 +12,7 @@ use world::{Cx, LockMode};
 /// reference the caller must drop after the notifier end.
 pub(crate) async fn unmap_ptes(cx: &Cx, mm: &Mm, start: Hva, end: Hva) -> Vec<Pfn> {
     let mut pages = Vec::new();
-    mm.ptl_lock(cx).await;
+    mm.ptl_lock_range(cx, start, end).await;
     for (a, _) in mm.ptes_in(start, end) {
         if let Some(old) = mm.clear_pte(cx, a).await {
             if !old.special {
@@ -66,7 +66,7 @@ pub async fn unmap_mapping_pages(cx: &Cx, mapping: &AddressSpace, pgoff: u64, nr
     let _f = cx.func("unmap_mapping_range");
     cx.lock(mapping.i_mmap_rwsem, LockMode::Shared).await;
     for vma in mapping.vmas() {
-        let vstart = vma.pgoff.get();
+        let vstart = vma.pgoff();
         let vend = vstart + (vma.end - vma.start) / PAGE_SIZE;
         let lo = pgoff.max(vstart);
         let hi = (pgoff + nr).min(vend);

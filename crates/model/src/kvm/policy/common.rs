@@ -10,21 +10,25 @@ use world::Cx;
 /// exemption from v5.4 is irrelevant here). `zero_refcounted` models 7df003c85218 ("KVM: fix
 /// overflow of zero page refcount with ksm running", v5.5 [U]): before it the zero page
 /// counted as reserved, so the reference GUP took on it was never dropped.
-pub fn kvm_is_reserved_pfn(kvm: &Kvm, pfn: Pfn, zero_refcounted: bool) -> bool {
+///
+/// `PageReserved` is a load of the page's flags: a step of its own on `page <pfn>`.
+pub async fn kvm_is_reserved_pfn(cx: &Cx, kvm: &Kvm, pfn: Pfn, zero_refcounted: bool) -> bool {
     if !kvm.frames.pfn_valid(pfn) {
         return true;
     }
     if zero_refcounted && pfn == kvm.frames.zero_pfn() {
         return false;
     }
-    kvm.frames.frame(pfn).is_some_and(|f| f.reserved)
+    cx.access(kvm.frames.obj(pfn), world::Access::Read, "PageReserved")
+        .await;
+    kvm.frames.reserved(pfn)
 }
 
 /// `kvm_get_pfn(pfn)` (v4.8–v5.12): `get_page()` unless reserved — on *any* non-reserved
 /// pfn, including a refcount-0 tail page.
 pub async fn kvm_get_pfn(cx: &Cx, kvm: &Kvm, pfn: Pfn, zero_refcounted: bool) {
     let _f = cx.func("kvm_get_pfn");
-    if kvm_is_reserved_pfn(kvm, pfn, zero_refcounted) {
+    if kvm_is_reserved_pfn(cx, kvm, pfn, zero_refcounted).await {
         world::emit!(cx, "{pfn} is reserved: no reference");
         return;
     }
@@ -36,7 +40,7 @@ pub async fn kvm_get_pfn(cx: &Cx, kvm: &Kvm, pfn: Pfn, zero_refcounted: bool) {
 /// `get_page_unless_zero()`.
 pub async fn kvm_try_get_pfn(cx: &Cx, kvm: &Kvm, pfn: Pfn) -> bool {
     let _f = cx.func("kvm_try_get_pfn");
-    if kvm_is_reserved_pfn(kvm, pfn, true) {
+    if kvm_is_reserved_pfn(cx, kvm, pfn, true).await {
         world::emit!(cx, "{pfn} is reserved: no reference");
         return true;
     }
@@ -52,7 +56,7 @@ pub async fn kvm_try_get_pfn(cx: &Cx, kvm: &Kvm, pfn: Pfn) -> bool {
 pub async fn kvm_release_pfn_clean(cx: &Cx, kvm: &Kvm, pfn: KvmPfn, zero_refcounted: bool) {
     let KvmPfn::Pfn(p) = pfn else { return };
     let _f = cx.func("kvm_release_pfn_clean");
-    if kvm_is_reserved_pfn(kvm, p, zero_refcounted) {
+    if kvm_is_reserved_pfn(cx, kvm, p, zero_refcounted).await {
         return;
     }
     kvm.frames.put_page(cx, p).await;

@@ -38,13 +38,13 @@ async fn hva_to_pfn(
             Faultin::err(KvmPfn::ErrFault)
         }
         Some(vma) if vma.flags().contains(VmFlags::VM_PFNMAP) => {
-            let pfn = Pfn(((addr - vma.start) >> PAGE_SHIFT) + vma.pgoff.get());
+            let pfn = Pfn(((addr - vma.start) >> PAGE_SHIFT) + vma.pgoff());
             world::emit!(
                 cx,
                 "VM_PFNMAP {}: pfn = (hva - vm_start) >> PAGE_SHIFT + vm_pgoff = {pfn}",
                 vma.name
             );
-            if !kvm_is_reserved_pfn(kvm, pfn, false) {
+            if !kvm_is_reserved_pfn(cx, kvm, pfn, false).await {
                 mm.mmap_unlock(cx).await;
                 return cx.bug(format!("BUG_ON(!kvm_is_reserved_pfn({pfn}))")).await;
             }

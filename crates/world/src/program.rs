@@ -1,0 +1,41 @@
+//! What an explorer needs from a system under test: fresh executions, each with a monitor
+//! that judges it step by step. The system (kvmmu's scenario harness) implements these; an
+//! explorer (the `check` crate) drives them, so neither knows the other.
+
+use crate::{Status, StepRecord, World};
+
+/// An oracle's finding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The oracle's name (`no-freed-frame`).
+    pub oracle: &'static str,
+    /// The step after which it was found.
+    pub step: u64,
+    pub detail: String,
+}
+
+/// What an execution showed, beyond its failures.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observation {
+    /// A digest of the final state and of everything the actors observed, identical for
+    /// executions that differ only in the order of independent steps.
+    pub fingerprint: u64,
+    /// The headline of what happened (`ok`, `EFAULT`, `MMIO`, ...).
+    pub headline: String,
+}
+
+/// Judges one execution.
+pub trait Monitor {
+    /// After each step. Findings go to `out`.
+    fn step(&mut self, rec: &StepRecord, step: u64, out: &mut Vec<Failure>);
+    /// After the run ended, however it ended.
+    fn end(&mut self, status: &Status, steps: u64, out: &mut Vec<Failure>);
+    /// What the execution showed (called after [`Monitor::end`]).
+    fn observe(&self) -> Observation;
+}
+
+/// A system that can be run again and again from its initial state.
+pub trait Program {
+    /// A fresh world, ready to run, with the monitor of this execution.
+    fn instance(&mut self) -> Result<(World, Box<dyn Monitor>), String>;
+}

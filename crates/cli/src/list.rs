@@ -22,6 +22,25 @@ pub fn list() {
     for p in PolicyId::ALL {
         outln!(o, "  {:<10}  {}", p.name(), p.summary());
     }
+    outln!(
+        o,
+        "\nmutants (select with --policy NAME or --policy mutants; not in the default matrix):"
+    );
+    for p in PolicyId::MUTANTS {
+        outln!(o, "  {:<25}  {}", p.name(), p.summary());
+    }
+    outln!(o, "\ncheck strategies:");
+    for (s, d) in [
+        (
+            "dpor",
+            "every interleaving up to reordering of independent steps (source sets + sleep sets)",
+        ),
+        ("dfs", "every interleaving, no reduction (the baseline)"),
+        ("pct", "probabilistic concurrency testing, seeded"),
+        ("random", "uniformly random schedules, seeded"),
+    ] {
+        outln!(o, "  {s:<8}  {d}");
+    }
     outln!(o, "\noracles:");
     for x in Oracle::ALL {
         outln!(o, "  {:<20}  {}", x.name(), x.summary());

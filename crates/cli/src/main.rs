@@ -1,5 +1,6 @@
-//! `kvmmu`: run scenarios on the model (`run`), list what is built in (`list`), run them on
-//! the real `/dev/kvm` (`probe`) and compare the two (`diff`).
+//! `kvmmu`: run scenarios on the model (`run`), explore every interleaving (`check`, and
+//! `replay` a counterexample), list what is built in (`list`), run them on the real
+//! `/dev/kvm` (`probe`) and compare the two (`diff`).
 #![forbid(unsafe_code)]
 
 /// `print!` into a `String` (output is written in one go, so a closed pipe is not a panic).
@@ -11,15 +12,36 @@ macro_rules! outln {
     ($o:expr, $($t:tt)*) => {{ use std::fmt::Write as _; let _ = writeln!($o, $($t)*); }};
 }
 
+mod cell;
+mod checkcmd;
 mod diff;
 mod input;
 mod list;
 mod plan;
 mod probe;
+mod replay;
 mod run;
 
+use check::Strategy;
 use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    match Strategy::from_name(s) {
+        Some(Strategy::Sample) | None => Err(format!(
+            "unknown strategy {s:?}; expected dpor, dfs, pct or random"
+        )),
+        Some(x) => Ok(x),
+    }
+}
+
+fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 && x < 1e9 => Ok(std::time::Duration::from_secs_f64(x)),
+        _ => Err(format!("{s:?} is not a positive number of seconds")),
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -77,6 +99,66 @@ enum Cmd {
         #[arg(long)]
         trace: bool,
     },
+    /// Explore every interleaving of each cell: prove clean cells, minimise counterexamples.
+    ///
+    /// Exit status 0 when every cell matches its scenario's [expect] (cells without one,
+    /// such as mutants, always match), 1 otherwise, 2 on bad input. Counterexamples are
+    /// written as replay files (see `kvmmu replay`).
+    Check {
+        /// Built-in scenario names or scenario files (default: every built-in scenario).
+        scenarios: Vec<String>,
+        /// Policies to check (default: every era; `mutants` for the mutants). Repeatable.
+        #[arg(long = "policy", value_name = "P")]
+        policies: Vec<String>,
+        /// dpor (default), dfs (no reduction), pct or random (seeded sampling).
+        #[arg(long, default_value = "dpor", value_parser = parse_strategy)]
+        strategy: Strategy,
+        /// Only schedules with at most N preemptions, explored bound 0, 1, ... N.
+        #[arg(long, value_name = "N")]
+        preemptions: Option<u32>,
+        /// Stop exploring after SECS seconds in all (the result is then not complete).
+        #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+        budget: Option<std::time::Duration>,
+        /// Stop each cell after N executions (the result is then not complete).
+        #[arg(long, value_name = "N")]
+        max_executions: Option<u64>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Seed of pct and random.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Executions pct and random run per cell.
+        #[arg(long, default_value_t = 1000)]
+        samples: u64,
+        /// Stop each cell at its first violation.
+        #[arg(long)]
+        stop_on_violation: bool,
+        /// Report counterexamples as found, without minimising them.
+        #[arg(long)]
+        no_minimize: bool,
+        /// Where replay files go.
+        #[arg(long, value_name = "DIR", default_value = "kvmmu-replays")]
+        replay_dir: PathBuf,
+        /// Write no replay files.
+        #[arg(long)]
+        no_replay_files: bool,
+        /// Check every step's accesses against its declared footprint (slower).
+        #[arg(long)]
+        audit: bool,
+        /// No progress line on stderr (it is also hidden when stderr is not a terminal).
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Reproduce a counterexample from its replay file, step by step.
+    ///
+    /// Exit status 0 when it reproduces bit for bit, 1 when it does not (saying why), 2 on
+    /// bad input.
+    Replay {
+        file: String,
+        /// Print the full step trace too.
+        #[arg(long)]
+        trace: bool,
+    },
     /// List the built-in scenarios, the policies and the oracles.
     List,
     /// Run scenarios on this machine's real /dev/kvm and print what happened per access.
@@ -123,6 +205,39 @@ fn main() -> ExitCode {
             format,
             trace,
         } => run::run(&scenarios, &policies, seed, schedules, format, trace),
+        Cmd::Check {
+            scenarios,
+            policies,
+            strategy,
+            preemptions,
+            budget,
+            max_executions,
+            format,
+            seed,
+            samples,
+            stop_on_violation,
+            no_minimize,
+            replay_dir,
+            no_replay_files,
+            audit,
+            quiet,
+        } => checkcmd::check(&checkcmd::CheckArgs {
+            scenarios,
+            policies,
+            strategy,
+            preemptions,
+            budget,
+            max_executions,
+            format,
+            seed,
+            samples,
+            stop_on_failure: stop_on_violation,
+            minimize: !no_minimize,
+            replay_dir: (!no_replay_files).then_some(replay_dir),
+            audit,
+            quiet,
+        }),
+        Cmd::Replay { file, trace } => replay::replay(&file, trace),
         Cmd::List => {
             list::list();
             ExitCode::SUCCESS

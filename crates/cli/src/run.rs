@@ -1,8 +1,11 @@
-//! `kvmmu run`: the scenario × policy matrix.
+//! `kvmmu run`: the scenario × policy matrix, each cell sampled (round-robin, seeded random
+//! and PCT schedules) — the quick view; `kvmmu check` explores every interleaving.
 
+use crate::cell::{self, Cell};
 use crate::input;
 use crate::Format;
-use model::harness::{run_cell, CellResult, RunOptions};
+use check::{Options, Strategy};
+use model::harness::{run_once, ScheduleKind};
 use serde_json::json;
 use std::process::ExitCode;
 
@@ -21,17 +24,18 @@ pub fn run(
             return ExitCode::from(2);
         }
     };
-    let opts = RunOptions {
+    let opts = Options {
+        strategy: Strategy::Sample,
         seed,
-        schedules,
-        tracing: trace,
-        ..RunOptions::default()
+        samples: schedules as u64,
+        counterexamples: trace,
+        ..Options::default()
     };
-    let mut rows: Vec<Vec<CellResult>> = Vec::new();
+    let mut rows: Vec<Vec<Cell>> = Vec::new();
     for sc in &scs {
         let mut row = Vec::new();
         for &p in &pols {
-            match run_cell(sc, p, &opts) {
+            match cell::explore(sc, p, &opts, false, &mut |_| {}) {
                 Ok(c) => row.push(c),
                 Err(e) => {
                     eprintln!("kvmmu: {}: {e}", sc.name);
@@ -59,27 +63,28 @@ pub fn run(
     }
 }
 
-fn cell_json(c: &CellResult) -> serde_json::Value {
+fn cell_json(c: &Cell) -> serde_json::Value {
+    let r = &c.report;
     json!({
-        "scenario": c.scenario,
+        "scenario": c.scenario.name,
         "policy": c.policy.name(),
-        "verdict": if c.violations.is_empty() { "ok" } else { "violation" },
-        "violations": c.oracle_names(),
-        "details": c.violations.iter().map(|(v, k)| json!({"oracle": v.oracle.name(), "step": v.step, "detail": v.detail, "schedule": k.to_string()})).collect::<Vec<_>>(),
-        "outcome": c.outcome,
-        "outcomes": c.outcomes.iter().enumerate().map(|(v, accs)| json!({"vcpu": v, "accesses": accs})).collect::<Vec<_>>(),
-        "nested": c.nested,
-        "schedules": c.schedules,
+        "verdict": if c.oracles_with_divergence().is_empty() { "ok" } else { "violation" },
+        "violations": c.oracles_with_divergence(),
+        "details": r.found.iter().map(|f| json!({"oracle": f.oracle, "detail": f.detail, "executions": f.executions})).collect::<Vec<_>>(),
+        "outcome": c.headline(),
+        "outcomes": c.access_outcomes().iter().enumerate().map(|(v, accs)| json!({"vcpu": v, "accesses": accs})).collect::<Vec<_>>(),
+        "nested": c.nested_outcomes(),
+        "schedules": r.executions,
         "expected": c.matches,
     })
 }
 
-fn print_matrix(rows: &[Vec<CellResult>], pols: &[model::kvm::PolicyId], trace: bool) {
+fn print_matrix(rows: &[Vec<Cell>], pols: &[model::kvm::PolicyId], trace: bool) {
     let mut o = String::new();
     let name_w = rows
         .iter()
         .filter_map(|r| r.first())
-        .map(|c| c.scenario.len())
+        .map(|c| c.scenario.name.chars().count())
         .max()
         .unwrap_or(8)
         .max(8);
@@ -88,8 +93,8 @@ fn print_matrix(rows: &[Vec<CellResult>], pols: &[model::kvm::PolicyId], trace: 
         .map(|r| {
             r.iter()
                 .map(|c| match c.matches {
-                    Some(false) => format!("{} (!)", c.cell()),
-                    _ => c.cell(),
+                    Some(false) => format!("{} (!)", c.text()),
+                    _ => c.text(),
                 })
                 .collect()
         })
@@ -110,13 +115,13 @@ fn print_matrix(rows: &[Vec<CellResult>], pols: &[model::kvm::PolicyId], trace: 
     }
     o.push('\n');
     for (r, row) in rows.iter().zip(&cells) {
-        out!(o, "{:<name_w$}", r[0].scenario);
+        out!(o, "{:<name_w$}", r[0].scenario.name);
         for (j, c) in row.iter().enumerate() {
             out!(o, "  {:<w$}", c, w = col_w[j]);
         }
         o.push('\n');
     }
-    let mismatches: Vec<&CellResult> = rows
+    let mismatches: Vec<&Cell> = rows
         .iter()
         .flatten()
         .filter(|c| c.matches == Some(false))
@@ -124,47 +129,75 @@ fn print_matrix(rows: &[Vec<CellResult>], pols: &[model::kvm::PolicyId], trace: 
     if !mismatches.is_empty() {
         outln!(o, "\n(!) differs from the scenario's [expect]:");
         for c in mismatches {
-            outln!(o, "  {} / {}: got {}", c.scenario, c.policy, c.cell());
+            outln!(o, "  {} / {}: got {}", c.scenario.name, c.policy, c.text());
         }
     }
-    let violated: Vec<&CellResult> = rows
+    let violated: Vec<&Cell> = rows
         .iter()
         .flatten()
-        .filter(|c| !c.violations.is_empty())
+        .filter(|c| !c.report.found.is_empty())
         .collect();
     if !violated.is_empty() {
         outln!(
             o,
-            "\nviolations (first per oracle; rerun with --trace for the steps):"
+            "\nviolations (first per oracle; rerun with --trace for the steps, or `kvmmu check` for all interleavings):"
         );
         for c in violated {
-            for (v, k) in &c.violations {
-                outln!(o, "  {} / {} [{k}] {v}", c.scenario, c.policy);
+            for f in &c.report.found {
+                outln!(
+                    o,
+                    "  {} / {} {}: {} ({} of {} schedules)",
+                    c.scenario.name,
+                    c.policy,
+                    f.oracle,
+                    f.detail,
+                    f.executions,
+                    c.report.executions
+                );
             }
         }
     }
     if trace {
         for c in rows.iter().flatten() {
-            outln!(
-                o,
-                "\n=== {} / {} ({}): {}",
-                c.scenario,
-                c.policy,
-                c.witness.schedule,
-                c.cell()
-            );
-            for (v, acc) in c.witness.outcomes.iter().enumerate() {
+            outln!(o, "\n=== {} / {}: {}", c.scenario.name, c.policy, c.text());
+            for (v, acc) in c.access_outcomes().iter().enumerate() {
                 for a in acc {
                     outln!(o, "  vcpu{v} {a}");
                 }
             }
-            for n in &c.witness.nested {
+            for n in c.nested_outcomes() {
                 outln!(o, "  nested: {n}");
             }
-            for v in &c.witness.violations {
-                outln!(o, "  violation at {v}");
+            match c
+                .report
+                .found
+                .iter()
+                .find_map(|f| f.counterexample.as_ref())
+            {
+                Some(ce) => {
+                    outln!(
+                        o,
+                        "  counterexample for {} ({} preemptions, {} steps):",
+                        ce.oracle,
+                        ce.preemptions,
+                        ce.schedule.len()
+                    );
+                    out!(o, "{}", ce.trace);
+                }
+                None => {
+                    // A clean cell: show the round-robin run.
+                    if let Ok(r) = run_once(
+                        &c.scenario,
+                        c.policy,
+                        ScheduleKind::RoundRobin,
+                        true,
+                        20_000,
+                    ) {
+                        outln!(o, "  (round-robin schedule)");
+                        out!(o, "{}", r.trace);
+                    }
+                }
             }
-            out!(o, "{}", c.witness.trace);
         }
     }
     crate::emit(&o);

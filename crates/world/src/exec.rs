@@ -170,7 +170,9 @@ impl World {
         self.protected.push((objs, lock));
     }
 
-    /// Register a footprint provider for [`Cx::step_dyn`].
+    /// Register a footprint provider for [`Cx::step_dyn`]. A provider must name every object
+    /// it reads to compute the footprint: then only a conflicting step can change what it
+    /// says, which is what lets an explorer keep a pending step's footprint until such a step.
     pub fn provider(&mut self, p: Provider) -> ProviderId {
         self.providers.push(p);
         ProviderId(self.providers.len() as u32 - 1)
@@ -449,6 +451,8 @@ impl World {
         let mut log: Vec<Footprint> = Vec::new();
         let mut last: Option<ActorId> = None;
         let mut cx = Context::from_waker(Waker::noop());
+        // Steps of earlier runs of this world (a setup phase) do not count in this one.
+        let base = self.core.step.get();
         sched.begin();
         let status = loop {
             self.adopt_spawned();
@@ -506,21 +510,21 @@ impl World {
                 break Status::Deadlock(self.blocked());
             }
             let step = self.core.step.get();
-            if step >= self.max_steps {
+            if step - base >= self.max_steps {
                 break Status::StepLimit;
             }
             let decision = Decision {
-                step,
+                step: step - base,
                 enabled: &enabled,
                 footprints: &fps,
                 pending: &pendings,
                 last,
             };
             let Some(who) = sched.pick(&decision) else {
-                break Status::Diverged { step };
+                break Status::Diverged { step: step - base };
             };
             let Some(i) = enabled.iter().position(|&a| a == who) else {
-                break Status::Diverged { step };
+                break Status::Diverged { step: step - base };
             };
             let (performed, rec) = {
                 let mut pending = self.core.pending.borrow_mut();
@@ -591,7 +595,7 @@ impl World {
         };
         RunResult {
             status,
-            steps: self.core.step.get(),
+            steps: self.core.step.get() - base,
             schedule,
             records,
             trace,

@@ -22,6 +22,40 @@ pub struct Observation {
     pub fingerprint: u64,
     /// The headline of what happened (`ok`, `EFAULT`, `MMIO`, ...).
     pub headline: String,
+    /// What each observable thing ended in, one line each (`vcpu0 read32 0x10000: 0x1`).
+    pub outcomes: Vec<String>,
+}
+
+/// FNV-1a, 64 bits: a hash whose value is fixed by its definition (fingerprints and content
+/// hashes are compared across runs and written to files).
+#[derive(Clone, Debug)]
+pub struct Fnv64(u64);
+
+impl Default for Fnv64 {
+    fn default() -> Self {
+        Fnv64(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv64 {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// The FNV-1a hash of `bytes`.
+pub fn fnv64(bytes: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = Fnv64::default();
+    h.write(bytes);
+    h.finish()
 }
 
 /// Judges one execution.

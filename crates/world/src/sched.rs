@@ -18,7 +18,7 @@ pub struct Pending {
 /// Everything a scheduler may look at to choose the next step.
 #[derive(Copy, Clone, Debug)]
 pub struct Decision<'a> {
-    /// Index of the step about to be taken (0 for the first).
+    /// Index of the step about to be taken in this run (0 for the first).
     pub step: u64,
     /// The actors that can take a step now, ascending.
     pub enabled: &'a [ActorId],

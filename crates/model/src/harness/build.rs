@@ -66,7 +66,7 @@ pub struct Sys {
     pub mappings: Vec<MappingState>,
     pub seq: Rc<Sequencer>,
     /// Actors still to finish before the uffd handlers are told to stop.
-    pub running: Rc<Cell<usize>>,
+    pub running: Rc<Running>,
     /// The vCPU and nested-map actors (the guest side), for schedules that order the host
     /// side first ([`super::ScheduleKind::VcpusLast`]).
     pub guest_actors: Vec<world::ActorId>,
@@ -346,18 +346,27 @@ pub fn build_with(
         sc.vcpus.len(),
         sc.host.iter().map(|h| h.after).collect(),
     );
-    let running = Rc::new(Cell::new(0usize));
+    // Only the VMM's exit path of a userfaultfd scenario waits for every thread to finish;
+    // elsewhere nobody reads the count and threads exit without a step.
+    let has_uffd = sc.mappings.iter().any(|m| m.backing == Backing::Userfault);
+    let running = Rc::new(Running {
+        obj: if has_uffd {
+            Some(w.object("running VMM threads"))
+        } else {
+            None
+        },
+        count: Cell::new(0),
+    });
     let mut vcpus = Vec::new();
     let mut guest_actors = Vec::new();
     for (i, v) in sc.vcpus.iter().enumerate() {
         let vcpu = Vcpu::new(i, &kvm, v.program.clone(), &seq);
         vcpus.push(vcpu.clone());
         let running = running.clone();
-        running.set(running.get() + 1);
-        let obj = seq.obj;
+        running.count.set(running.count.get() + 1);
         guest_actors.push(w.spawn(format!("vcpu{i}"), move |cx| async move {
             vcpu.run(cx.clone()).await;
-            finished(&cx, obj, &running).await;
+            running.finished(&cx).await;
         }));
     }
     let mut nested = Vec::new();
@@ -365,12 +374,11 @@ pub fn build_with(
         let out = Rc::new(RefCell::new(None));
         nested.push(out.clone());
         let (kvm2, gpa, rounds, running) = (kvm.clone(), n.gpa, n.rounds, running.clone());
-        running.set(running.get() + 1);
-        let obj = seq.obj;
+        running.count.set(running.count.get() + 1);
         guest_actors.push(w.spawn(format!("nested{i}"), move |cx| async move {
             let o = kvm_vcpu_map_access(&cx, &kvm2, gpa, rounds).await;
             *out.borrow_mut() = Some(o);
-            finished(&cx, obj, &running).await;
+            running.finished(&cx).await;
         }));
     }
     let mut threads: Vec<String> = Vec::new();
@@ -399,7 +407,7 @@ pub fn build_with(
             .map(|(j, h)| (j, h.action.clone()))
             .collect();
         let ctx = super::host::HostCtx::new(&sys);
-        sys.running.set(sys.running.get() + 1);
+        sys.running.count.set(sys.running.count.get() + 1);
         w.spawn(t, move |cx| run_host_thread(cx, ctx, steps));
     }
     for st in &sys.mappings {
@@ -411,12 +419,13 @@ pub fn build_with(
                 handler.run_handler(cx, fill_of, u64::MAX).await;
             });
             // The VMM's exit path stops the handler once every vCPU and host thread is done.
-            let (u3, running, obj) = (u.clone(), sys.running.clone(), sys.seq.obj);
+            let (u3, running) = (u.clone(), sys.running.clone());
+            let obj = running.obj.expect("tracked in userfaultfd scenarios");
             w.spawn(format!("vmm-exit-{}", st.name), move |cx| async move {
                 let r = running.clone();
                 cx.wait_until(obj, "every vCPU and host thread done", move || {
                     world::audit::read(obj);
-                    r.get() == 0
+                    r.count.get() == 0
                 })
                 .await;
                 u3.stop(&cx).await;
@@ -426,9 +435,20 @@ pub fn build_with(
     Ok((w, sys))
 }
 
-/// A VMM thread is done: the count the exit path waits on drops (a write of `obj`).
-pub(crate) async fn finished(cx: &world::Cx, obj: world::ObjId, running: &Cell<usize>) {
-    cx.access(obj, world::Access::Write, "thread exits").await;
-    world::audit::write(obj);
-    running.set(running.get() - 1);
+/// How many VMM threads (vCPUs, nested maps, host threads) are still running.
+pub struct Running {
+    /// The count's footprint object, when someone waits for it.
+    pub obj: Option<world::ObjId>,
+    pub count: Cell<usize>,
+}
+
+impl Running {
+    /// A VMM thread is done: the count the exit path waits on drops (a write of `obj`).
+    pub(crate) async fn finished(&self, cx: &world::Cx) {
+        if let Some(obj) = self.obj {
+            cx.access(obj, world::Access::Write, "thread exits").await;
+            world::audit::write(obj);
+        }
+        self.count.set(self.count.get() - 1);
+    }
 }

@@ -7,7 +7,6 @@ use crate::mm::fault::user_access;
 use crate::mm::syscalls::{sys_madvise_dontneed, sys_mmap, sys_mprotect, sys_munmap};
 use crate::mm::{Errno, Frames, Mm, MmapArgs, VmFlags, PAGE_SIZE};
 use scenario::HostAction;
-use std::cell::Cell;
 use std::rc::Rc;
 use world::{Access, Cx};
 
@@ -18,7 +17,7 @@ pub(crate) struct HostCtx {
     frames: Rc<Frames>,
     mappings: Vec<super::build::MappingState>,
     seq: Rc<Sequencer>,
-    running: Rc<Cell<usize>>,
+    running: Rc<super::build::Running>,
 }
 
 impl HostCtx {
@@ -119,20 +118,24 @@ async fn act(cx: &Cx, h: &HostCtx, a: &HostAction) -> Result<String, Errno> {
 /// after.
 pub(crate) async fn run_host_thread(cx: Cx, h: HostCtx, steps: Vec<(usize, HostAction)>) {
     for (j, a) in steps {
-        // The VMM thread waits for the guest to reach the step's point (at once if the step
-        // is not sequenced, or the point was reached).
-        let s = h.seq.clone();
-        cx.wait_until(h.seq.obj, "guest reaches the step's point", move || {
-            s.step_ready(j)
-        })
-        .await;
+        // A step sequenced after a guest access waits for the guest to reach it.
+        if h.seq.is_sequenced(j) {
+            let s = h.seq.clone();
+            cx.wait_until(h.seq.obj, "guest reaches the step's point", move || {
+                s.step_ready(j)
+            })
+            .await;
+        }
         let r = act(&cx, &h, &a).await;
         match r {
             Ok(t) => cx.emit(t),
             Err(e) => world::emit!(cx, "{a:?} failed: {e}"),
         }
-        cx.access(h.seq.obj, Access::Write, "step done").await;
-        h.seq.step_done(j);
+        // Only a vCPU waiting for this step cares that it is done.
+        if h.seq.is_sequenced(j) {
+            cx.access(h.seq.obj, Access::Write, "step done").await;
+            h.seq.step_done(j);
+        }
     }
-    super::build::finished(&cx, h.seq.obj, &h.running).await;
+    h.running.finished(&cx).await;
 }

@@ -4,9 +4,11 @@
 
 mod build;
 mod host;
+mod monitor;
 pub mod oracle;
 mod run;
 
 pub use build::{build, build_with, Backend, BuildOptions, MappingState, Sys};
+pub use monitor::{worst_headline, CellMonitor, CellProgram, HEADLINES};
 pub use oracle::{Oracle, Violation};
-pub use run::{run_cell, run_once, CellResult, RunOptions, ScheduleKind, SingleRun};
+pub use run::{expectation_met, run_once, ScheduleKind, SingleRun};

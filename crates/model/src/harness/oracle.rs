@@ -1,6 +1,11 @@
 //! Safety oracles, checked after every step. Each looks only at model state (frames, host
 //! page tables, SPTEs, pins, device logs), never at how the state was reached, so a
 //! violation is found by exploring, not by recognising a scenario.
+//!
+//! Checks are incremental: after a step, only the invariants over objects the step wrote
+//! (its footprint) are re-checked. The steps that change either side of an invariant declare
+//! ghost reads of the other side (see [`crate::kvm`]), so every interleaving an explorer
+//! treats as equivalent is judged the same.
 
 use super::build::{Backend, Sys};
 use crate::kvm::Spte;
@@ -8,6 +13,7 @@ use crate::mm::{VmFlags, PAGE_SHIFT};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::rc::Rc;
+use world::StepRecord;
 
 fn describe(pfns: &[crate::mm::Pfn]) -> String {
     if pfns.is_empty() {
@@ -69,7 +75,7 @@ impl Oracle {
             Oracle::NoFreedFrame => "no SPTE or pinned map reaches a frame that was freed or now belongs to someone else",
             Oracle::NoWriteEscalation => "a writable SPTE implies a writable host PTE, VM_WRITE and a writable memslot",
             Oracle::RightFrame => "an installed SPTE maps a pfn the host page table held for that hva during the fault",
-            Oracle::NoStaleSpte => "after an invalidation ends, no SPTE from an older lookup maps anything but the host's translation",
+            Oracle::NoStaleSpte => "while no invalidation covering its gfn is in progress, an SPTE maps what the host page table maps now",
             Oracle::GuestCoherent => "a guest read returns the current content of the frame the host maps there",
             Oracle::FirstAccessTrapped => "on trap-on-first-access memory the device saw the access before the guest got a mapping",
         }
@@ -106,6 +112,7 @@ pub struct Checker {
     anomalies_seen: usize,
     installs_seen: usize,
     pins_seen: usize,
+    pins_now: usize,
     reported: Vec<(Oracle, String)>,
     pub violations: Vec<Violation>,
 }
@@ -127,14 +134,43 @@ impl Checker {
 
     /// Check every step-local invariant. `step` is the step just taken.
     pub fn check_step(&mut self, sys: &Sys, step: u64) {
-        self.refcounts(sys, step);
-        // The per-SPTE checks look at the stage-2 table in place.
-        sys.kvm.with_sptes(|sptes| {
-            self.frames_alive(sys, sptes, step);
-            self.write_escalation(sys, sptes, step);
-            self.stale(sys, sptes, step);
+        self.check_after(sys, step, None);
+    }
+
+    /// Re-check what step `step` (`rec`) may have broken: invariants over the objects it
+    /// wrote. Without a record, everything.
+    pub fn check_after(&mut self, sys: &Sys, step: u64, rec: Option<&StepRecord>) {
+        let writes = |c: world::Class| rec.is_none_or(|r| r.fp.writes_class(c));
+        let spte = writes(sys.kvm.spte_class());
+        let pte = writes(sys.mm.pte_class());
+        let page = writes(sys.frames.page_class());
+        let inv = rec.is_none_or(|r| {
+            r.fp.iter()
+                .any(|f| f.access == world::Access::Write && f.contains(sys.kvm.inv_obj))
         });
-        self.new_installs(sys, step);
+        if sys.frames.anomaly_count() != self.anomalies_seen {
+            self.refcounts(sys, step);
+        }
+        let pins_changed = sys.kvm.pin_count() != self.pins_now;
+        self.pins_now = sys.kvm.pin_count();
+        if spte || page || pte || inv || pins_changed {
+            // The per-SPTE checks look at the stage-2 table in place.
+            sys.kvm.with_sptes(|sptes| {
+                if spte || page || pins_changed {
+                    self.frames_alive(sys, sptes, step);
+                }
+                if spte || pte {
+                    self.write_escalation(sys, sptes, step);
+                }
+                if spte || pte || inv {
+                    self.stale(sys, sptes, step);
+                }
+            });
+        }
+        if sys.kvm.install_count() != self.installs_seen || sys.kvm.pin_log_len() != self.pins_seen
+        {
+            self.new_installs(sys, step);
+        }
         self.coherent(sys, step);
     }
 
@@ -299,19 +335,26 @@ impl Checker {
         }
     }
 
+    /// Whenever no invalidation covering a gfn is in progress, its SPTE must map what the
+    /// host page table maps at its hva now. Judged from the SPTE and the host PTE alone, not
+    /// from the notifier's bookkeeping: a zap that forgot the notifier shows up here at once.
     fn stale(&mut self, sys: &Sys, sptes: &BTreeMap<u64, Spte>, step: u64) {
         let (in_progress, range) = sys.kvm.invalidation();
         for (&gfn, s) in sptes {
             if in_progress > 0 && range.is_none_or(|(a, b)| a <= gfn && gfn < b) {
                 continue;
             }
-            if !sys.kvm.invalidated_since(gfn, s.fault_start) {
-                continue;
-            }
             let host = sys.mm.pte(s.hva).filter(|p| !p.protnone).map(|p| p.pfn);
             if host != Some(s.pfn) {
                 let now = host.map_or("nothing".to_string(), |p| p.to_string());
-                self.report(Oracle::NoStaleSpte, step, format!("SPTE for gfn {gfn:#x} maps {} after an invalidation ended; the host maps {now}", s.pfn));
+                self.report(
+                    Oracle::NoStaleSpte,
+                    step,
+                    format!(
+                        "SPTE for gfn {gfn:#x} maps {} with no invalidation in progress; the host maps {now} at {:#x}",
+                        s.pfn, s.hva
+                    ),
+                );
             }
         }
     }

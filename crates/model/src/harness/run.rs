@@ -1,14 +1,29 @@
 //! Running a (scenario, policy) cell under several schedules.
 
 use super::build::build;
-use super::oracle::{Checker, Oracle, Violation};
-use crate::kvm::pin::PinOutcome;
+use super::monitor::CellMonitor;
+use super::oracle::{Oracle, Violation};
 use crate::kvm::vcpu::Outcome;
 use crate::kvm::PolicyId;
 use scenario::Scenario;
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
-use world::{FirstEnabled, Pct, Random, Replay, RoundRobin, Scheduler, Status, Trace};
+
+/// Whether a cell that violated `oracles` (sorted names) with headline `headline` meets the
+/// scenario's `[expect]` for `policy`; `None` when the scenario expects nothing of it.
+pub fn expectation_met(
+    sc: &Scenario,
+    policy: PolicyId,
+    oracles: &[&str],
+    headline: &str,
+) -> Option<bool> {
+    let e = sc.expect.get(policy.name())?;
+    let want: BTreeSet<&str> = e.violations.iter().map(String::as_str).collect();
+    let got: BTreeSet<&str> = oracles.iter().copied().collect();
+    let outcome_ok = e.outcome.as_ref().is_none_or(|o| o == headline);
+    Some(want == got && outcome_ok)
+}
+use world::{FirstEnabled, Monitor, Pct, Random, Replay, RoundRobin, Scheduler, Status, Trace};
 
 /// Which schedule a run used.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,280 +114,37 @@ pub fn run_once(
             guests: sys.guest_actors.clone(),
         }),
     };
-    let mut checker = Checker::default();
+    let mut mon = CellMonitor::new(sys);
+    let mut sink = Vec::new();
     let mut step = 0u64;
-    let r = w.run(sched.as_mut(), &mut || {
-        checker.check_step(&sys, step);
+    let r = w.run_observed(sched.as_mut(), &mut |rec| {
+        mon.step(rec, step, &mut sink);
         step += 1;
         ControlFlow::Continue(())
     });
-    match &r.status {
-        Status::Completed => checker.check_end(&sys, r.steps),
-        Status::Bug { actor, what } => checker.violations.push(Violation {
-            oracle: Oracle::NoHostBug,
-            step: r.steps,
-            detail: format!("{actor}: {what}"),
-        }),
-        Status::Deadlock(b) => checker.violations.push(Violation {
-            oracle: Oracle::NoDeadlock,
-            step: r.steps,
-            detail: b
-                .iter()
-                .map(|x| x.to_string())
-                .collect::<Vec<_>>()
-                .join("; "),
-        }),
-        Status::StepLimit => checker.violations.push(Violation {
+    if let Status::Audit { actor, detail } = &r.status {
+        return Err(format!("audit: {actor}: {detail}"));
+    }
+    mon.end(&r.status, r.steps, &mut sink);
+    if r.status == Status::StepLimit {
+        mon.checker.violations.push(Violation {
             oracle: Oracle::NoDeadlock,
             step: r.steps,
             detail: format!("no progress within {max_steps} steps (livelock)"),
-        }),
-        Status::Audit { actor, detail } => {
-            return Err(format!("audit: {actor}: {detail}"));
-        }
-        Status::Stopped(_) | Status::Diverged { .. } => {}
+        });
     }
-    let bug = matches!(r.status, Status::Bug { .. });
-    let mut outcomes = Vec::new();
-    let mut raw = Vec::new();
-    for v in &sys.vcpus {
-        let recs = v.records.borrow();
-        let mut per = Vec::new();
-        let mut per_raw = Vec::new();
-        for (i, op) in v.program.iter().enumerate() {
-            let atts = recs.get(i).map(|r| r.attempts.clone()).unwrap_or_default();
-            let text = if atts.is_empty() {
-                if bug && i == recs.len().saturating_sub(1) {
-                    "BUG".to_string()
-                } else {
-                    "not run".to_string()
-                }
-            } else {
-                atts.iter()
-                    .map(|o| o.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" -> ")
-            };
-            per.push(format!("{op}: {text}"));
-            per_raw.push(atts);
-        }
-        outcomes.push(per);
-        raw.push(per_raw);
-    }
-    let nested = sys
-        .nested
-        .iter()
-        .map(|n| {
-            n.borrow()
-                .as_ref()
-                .map_or("not finished".to_string(), PinOutcome::to_string)
-        })
-        .collect();
-    let mut uffd: Vec<(u64, String, u64, bool)> = Vec::new();
-    for m in &sys.mappings {
-        if let super::Backend::Userfault(u) = &m.backend {
-            uffd.extend(
-                u.accesses
-                    .log()
-                    .into_iter()
-                    .map(|r| (r.step, m.name.clone(), r.page, r.write)),
-            );
-        }
-    }
-    uffd.sort_by_key(|e| e.0);
+    let (outcomes, raw_outcomes) = mon.accesses();
     Ok(SingleRun {
-        uffd: uffd.into_iter().map(|(_, n, p, w)| (n, p, w)).collect(),
+        uffd: mon.uffd(),
+        nested: mon.nested(),
         schedule: kind,
         status: r.status,
-        violations: checker.violations,
+        violations: mon.checker.violations.clone(),
         outcomes,
-        raw_outcomes: raw,
-        nested,
+        raw_outcomes,
         trace: r.trace,
         choices: r.schedule,
         steps: r.steps,
-        refs_taken: sys.kvm.refs_taken(),
+        refs_taken: mon.sys.kvm.refs_taken(),
     })
-}
-
-/// How a cell is explored.
-#[derive(Clone, Debug)]
-pub struct RunOptions {
-    pub seed: u64,
-    /// Seeded random schedules in addition to round-robin.
-    pub schedules: usize,
-    pub tracing: bool,
-    pub max_steps: u64,
-}
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        RunOptions {
-            seed: 1,
-            schedules: 200,
-            tracing: false,
-            max_steps: 20_000,
-        }
-    }
-}
-
-/// The summary of a (scenario, policy) cell over all its schedules.
-#[derive(Clone, Debug)]
-pub struct CellResult {
-    pub scenario: String,
-    pub policy: PolicyId,
-    /// First violation of each oracle, with the run that showed it.
-    pub violations: Vec<(Violation, ScheduleKind)>,
-    /// Per vCPU access: the distinct outcomes seen across schedules.
-    pub outcomes: Vec<Vec<String>>,
-    pub nested: Vec<String>,
-    /// `ok`, `emulated`, `MMIO`, `refused`, `EFAULT`, `BUG`, `DEADLOCK`.
-    pub outcome: String,
-    pub schedules: usize,
-    /// The counterexample run (first violating schedule), else the round-robin run.
-    pub witness: SingleRun,
-    /// `Some(false)` when the scenario declares an expectation this cell does not meet.
-    pub matches: Option<bool>,
-}
-
-impl CellResult {
-    pub fn oracle_names(&self) -> Vec<&'static str> {
-        let set: BTreeSet<Oracle> = self.violations.iter().map(|(v, _)| v.oracle).collect();
-        set.into_iter().map(Oracle::name).collect()
-    }
-
-    /// The matrix cell: violated oracles (BUG and DEADLOCK by those words), else the outcome.
-    pub fn cell(&self) -> String {
-        let names = self.oracle_names();
-        if names.is_empty() {
-            return self.outcome.clone();
-        }
-        names
-            .iter()
-            .map(|n| match *n {
-                "no-host-bug" => "BUG",
-                "no-deadlock" => "DEADLOCK",
-                n => n,
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
-
-fn headline(runs: &[SingleRun]) -> String {
-    let any = |f: &dyn Fn(&SingleRun) -> bool| runs.iter().any(f);
-    if any(&|r| matches!(r.status, Status::Bug { .. })) {
-        return "BUG".into();
-    }
-    if any(&|r| matches!(r.status, Status::Deadlock(_) | Status::StepLimit)) {
-        return "DEADLOCK".into();
-    }
-    let has = |p: &dyn Fn(&Outcome) -> bool| {
-        runs.iter()
-            .any(|r| r.raw_outcomes.iter().flatten().flatten().any(p))
-    };
-    if has(&|o| *o == Outcome::Efault) {
-        return "EFAULT".into();
-    }
-    if any(&|r| r.nested.iter().any(|n| n.starts_with("map refused"))) {
-        return "refused".into();
-    }
-    if has(&|o| matches!(o, Outcome::MmioRead { .. } | Outcome::MmioWrite { .. })) {
-        return "MMIO".into();
-    }
-    if has(&|o| *o == Outcome::Emulated) {
-        return "emulated".into();
-    }
-    "ok".into()
-}
-
-/// The distinct values, in first-seen order, joined by ` | `.
-fn distinct<'a>(values: impl Iterator<Item = &'a String>) -> String {
-    let mut seen: Vec<&String> = Vec::new();
-    for v in values {
-        if !seen.contains(&v) {
-            seen.push(v);
-        }
-    }
-    seen.iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(" | ")
-}
-
-/// Explore a cell: round-robin, then `opts.schedules` seeded uniformly random schedules and
-/// as many PCT schedules (depth 2 and 3, change points spread over the round-robin run's
-/// length) — uniform choice rarely lands a long host operation inside a one-step window,
-/// PCT does.
-pub fn run_cell(sc: &Scenario, policy: PolicyId, opts: &RunOptions) -> Result<CellResult, String> {
-    let mut runs = vec![run_once(
-        sc,
-        policy,
-        ScheduleKind::RoundRobin,
-        false,
-        opts.max_steps,
-    )?];
-    let steps = runs[0].steps;
-    let mut kinds = Vec::new();
-    for i in 0..opts.schedules as u64 {
-        let seed = opts.seed.wrapping_mul(1_000_003).wrapping_add(i);
-        kinds.push(ScheduleKind::Random(seed));
-        kinds.push(ScheduleKind::Pct {
-            seed,
-            depth: 2 + (i % 2) as u32,
-            steps,
-        });
-    }
-    for k in kinds {
-        runs.push(run_once(sc, policy, k, false, opts.max_steps)?);
-    }
-    let mut violations: Vec<(Violation, ScheduleKind)> = Vec::new();
-    for r in &runs {
-        for v in &r.violations {
-            if !violations.iter().any(|(x, _)| x.oracle == v.oracle) {
-                violations.push((v.clone(), r.schedule.clone()));
-            }
-        }
-    }
-    let outcomes: Vec<Vec<String>> = (0..runs[0].outcomes.len())
-        .map(|v| {
-            (0..runs[0].outcomes[v].len())
-                .map(|i| distinct(runs.iter().map(|r| &r.outcomes[v][i])))
-                .collect()
-        })
-        .collect();
-    let nested: Vec<String> = (0..runs[0].nested.len())
-        .map(|i| distinct(runs.iter().map(|r| &r.nested[i])))
-        .collect();
-    let outcome = headline(&runs);
-    let witness_kind = violations
-        .first()
-        .map_or(ScheduleKind::RoundRobin, |(_, k)| k.clone());
-    // Runs are deterministic: rerun the witness only to record its trace.
-    let witness = if opts.tracing {
-        run_once(sc, policy, witness_kind, true, opts.max_steps)?
-    } else {
-        runs.iter()
-            .find(|r| r.schedule == witness_kind)
-            .expect("the witness was run")
-            .clone()
-    };
-    let mut cell = CellResult {
-        scenario: sc.name.clone(),
-        policy,
-        violations,
-        outcomes,
-        nested,
-        outcome,
-        schedules: runs.len(),
-        witness,
-        matches: None,
-    };
-    if let Some(e) = sc.expect.get(policy.name()) {
-        let want: BTreeSet<&str> = e.violations.iter().map(String::as_str).collect();
-        let got: BTreeSet<&str> = cell.oracle_names().into_iter().collect();
-        let outcome_ok = e.outcome.as_ref().is_none_or(|o| *o == cell.outcome);
-        cell.matches = Some(want == got && outcome_ok);
-    }
-    Ok(cell)
 }

@@ -8,7 +8,7 @@
 //! often; the model uses the current protocol for every era, since the eras under study
 //! differ in `hva_to_pfn`.
 
-use super::policy::{Faultin, Lookup};
+use super::policy::{Faultin, Lookup, Mutant};
 use super::{Kvm, KvmPfn};
 use crate::mm::PAGE_SHIFT;
 use std::rc::Rc;
@@ -52,14 +52,16 @@ pub async fn kvm_mmu_page_fault(cx: &Cx, kvm: &Rc<Kvm>, gpa: u64, write: bool) -
     let _f = cx.func("kvm_mmu_page_fault");
     let gfn = gpa >> PAGE_SHIFT;
     world::emit!(cx, "gpa {gpa:#x} {}", if write { "write" } else { "read" });
+    let mutant = kvm.policy.mutant();
     // kvm_mmu_faultin_pfn: the snapshot precedes any primary-MMU lookup.
-    let mmu_seq = kvm.read_seq(cx, gfn).await;
+    let late = mutant == Some(Mutant::LateSeqSnapshot);
+    let mut mmu_seq = if late { 0 } else { kvm.read_seq(cx, gfn).await };
     let fault_start = cx.step();
     let Some(slot) = kvm.gfn_to_memslot(gfn) else {
         cx.emit_str("no memslot: MMIO");
         return PfResult::Mmio;
     };
-    if kvm.retry_gfn_unsafe(cx, gfn, mmu_seq).await {
+    if !late && kvm.retry_gfn_unsafe(cx, gfn, mmu_seq).await {
         return PfResult::Retry;
     }
     // __kvm_mmu_faultin_pfn: pass 1 with FOLL_NOWAIT; async #PF is not enabled by the guest,
@@ -79,6 +81,10 @@ pub async fn kvm_mmu_page_fault(cx: &Cx, kvm: &Rc<Kvm>, gpa: u64, write: bool) -
     let KvmPfn::Pfn(pfn) = f.pfn else {
         return handle_error_pfn(cx, f.pfn);
     };
+    if late {
+        cx.emit_str("MUTANT: snapshot mmu_invalidate_seq after the host lookup");
+        mmu_seq = kvm.read_seq(cx, gfn).await;
+    }
     if kvm.retry_gfn_unsafe(cx, gfn, mmu_seq).await {
         kvm.policy.release(cx, kvm, &f).await;
         return PfResult::Retry;
@@ -86,7 +92,11 @@ pub async fn kvm_mmu_page_fault(cx: &Cx, kvm: &Rc<Kvm>, gpa: u64, write: bool) -
     // is_page_fault_stale() loads the invalidation state right after taking mmu_lock.
     let inv = FpSet::one(kvm.inv_obj, Access::Read);
     cx.lock_with(kvm.mmu_lock, LockMode::Exclusive, inv).await;
-    let r = if kvm.retry_gfn_locked(cx, gfn, mmu_seq) {
+    let skip = mutant == Some(Mutant::NoLockedRecheck);
+    if skip {
+        cx.emit_str("MUTANT: no mmu_invalidate_retry_gfn under mmu_lock");
+    }
+    let r = if !skip && kvm.retry_gfn_locked(cx, gfn, mmu_seq) {
         PfResult::Retry
     } else {
         let hva = l.slot.gfn_to_hva(gfn);

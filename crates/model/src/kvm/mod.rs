@@ -29,7 +29,7 @@ pub mod vcpu;
 
 pub use memslot::{GfnHva, Memslot};
 pub use pfn::KvmPfn;
-pub use policy::{Faultin, Policy, PolicyId};
+pub use policy::{Faultin, Mutant, Policy, PolicyId};
 
 use crate::mm::{Frames, Hva, Mm, Owner, Pfn};
 use std::cell::{Cell, RefCell};
@@ -103,8 +103,6 @@ pub struct Kvm {
     next_pin: Cell<u64>,
     /// Every SPTE ever installed (for the `right-frame` oracle).
     installs: RefCell<Vec<(u64, Spte)>>,
-    /// Ended invalidations: (gfn start, gfn end, step of `invalidate_range_end`).
-    ended: RefCell<Vec<(u64, u64, u64)>>,
 }
 
 impl Kvm {
@@ -154,7 +152,6 @@ impl Kvm {
             pin_log: RefCell::new(Vec::new()),
             next_pin: Cell::new(0),
             installs: RefCell::new(Vec::new()),
-            ended: RefCell::new(Vec::new()),
         });
         mm.register_notifier(Rc::new(notifier::KvmNotifier(Rc::downgrade(&kvm))));
         kvm
@@ -290,6 +287,21 @@ impl Kvm {
         self.installs.borrow().clone()
     }
 
+    /// How many SPTEs have been installed so far.
+    pub fn install_count(&self) -> usize {
+        self.installs.borrow().len()
+    }
+
+    /// How many pinned maps exist now.
+    pub fn pin_count(&self) -> usize {
+        self.pins.borrow().len()
+    }
+
+    /// How many pinned maps were ever made.
+    pub fn pin_log_len(&self) -> usize {
+        self.pin_log.borrow().len()
+    }
+
     /// The installs from the `from`-th on (oracles check each install once).
     pub fn installs_from(&self, from: usize) -> Vec<(u64, Spte)> {
         self.installs
@@ -412,19 +424,6 @@ impl Kvm {
             self.seq.get(),
             self.in_progress.get()
         );
-    }
-
-    /// Record that an invalidation of gfns `[start, end)` ended now.
-    pub(crate) fn note_ended(&self, cx: &Cx, start: u64, end: u64) {
-        self.ended.borrow_mut().push((start, end, cx.step()));
-    }
-
-    /// Whether an invalidation covering `gfn` ended at or after step `since`.
-    pub fn invalidated_since(&self, gfn: u64, since: u64) -> bool {
-        self.ended
-            .borrow()
-            .iter()
-            .any(|&(s, e, at)| s <= gfn && gfn < e && at >= since)
     }
 
     /// Invalidation state for oracles: `(in_progress, union range)`.

@@ -48,18 +48,14 @@ impl MmuNotifier for KvmNotifier {
         Box::pin(async move {
             let Some(kvm) = self.0.upgrade() else { return };
             let _f = cx.func("kvm_mmu_notifier_invalidate_range_end");
-            let ranges: Vec<(u64, u64)> = kvm
+            let overlaps = kvm
                 .memslots
                 .borrow()
                 .iter()
-                .filter_map(|s| s.hva_range_to_gfns(r.start, r.end))
-                .collect();
-            if !ranges.is_empty() {
+                .any(|s| s.hva_range_to_gfns(r.start, r.end).is_some());
+            if overlaps {
                 cx.lock(kvm.mmu_lock, LockMode::Exclusive).await;
                 kvm.invalidate_end(cx).await;
-                for (s, e) in ranges {
-                    kvm.note_ended(cx, s, e);
-                }
                 cx.unlock(kvm.mmu_lock).await;
             }
         })

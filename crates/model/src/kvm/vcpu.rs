@@ -16,7 +16,7 @@ use world::{audit, Access, Cx, ObjId};
 pub use scenario::GuestOp;
 
 /// What one attempt of a guest access ended in, as the VMM sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Outcome {
     /// The load completed with this value.
     Value(u64),
@@ -107,6 +107,11 @@ impl Sequencer {
                 self.progress.borrow()[v] > i
             }
         }
+    }
+
+    /// Whether host step `j` waits for a guest access.
+    pub fn is_sequenced(&self, j: usize) -> bool {
+        self.after[j].is_some()
     }
 
     pub fn step_done(&self, j: usize) {

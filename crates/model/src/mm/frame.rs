@@ -238,6 +238,8 @@ impl Frames {
         let data = world.class("data");
         let alloc_obj = world.object("page allocator");
         let t = table.clone();
+        // The free list decides which frames the next allocation takes (and a high-order
+        // allocation scans owners, which only alloc/free change: both write `alloc_obj`).
         let alloc_fp = world.provider(Box::new(move |order, fp| {
             fp.push(alloc_obj, Access::Write);
             if let Some(h) = t.peek_alloc(order as u8) {
@@ -248,7 +250,10 @@ impl Frames {
         }));
         let t = table.clone();
         let ref_fp = world.provider(Box::new(move |arg, fp| {
+            // Every object the provider reads is in the footprint, so another actor can only
+            // change the answer with a step that conflicts with this one.
             let pfn = Pfn(arg >> 1);
+            fp.push(page.obj(pfn.0), Access::Read);
             fp.push(page.obj(t.ref_target(pfn).0), Access::Write);
             if arg & 1 == RefOp::Put as u64 {
                 if let Some((h, order)) = t.put_frees(pfn) {

@@ -116,9 +116,59 @@ pub trait Policy {
         kvm: &'a Rc<Kvm>,
         f: &'a Faultin,
     ) -> LocalBoxFuture<'a, ()>;
+
+    /// The deliberate defect of a mutant policy, if this is one.
+    fn mutant(&self) -> Option<Mutant> {
+        None
+    }
 }
 
-/// The eras kvmmu implements.
+/// A deliberately broken variant of linux-6.13, to test that the checker finds what it must:
+/// each removes one piece of the protocol that keeps a stale pfn out of the stage-2 tables.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mutant {
+    /// Install the SPTE without the authoritative `mmu_invalidate_retry_gfn()` under
+    /// `mmu_lock` (only the lockless pre-checks remain).
+    NoLockedRecheck,
+    /// Snapshot `mmu_invalidate_seq` after the host lookup instead of before it: an
+    /// invalidation that starts and ends during the lookup goes unnoticed.
+    LateSeqSnapshot,
+    /// Ignore `unlocked` from `fixup_user_fault()`: keep using the vma looked up before the
+    /// mmap lock was dropped instead of returning -EAGAIN to look it up again.
+    IgnoreUnlocked,
+}
+
+impl Mutant {
+    pub const ALL: [Mutant; 3] = [
+        Mutant::NoLockedRecheck,
+        Mutant::LateSeqSnapshot,
+        Mutant::IgnoreUnlocked,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutant::NoLockedRecheck => "mutant:no-locked-recheck",
+            Mutant::LateSeqSnapshot => "mutant:late-seq-snapshot",
+            Mutant::IgnoreUnlocked => "mutant:ignore-unlocked",
+        }
+    }
+
+    pub fn summary(self) -> &'static str {
+        match self {
+            Mutant::NoLockedRecheck => {
+                "linux-6.13 without the locked mmu_invalidate_retry_gfn recheck under mmu_lock"
+            }
+            Mutant::LateSeqSnapshot => {
+                "linux-6.13 snapshotting mmu_invalidate_seq after the host lookup, not before"
+            }
+            Mutant::IgnoreUnlocked => {
+                "linux-6.13 ignoring fixup_user_fault's unlocked (no -EAGAIN re-lookup of the vma)"
+            }
+        }
+    }
+}
+
+/// The eras kvmmu implements, and the mutants of the newest one.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PolicyId {
     Linux4_7,
@@ -126,6 +176,8 @@ pub enum PolicyId {
     Linux5_12,
     Linux5_13,
     Linux6_13,
+    /// linux-6.13 with one defect (not in the default matrix).
+    Mutant(Mutant),
 }
 
 impl PolicyId {
@@ -137,6 +189,13 @@ impl PolicyId {
         PolicyId::Linux6_13,
     ];
 
+    /// The mutants, selectable by name but absent from the default matrix.
+    pub const MUTANTS: [PolicyId; 3] = [
+        PolicyId::Mutant(Mutant::NoLockedRecheck),
+        PolicyId::Mutant(Mutant::LateSeqSnapshot),
+        PolicyId::Mutant(Mutant::IgnoreUnlocked),
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             PolicyId::Linux4_7 => "linux-4.7",
@@ -144,6 +203,7 @@ impl PolicyId {
             PolicyId::Linux5_12 => "linux-5.12",
             PolicyId::Linux5_13 => "linux-5.13",
             PolicyId::Linux6_13 => "linux-6.13",
+            PolicyId::Mutant(m) => m.name(),
         }
     }
 
@@ -155,11 +215,21 @@ impl PolicyId {
             PolicyId::Linux5_12 => "bd2fae8da794: follow_pte under the PTL, RO_FAULT on a write to a read-only PTE",
             PolicyId::Linux5_13 => "f8be156be163 (CVE-2021-22543): kvm_try_get_pfn, refcount 0 gives -EFAULT",
             PolicyId::Linux6_13 => "kvm_follow_pfn: follow_pfnmap_start/end, no references on PFNMAP pfns, allow_unsafe_mappings gates pins",
+            PolicyId::Mutant(m) => m.summary(),
         }
     }
 
+    /// An era or a mutant, by name.
     pub fn from_name(s: &str) -> Option<PolicyId> {
-        PolicyId::ALL.into_iter().find(|p| p.name() == s)
+        PolicyId::ALL
+            .into_iter()
+            .chain(PolicyId::MUTANTS)
+            .find(|p| p.name() == s)
+    }
+
+    /// The era whose scenario expectations apply (a mutant has none of its own).
+    pub fn is_mutant(self) -> bool {
+        matches!(self, PolicyId::Mutant(_))
     }
 
     pub fn build(self) -> Rc<dyn Policy> {
@@ -168,7 +238,8 @@ impl PolicyId {
             PolicyId::Linux4_8 => Rc::new(v4_8::Linux4_8),
             PolicyId::Linux5_12 => Rc::new(v5_12::Linux5_12),
             PolicyId::Linux5_13 => Rc::new(v5_13::Linux5_13),
-            PolicyId::Linux6_13 => Rc::new(v6_13::Linux6_13),
+            PolicyId::Linux6_13 => Rc::new(v6_13::Linux6_13 { mutant: None }),
+            PolicyId::Mutant(m) => Rc::new(v6_13::Linux6_13 { mutant: Some(m) }),
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use super::common::{slot_hva, upgrade_to_writable};
 use super::v4_7::vma_is_valid;
-use super::{Faultin, Lookup, Policy, PolicyId};
+use super::{Faultin, Lookup, Mutant, Policy, PolicyId};
 use crate::kvm::{Kvm, KvmPfn};
 use crate::mm::fault::fixup_user_fault;
 use crate::mm::follow::{follow_pfnmap_end, follow_pfnmap_start};
@@ -19,11 +19,18 @@ use crate::mm::{
 use std::rc::Rc;
 use world::Cx;
 
-pub struct Linux6_13;
+/// linux-6.13, or one of its mutants.
+pub struct Linux6_13 {
+    pub mutant: Option<Mutant>,
+}
 
 impl Policy for Linux6_13 {
     fn id(&self) -> PolicyId {
-        PolicyId::Linux6_13
+        self.mutant.map_or(PolicyId::Linux6_13, PolicyId::Mutant)
+    }
+
+    fn mutant(&self) -> Option<Mutant> {
+        self.mutant
     }
 
     /// `kvm_follow_pfn(kfp)`.
@@ -50,7 +57,8 @@ impl Policy for Linux6_13 {
             }
             // A read-only slot, and pinned users, pass map_writable = NULL.
             let map_writable = slot_writable && !l.pin;
-            hva_to_pfn(cx, kvm, hva, flags, map_writable, l.pin).await
+            let ignore_unlocked = self.mutant == Some(Mutant::IgnoreUnlocked);
+            hva_to_pfn(cx, kvm, hva, flags, map_writable, l.pin, ignore_unlocked).await
         })
     }
 
@@ -89,6 +97,7 @@ async fn hva_to_pfn(
     flags: FollFlags,
     map_writable: bool,
     pin: bool,
+    ignore_unlocked: bool,
 ) -> Faultin {
     let _f = cx.func("hva_to_pfn");
     let mm = &kvm.mm;
@@ -134,7 +143,17 @@ async fn hva_to_pfn(
             break Faultin::err(KvmPfn::ErrFault);
         };
         if vma.flags().intersects(VmFlags::VM_IO | VmFlags::VM_PFNMAP) {
-            match hva_to_pfn_remapped(cx, kvm, &vma, hva, write, map_writable, pin).await {
+            let r = hva_to_pfn_remapped(
+                cx,
+                kvm,
+                &vma,
+                hva,
+                write,
+                map_writable,
+                pin,
+                ignore_unlocked,
+            );
+            match r.await {
                 Err(e) if e == EAGAIN => continue,
                 Err(e) => {
                     world::emit!(cx, "hva_to_pfn_remapped: {e}: KVM_PFN_ERR_FAULT");
@@ -154,7 +173,9 @@ async fn hva_to_pfn(
 }
 
 /// `hva_to_pfn_remapped(vma, kfp, p_pfn)`, v6.13 (c4). Returns with the PTL released; the
-/// pfn is only safe under MMU-notifier protection.
+/// pfn is only safe under MMU-notifier protection. `ignore_unlocked`: the
+/// [`Mutant::IgnoreUnlocked`] defect.
+#[allow(clippy::too_many_arguments)]
 async fn hva_to_pfn_remapped(
     cx: &Cx,
     kvm: &Kvm,
@@ -163,6 +184,7 @@ async fn hva_to_pfn_remapped(
     write: bool,
     map_writable: bool,
     pin: bool,
+    ignore_unlocked: bool,
 ) -> Result<Faultin, Errno> {
     let _f = cx.func("hva_to_pfn_remapped");
     // "Remapped memory cannot be pinned in any meaningful sense."
@@ -180,9 +202,12 @@ async fn hva_to_pfn_remapped(
                 FaultFlags::empty()
             };
             let r = fixup_user_fault(cx, &kvm.mm, hva, flags, &mut unlocked).await;
-            if unlocked {
+            if unlocked && !ignore_unlocked {
                 cx.emit_str("mmap_lock was dropped: -EAGAIN");
                 return Err(EAGAIN);
+            }
+            if unlocked {
+                cx.emit_str("MUTANT: mmap_lock was dropped, but keep using the old vma");
             }
             r?;
             follow_pfnmap_start(cx, vma, hva).await?

@@ -1,0 +1,521 @@
+//! The exploration loop: stateless re-execution of a program under prefixes of choices.
+//!
+//! `nodes[i]` is the choice point before step `i` of the current execution: which actors
+//! were runnable, which was chosen, which are still to be tried (`backtrack`), which were
+//! tried (`done`), and which sleep (tried from an ancestor, and independent of everything
+//! since). After each execution, source-DPOR adds, for every race, an initial of the
+//! reversed race to the backtrack set of the choice point before it; DFS backtracks on every
+//! runnable actor. Then the deepest choice point with something left to try is re-entered by
+//! re-running the program from scratch along the prefix.
+
+use crate::hb::{Event, Hb};
+use crate::minimize::{preemptions, Candidates};
+use crate::sample::{run_one, sample};
+use crate::{Cut, Error, Options, Progress, Report, Strategy};
+use std::collections::BTreeMap;
+use std::time::Instant;
+use world::{Decision, FpSet, OpKind, Program, Scheduler, Status};
+
+/// Bit of actor `a` in a mask.
+fn bit(a: u8) -> u64 {
+    1 << a
+}
+
+fn mask(actors: &[usize]) -> u64 {
+    actors.iter().fold(0, |m, &a| m | (1 << a))
+}
+
+fn entries_mask(v: &[(u8, FpSet)]) -> u64 {
+    v.iter().fold(0, |m, (a, _)| m | bit(*a))
+}
+
+/// Whether choosing `q` after `last` is a preemption: `last` could have continued.
+pub(crate) fn is_preemption(last: Option<u8>, q: u8, enabled: u64) -> bool {
+    matches!(last, Some(l) if l != q && enabled & bit(l) != 0)
+}
+
+/// A choice point.
+struct Node {
+    enabled: u64,
+    last: Option<u8>,
+    chosen: u8,
+    /// Kind of the chosen actor's step here.
+    kind: OpKind,
+    /// Footprint of the chosen actor's step here (unknown until the step is reached again
+    /// after a backtrack: `fp_pending`).
+    chosen_fp: FpSet,
+    fp_pending: bool,
+    backtrack: u64,
+    /// Actors tried here, with their step's footprint here.
+    done: Vec<(u8, FpSet)>,
+    /// Actors asleep on arrival, with their pending footprint.
+    sleep: Vec<(u8, FpSet)>,
+    /// Actors the preemption bound kept from being tried here.
+    skipped: u64,
+    /// Preemptions on the path before this node's step.
+    preempted: u32,
+}
+
+impl Node {
+    /// The sleep set of the child reached by the chosen step: everything asleep here or
+    /// tried here before, whose step is independent of the chosen one.
+    fn child_sleep(&self) -> Vec<(u8, FpSet)> {
+        self.sleep
+            .iter()
+            .chain(self.done.iter())
+            .filter(|(a, f)| *a != self.chosen && !f.conflicts(&self.chosen_fp))
+            .copied()
+            .collect()
+    }
+}
+
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum End {
+    Normal,
+    /// Every runnable actor asleep: the rest of this execution is redundant.
+    Redundant,
+    /// The preemption bound allows no choice here.
+    Pruned,
+    Nondeterministic(usize),
+}
+
+/// The scheduler of one execution: replays `nodes[..replay]`, then extends the path.
+struct Tree<'a> {
+    nodes: &'a mut Vec<Node>,
+    replay: usize,
+    dfs: bool,
+    bound: Option<u32>,
+    end: End,
+}
+
+impl Scheduler for Tree<'_> {
+    fn pick(&mut self, d: &Decision) -> Option<usize> {
+        let i = d.step as usize;
+        let en = mask(d.enabled);
+        if i < self.replay {
+            let n = &mut self.nodes[i];
+            if n.enabled != en {
+                self.end = End::Nondeterministic(i);
+                return None;
+            }
+            if n.fp_pending {
+                let Some(p) = d.pending.iter().find(|p| p.actor == n.chosen as usize) else {
+                    self.end = End::Nondeterministic(i);
+                    return None;
+                };
+                let fp = &p.fp;
+                n.kind = p.kind;
+                n.chosen_fp = *fp;
+                n.done.push((n.chosen, *fp));
+                n.fp_pending = false;
+            }
+            return Some(n.chosen as usize);
+        }
+        let last = d.last.map(|a| a as u8);
+        let (sleep, preempted) = match self.nodes.last() {
+            Some(p) if !self.dfs && self.bound.is_none() => (
+                p.child_sleep(),
+                p.preempted + u32::from(is_preemption(p.last, p.chosen, p.enabled)),
+            ),
+            Some(p) => (
+                Vec::new(),
+                p.preempted + u32::from(is_preemption(p.last, p.chosen, p.enabled)),
+            ),
+            None => (Vec::new(), 0),
+        };
+        let avail = en & !entries_mask(&sleep);
+        if avail == 0 {
+            self.end = End::Redundant;
+            return None;
+        }
+        // Keep running the actor that ran last when possible: the first schedule of every
+        // subtree is the least preemptive one.
+        let choice = match last {
+            Some(l) if avail & bit(l) != 0 => l,
+            _ => avail.trailing_zeros() as u8,
+        };
+        if let Some(b) = self.bound {
+            if preempted + u32::from(is_preemption(last, choice, en)) > b {
+                self.end = End::Pruned;
+                return None;
+            }
+        }
+        let p = d
+            .pending
+            .iter()
+            .find(|p| p.actor == choice as usize)
+            .expect("chosen among enabled");
+        let fp = p.fp;
+        self.nodes.push(Node {
+            enabled: en,
+            last,
+            chosen: choice,
+            kind: p.kind,
+            chosen_fp: fp,
+            fp_pending: false,
+            backtrack: if self.dfs { en } else { bit(choice) },
+            done: vec![(choice, fp)],
+            sleep,
+            skipped: 0,
+            preempted,
+        });
+        Some(choice as usize)
+    }
+}
+
+/// Explore `program` as `opts` says, reporting progress every few hundred executions.
+pub fn explore(
+    program: &mut dyn Program,
+    opts: &Options,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Report, Error> {
+    match opts.strategy {
+        Strategy::Dpor | Strategy::Dfs => {
+            let Some(max) = opts.preemptions.filter(|_| opts.iterative) else {
+                return exhaustive(program, opts, opts.preemptions, progress);
+            };
+            // Iterative context bounding: bound 0, 1, ... until a bound prunes nothing.
+            let start = Instant::now();
+            let mut total: Option<Report> = None;
+            for b in 0..=max {
+                let mut o = opts.clone();
+                if let Some(budget) = opts.budget {
+                    o.budget = Some(budget.saturating_sub(start.elapsed()));
+                }
+                let r = exhaustive(program, &o, Some(b), progress)?;
+                let pruned = r.cuts.contains(&Cut::Bound);
+                let stop = !pruned || r.cuts.iter().any(|c| *c != Cut::Bound);
+                total = Some(match total {
+                    None => r,
+                    Some(t) => merge_levels(t, r),
+                });
+                if stop {
+                    break;
+                }
+            }
+            let mut t = total.expect("at least bound 0");
+            t.elapsed = start.elapsed();
+            Ok(t)
+        }
+        Strategy::Pct | Strategy::Random | Strategy::Sample => sample(program, opts, progress),
+    }
+}
+
+/// Combine the report of a higher bound into the lower bounds': counterexamples from the
+/// lower bound win (fewer preemptions), counts add up, the higher bound's cuts stand.
+fn merge_levels(mut lo: Report, hi: Report) -> Report {
+    lo.executions += hi.executions;
+    lo.finished += hi.finished;
+    lo.redundant += hi.redundant;
+    lo.diverged += hi.diverged;
+    lo.max_depth = lo.max_depth.max(hi.max_depth);
+    lo.preemption_bound = hi.preemption_bound;
+    lo.cuts = hi.cuts;
+    for f in hi.found {
+        match lo.found.iter_mut().find(|x| x.oracle == f.oracle) {
+            Some(x) => x.executions += f.executions,
+            None => lo.found.push(f),
+        }
+    }
+    for (k, v) in hi.outcomes {
+        *lo.outcomes.entry(k).or_insert(0) += v;
+    }
+    for (i, vals) in hi.observed.into_iter().enumerate() {
+        if lo.observed.len() <= i {
+            lo.observed.push(Vec::new());
+        }
+        for v in vals {
+            if !lo.observed[i].contains(&v) {
+                lo.observed[i].push(v);
+            }
+        }
+    }
+    lo.divergence = lo.divergence.or(hi.divergence);
+    lo
+}
+
+/// DPOR or DFS under one (or no) preemption bound.
+fn exhaustive(
+    program: &mut dyn Program,
+    opts: &Options,
+    bound: Option<u32>,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Report, Error> {
+    let start = Instant::now();
+    let dfs = opts.strategy == Strategy::Dfs;
+    let mut acc = Acc::new(opts.strategy, bound);
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut hb = Hb::default();
+    let mut races = Vec::new();
+    let mut events: Vec<Event> = Vec::new();
+    let mut cands = Candidates::default();
+    let mut replay = 0usize;
+    let mut last_progress = Instant::now();
+    loop {
+        let branch = replay.saturating_sub(1);
+        let mut tree = Tree {
+            nodes: &mut nodes,
+            replay,
+            dfs,
+            bound,
+            end: End::Normal,
+        };
+        let run = run_one(program, &mut tree, false)?;
+        let end = tree.end;
+        if let End::Nondeterministic(step) = end {
+            return Err(Error::Nondeterministic { step });
+        }
+        acc.report.executions += 1;
+        match end {
+            End::Redundant => acc.report.redundant += 1,
+            End::Pruned => {
+                acc.cut(Cut::Bound);
+            }
+            _ => {}
+        }
+        let steps = nodes.len();
+        acc.report.max_depth = acc.report.max_depth.max(steps);
+        // The events of this execution, for the race analysis and the counterexamples.
+        events.clear();
+        events.extend(nodes.iter().map(|n| Event {
+            actor: n.chosen,
+            kind: n.kind,
+            fp: n.chosen_fp,
+        }));
+        let finished = end == End::Normal;
+        if !run.failures.is_empty() {
+            let enabled: Vec<u64> = nodes.iter().map(|n| n.enabled).collect();
+            let sched: Vec<u8> = nodes.iter().map(|n| n.chosen).collect();
+            for f in &run.failures {
+                let upto = (f.step as usize).min(steps.saturating_sub(1));
+                let p = preemptions(&sched[..=upto.min(sched.len().saturating_sub(1))], &enabled);
+                cands.offer(f.oracle, &sched, &events, upto, p);
+            }
+        }
+        acc.add(&run, finished, || {
+            nodes.iter().map(|n| n.chosen as usize).collect()
+        });
+        if !dfs {
+            races.clear();
+            let actors = run.actors.max(1);
+            hb.analyze(&events, actors, branch, &mut races);
+            for &(i, j) in &races {
+                add_backtrack(&mut nodes, &hb, i as usize, j as usize, bound);
+            }
+        }
+        if last_progress.elapsed().as_millis() >= 100 {
+            last_progress = Instant::now();
+            progress(&acc.progress(start, steps));
+        }
+        if opts.stop_on_failure && !acc.report.found.is_empty() {
+            acc.cut(Cut::Failure);
+            break;
+        }
+        if opts
+            .max_executions
+            .is_some_and(|m| acc.report.executions >= m)
+        {
+            if next_branch(&mut nodes, bound, &mut acc).is_some() {
+                acc.cut(Cut::Executions);
+            }
+            break;
+        }
+        if opts.budget.is_some_and(|b| start.elapsed() >= b) {
+            if next_branch(&mut nodes, bound, &mut acc).is_some() {
+                acc.cut(Cut::Budget);
+            }
+            break;
+        }
+        match next_branch(&mut nodes, bound, &mut acc) {
+            Some(r) => replay = r,
+            None => break,
+        }
+    }
+    progress(&acc.progress(start, acc.report.max_depth));
+    acc.report.elapsed = start.elapsed();
+    acc.finish(program, &mut cands, opts)
+}
+
+/// Source-DPOR: for the race between steps `i` and `j`, make sure some initial of the
+/// reversed sequence is tried at choice point `i`.
+fn add_backtrack(nodes: &mut [Node], hb: &Hb, i: usize, j: usize, bound: Option<u32>) {
+    let n = &nodes[i];
+    let init = hb.initials(i, j);
+    if init & n.backtrack != 0 {
+        return;
+    }
+    let aj = hb.actor(j);
+    // The racing step's actor, if it is an initial: reversible only if it could run here.
+    let q = if init & bit(aj) != 0 {
+        if n.enabled & bit(aj) == 0 {
+            return;
+        }
+        aj
+    } else {
+        let runnable = init & n.enabled;
+        if runnable == 0 {
+            return;
+        }
+        runnable.trailing_zeros() as u8
+    };
+    nodes[i].backtrack |= bit(q);
+    // Bounded DPOR: if taking `q` here costs a preemption, also try it at the latest
+    // earlier point where it would not (Coons et al.'s conservative branch).
+    if let Some(b) = bound {
+        let n = &nodes[i];
+        if n.preempted + u32::from(is_preemption(n.last, q, n.enabled)) > b {
+            for k in (0..i).rev() {
+                let m = &nodes[k];
+                if m.enabled & bit(q) != 0 && !is_preemption(m.last, q, m.enabled) {
+                    nodes[k].backtrack |= bit(q);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Pop to the deepest choice point with an untried actor, choose it, and return how many
+/// choice points the next execution replays (`None`: nothing left).
+fn next_branch(nodes: &mut Vec<Node>, bound: Option<u32>, acc: &mut Acc) -> Option<usize> {
+    while let Some(n) = nodes.last_mut() {
+        let tried = entries_mask(&n.done) | entries_mask(&n.sleep) | n.skipped;
+        let mut cand = n.backtrack & n.enabled & !tried;
+        while cand != 0 {
+            let q = cand.trailing_zeros() as u8;
+            cand &= !bit(q);
+            if let Some(b) = bound {
+                if n.preempted + u32::from(is_preemption(n.last, q, n.enabled)) > b {
+                    n.skipped |= bit(q);
+                    acc.cut(Cut::Bound);
+                    continue;
+                }
+            }
+            n.chosen = q;
+            n.fp_pending = true;
+            return Some(nodes.len());
+        }
+        nodes.pop();
+    }
+    None
+}
+
+/// Accumulates a report from executions.
+pub(crate) struct Acc {
+    pub report: Report,
+}
+
+impl Acc {
+    pub fn new(strategy: Strategy, bound: Option<u32>) -> Self {
+        Acc {
+            report: Report {
+                strategy,
+                preemption_bound: bound,
+                executions: 0,
+                finished: 0,
+                redundant: 0,
+                diverged: 0,
+                max_depth: 0,
+                cuts: Vec::new(),
+                found: Vec::new(),
+                outcomes: BTreeMap::new(),
+                observed: Vec::new(),
+                elapsed: Default::default(),
+                divergence: None,
+            },
+        }
+    }
+
+    pub fn cut(&mut self, c: Cut) {
+        if !self.report.cuts.contains(&c) {
+            self.report.cuts.push(c);
+        }
+    }
+
+    pub fn progress(&self, start: Instant, depth: usize) -> Progress {
+        Progress {
+            executions: self.report.executions,
+            depth,
+            failures: self.report.found.len(),
+            elapsed: start.elapsed(),
+        }
+    }
+
+    /// Account one execution. `finished`: it ran to its end (not cut short as redundant).
+    pub fn add(
+        &mut self,
+        run: &crate::sample::RunData,
+        finished: bool,
+        schedule: impl FnOnce() -> Vec<usize>,
+    ) {
+        for f in &run.failures {
+            match self.report.found.iter_mut().find(|x| x.oracle == f.oracle) {
+                Some(x) => x.executions += 1,
+                None => self.report.found.push(crate::Found {
+                    oracle: f.oracle,
+                    detail: f.detail.clone(),
+                    executions: 1,
+                    counterexample: None,
+                }),
+            }
+        }
+        // One count per oracle per execution, however often it fired.
+        let mut oracles: Vec<&'static str> = run.failures.iter().map(|f| f.oracle).collect();
+        oracles.sort_unstable();
+        oracles.dedup();
+        let dup = run.failures.len() - oracles.len();
+        if dup > 0 {
+            for o in &oracles {
+                let n = run.failures.iter().filter(|f| f.oracle == *o).count() as u64;
+                if let Some(x) = self.report.found.iter_mut().find(|x| x.oracle == *o) {
+                    x.executions -= n - 1;
+                }
+            }
+        }
+        if run.status == Status::StepLimit {
+            self.report.diverged += 1;
+            self.cut(Cut::Diverged);
+            if self.report.divergence.is_none() {
+                self.report.divergence = Some(schedule());
+            }
+        }
+        if !finished {
+            return;
+        }
+        self.report.finished += 1;
+        let Some(obs) = &run.observation else { return };
+        let key = crate::Outcome {
+            headline: if run.status == Status::StepLimit {
+                "diverged".to_string()
+            } else {
+                obs.headline.clone()
+            },
+            oracles,
+            fingerprint: obs.fingerprint,
+        };
+        *self.report.outcomes.entry(key).or_insert(0) += 1;
+        for (i, v) in obs.outcomes.iter().enumerate() {
+            if self.report.observed.len() <= i {
+                self.report.observed.push(Vec::new());
+            }
+            if !self.report.observed[i].contains(v) {
+                self.report.observed[i].push(v.clone());
+            }
+        }
+    }
+
+    /// Minimise the counterexamples and hand the report out.
+    pub fn finish(
+        mut self,
+        program: &mut dyn Program,
+        cands: &mut Candidates,
+        opts: &Options,
+    ) -> Result<Report, Error> {
+        if opts.counterexamples {
+            for f in self.report.found.iter_mut() {
+                f.counterexample = cands.best(program, f.oracle, opts.minimize)?;
+            }
+        }
+        Ok(self.report)
+    }
+}

@@ -1,0 +1,136 @@
+//! One (scenario, policy) cell, explored by the checker: what `run` and `check` print of it.
+
+use check::{Options, Progress, Report};
+use model::harness::{expectation_met, worst_headline, CellProgram, Oracle};
+use model::kvm::PolicyId;
+use scenario::Scenario;
+
+/// A cell and its exploration.
+pub struct Cell {
+    pub scenario: Scenario,
+    pub policy: PolicyId,
+    pub report: Report,
+    /// `Some(false)` when the scenario declares an expectation this cell does not meet.
+    pub matches: Option<bool>,
+}
+
+/// Explore one cell.
+pub fn explore(
+    sc: &Scenario,
+    policy: PolicyId,
+    opts: &Options,
+    audit: bool,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Cell, String> {
+    let mut prog = CellProgram::new(sc, policy);
+    prog.build.audit = audit;
+    let report = check::explore(&mut prog, opts, progress).map_err(|e| e.to_string())?;
+    let mut cell = Cell {
+        scenario: sc.clone(),
+        policy,
+        report,
+        matches: None,
+    };
+    let mut sorted = cell.oracles_with_divergence();
+    sorted.sort_unstable();
+    cell.matches = expectation_met(sc, policy, &sorted, cell.headline());
+    Ok(cell)
+}
+
+impl Cell {
+    /// The violated oracles, in the order `kvmmu list` gives them.
+    pub fn oracles(&self) -> Vec<&'static str> {
+        let mut o = self.report.oracles();
+        o.sort_by_key(|n| Oracle::from_name(n).map_or(usize::MAX, |x| x as usize));
+        o
+    }
+
+    /// The violated oracles, a divergence (livelock) counting as `no-deadlock`.
+    pub fn oracles_with_divergence(&self) -> Vec<&'static str> {
+        let mut o = self.oracles();
+        if self.report.diverged > 0 && !o.contains(&"no-deadlock") {
+            o.push("no-deadlock");
+            o.sort_by_key(|n| Oracle::from_name(n).map_or(usize::MAX, |x| x as usize));
+        }
+        o
+    }
+
+    /// The most serious outcome over every execution (`BUG`, ..., `ok`).
+    pub fn headline(&self) -> &'static str {
+        worst_headline(self.report.headlines().into_iter().map(|h| {
+            if h == "diverged" {
+                "DEADLOCK"
+            } else {
+                h
+            }
+        }))
+    }
+
+    /// The matrix cell: violated oracles (BUG and DEADLOCK by those words), else the
+    /// headline outcome.
+    pub fn text(&self) -> String {
+        let names = self.oracles_with_divergence();
+        if names.is_empty() {
+            return self.headline().to_string();
+        }
+        names
+            .iter()
+            .map(|n| match *n {
+                "no-host-bug" => "BUG",
+                "no-deadlock" => "DEADLOCK",
+                n => n,
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Per vCPU, per access: `read32 0x10000: 0x1 | 0x2` (distinct values over executions).
+    pub fn access_outcomes(&self) -> Vec<Vec<String>> {
+        let mut per: Vec<Vec<String>> = Vec::new();
+        for vals in &self.report.observed {
+            let Some(first) = vals.first() else { continue };
+            let Some(rest) = first.strip_prefix("vcpu") else {
+                continue;
+            };
+            let Some((v, _)) = rest.split_once(' ') else {
+                continue;
+            };
+            let Ok(v) = v.parse::<usize>() else { continue };
+            let prefix = format!("vcpu{v} ");
+            // "vcpu0 read32 0x10000: 0x1" -> access "read32 0x10000", value "0x1".
+            let (access, _) = first[prefix.len()..]
+                .split_once(": ")
+                .unwrap_or((&first[prefix.len()..], ""));
+            let values: Vec<&str> = vals
+                .iter()
+                .map(|x| {
+                    x[prefix.len()..]
+                        .split_once(": ")
+                        .map_or("", |(_, val)| val)
+                })
+                .collect();
+            while per.len() <= v {
+                per.push(Vec::new());
+            }
+            per[v].push(format!("{access}: {}", values.join(" | ")));
+        }
+        per
+    }
+
+    /// What the nested maps showed (distinct over executions).
+    pub fn nested_outcomes(&self) -> Vec<String> {
+        self.report
+            .observed
+            .iter()
+            .filter_map(|vals| {
+                let first = vals.first()?;
+                first.starts_with("nested").then(|| {
+                    vals.iter()
+                        .map(|x| x.split_once(' ').map_or(x.as_str(), |(_, r)| r))
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,388 @@
+//! `kvmmu check`: explore every interleaving of each (scenario, policy) cell, prove the clean
+//! cells, and tell the shortest story of each violation (written as replay files).
+
+use crate::cell::{self, Cell};
+use crate::input::{self, Source};
+use crate::replay::ReplayFile;
+use crate::Format;
+use check::{Options, Progress, Strategy};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// What `kvmmu check` was asked.
+pub struct CheckArgs {
+    pub scenarios: Vec<String>,
+    pub policies: Vec<String>,
+    pub strategy: Strategy,
+    pub preemptions: Option<u32>,
+    pub budget: Option<Duration>,
+    pub max_executions: Option<u64>,
+    pub format: Format,
+    pub seed: u64,
+    pub samples: u64,
+    pub stop_on_failure: bool,
+    pub minimize: bool,
+    pub replay_dir: Option<PathBuf>,
+    pub audit: bool,
+    pub quiet: bool,
+}
+
+/// A cell's result plus where its counterexamples went.
+struct Done {
+    cell: Cell,
+    replays: Vec<(&'static str, PathBuf)>,
+}
+
+pub fn check(a: &CheckArgs) -> ExitCode {
+    let (srcs, pols) = match (input::sources(&a.scenarios), input::policies(&a.policies)) {
+        (Ok(s), Ok(p)) => (s, p),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("kvmmu: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let start = Instant::now();
+    let total = srcs.len() * pols.len();
+    let bar = progress_bar(a.quiet);
+    let mut done: Vec<Done> = Vec::new();
+    for src in &srcs {
+        for &p in &pols {
+            let opts = Options {
+                strategy: a.strategy,
+                preemptions: a.preemptions,
+                max_executions: a.max_executions,
+                budget: a.budget.map(|b| b.saturating_sub(start.elapsed())),
+                seed: a.seed,
+                samples: a.samples,
+                stop_on_failure: a.stop_on_failure,
+                minimize: a.minimize,
+                ..Options::default()
+            };
+            let label = format!(
+                "[{}/{total}] {} / {}",
+                done.len() + 1,
+                src.scenario.name,
+                p.name()
+            );
+            bar.set_message(label.clone());
+            let mut tick = |pr: &Progress| {
+                bar.set_message(format!(
+                    "{label}: {} executions ({:.0}/s), depth {}{}",
+                    pr.executions,
+                    pr.executions as f64 / pr.elapsed.as_secs_f64().max(1e-3),
+                    pr.depth,
+                    if pr.failures > 0 {
+                        format!(", {} oracle(s) violated", pr.failures)
+                    } else {
+                        String::new()
+                    }
+                ));
+            };
+            let cell = match cell::explore(&src.scenario, p, &opts, a.audit, &mut tick) {
+                Ok(c) => c,
+                Err(e) => {
+                    bar.finish_and_clear();
+                    eprintln!("kvmmu: {} / {}: {e}", src.scenario.name, p.name());
+                    return ExitCode::from(2);
+                }
+            };
+            let replays = match write_replays(a, src, &cell) {
+                Ok(r) => r,
+                Err(e) => {
+                    bar.finish_and_clear();
+                    eprintln!("kvmmu: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            done.push(Done { cell, replays });
+        }
+    }
+    bar.finish_and_clear();
+    let all_match = done.iter().all(|d| d.cell.matches != Some(false));
+    match a.format {
+        Format::Text => print_text(a, &done, start.elapsed()),
+        Format::Json => {
+            let mut o = String::new();
+            for d in &done {
+                outln!(o, "{}", cell_json(a, d));
+            }
+            crate::emit(&o);
+        }
+    }
+    if all_match {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// A spinner on stderr, hidden when stderr is not a terminal or with `--quiet`.
+fn progress_bar(quiet: bool) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    if quiet {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").expect("valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn write_replays(
+    a: &CheckArgs,
+    src: &Source,
+    cell: &Cell,
+) -> Result<Vec<(&'static str, PathBuf)>, String> {
+    let Some(dir) = &a.replay_dir else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for f in &cell.report.found {
+        if let Some(ce) = f.counterexample.as_ref().filter(|c| c.confirmed) {
+            let rf = ReplayFile::new(src, cell.policy, ce);
+            out.push((f.oracle, rf.write(dir)?));
+        }
+    }
+    Ok(out)
+}
+
+fn verdict(c: &Cell) -> &'static str {
+    if !c.report.found.is_empty() {
+        "violation"
+    } else if c.report.diverged > 0 {
+        "diverged"
+    } else if c.report.complete() {
+        "clean"
+    } else {
+        "clean so far"
+    }
+}
+
+fn cell_json(a: &CheckArgs, d: &Done) -> serde_json::Value {
+    let c = &d.cell;
+    let r = &c.report;
+    let ce_json = |f: &check::Found| -> Option<serde_json::Value> {
+        let ce = f.counterexample.as_ref()?;
+        let replay = d
+            .replays
+            .iter()
+            .find(|(o, _)| *o == f.oracle)
+            .map(|(_, p)| p.display().to_string());
+        Some(json!({
+            "oracle": ce.oracle,
+            "detail": ce.detail,
+            "preemptions": ce.preemptions,
+            "steps": ce.schedule.len(),
+            "failing_step": ce.failing_step,
+            "schedule": ce.schedule,
+            "actors": ce.actors,
+            "confirmed": ce.confirmed,
+            "trace": ce.steps.iter().map(|s| json!({
+                "step": s.step,
+                "actor": ce.actors.get(s.actor).cloned().unwrap_or_default(),
+                "what": s.what,
+                "lines": s.lines,
+            })).collect::<Vec<_>>(),
+            "replay": replay,
+        }))
+    };
+    let cexs: Vec<serde_json::Value> = r.found.iter().filter_map(ce_json).collect();
+    json!({
+        "scenario": c.scenario.name,
+        "policy": c.policy.name(),
+        "verdict": verdict(c),
+        "violations": c.oracles(),
+        "executions": r.executions,
+        "complete": r.complete(),
+        "strategy": a.strategy.name(),
+        "preemption_bound": r.preemption_bound,
+        "cuts": r.cuts.iter().map(|x| x.name()).collect::<Vec<_>>(),
+        "finished": r.finished,
+        "redundant": r.redundant,
+        "diverged": r.diverged,
+        "max_depth": r.max_depth,
+        "outcomes": r.outcomes.len(),
+        "headlines": r.headlines(),
+        "elapsed_ms": r.elapsed.as_secs_f64() * 1e3,
+        "executions_per_second": r.rate(),
+        "expected": c.matches,
+        "counterexample": cexs.first().cloned(),
+        "counterexamples": cexs,
+    })
+}
+
+fn print_text(a: &CheckArgs, done: &[Done], elapsed: Duration) {
+    let mut o = String::new();
+    let bound = a
+        .preemptions
+        .map_or(String::new(), |b| format!(", at most {b} preemptions"));
+    outln!(o, "kvmmu check: strategy {}{bound}", a.strategy);
+    let sw = done
+        .iter()
+        .map(|d| d.cell.scenario.name.chars().count())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    let pw = done
+        .iter()
+        .map(|d| d.cell.policy.name().len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let texts: Vec<String> = done
+        .iter()
+        .map(|d| {
+            let c = &d.cell;
+            let mut t = if c.report.found.is_empty() {
+                if c.report.diverged > 0 {
+                    "diverged".to_string()
+                } else {
+                    "clean".to_string()
+                }
+            } else {
+                c.oracles().join(", ")
+            };
+            if c.matches == Some(false) {
+                t.push_str(" (!)");
+            }
+            t
+        })
+        .collect();
+    let vw = texts.iter().map(|t| t.len()).max().unwrap_or(7).max(7);
+    outln!(
+        o,
+        "{:<sw$}  {:<pw$}  {:<vw$}  {:>10}  {:<8}  {:>8}",
+        "scenario",
+        "policy",
+        "verdict",
+        "executions",
+        "complete",
+        "time"
+    );
+    for (d, t) in done.iter().zip(&texts) {
+        let r = &d.cell.report;
+        let complete = if r.complete() {
+            "yes".to_string()
+        } else {
+            "no".to_string()
+        };
+        outln!(
+            o,
+            "{:<sw$}  {:<pw$}  {:<vw$}  {:>10}  {:<8}  {:>7.2}s",
+            d.cell.scenario.name,
+            d.cell.policy.name(),
+            t,
+            r.executions,
+            complete,
+            r.elapsed.as_secs_f64()
+        );
+    }
+    let incomplete: Vec<&Done> = done.iter().filter(|d| !d.cell.report.complete()).collect();
+    if !incomplete.is_empty() {
+        outln!(o, "\nnot complete (not a proof):");
+        for d in incomplete {
+            let r = &d.cell.report;
+            let why: Vec<&str> = r.cuts.iter().map(|c| c.name()).collect();
+            outln!(
+                o,
+                "  {} / {}: cut by {}{}",
+                d.cell.scenario.name,
+                d.cell.policy,
+                why.join(", "),
+                if r.diverged > 0 {
+                    format!(
+                        "; {} execution(s) hit the step bound (livelock?)",
+                        r.diverged
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    let mism: Vec<&Done> = done
+        .iter()
+        .filter(|d| d.cell.matches == Some(false))
+        .collect();
+    if !mism.is_empty() {
+        outln!(o, "\n(!) differs from the scenario's [expect]:");
+        for d in mism {
+            outln!(
+                o,
+                "  {} / {}: got {}",
+                d.cell.scenario.name,
+                d.cell.policy,
+                d.cell.text()
+            );
+        }
+    }
+    for d in done.iter().filter(|d| !d.cell.report.found.is_empty()) {
+        let c = &d.cell;
+        outln!(o, "\n=== {} / {}", c.scenario.name, c.policy);
+        for f in &c.report.found {
+            let Some(ce) = &f.counterexample else {
+                outln!(o, "  {}: {}", f.oracle, f.detail);
+                continue;
+            };
+            let replay = d
+                .replays
+                .iter()
+                .find(|(x, _)| *x == f.oracle)
+                .map_or(String::new(), |(_, p)| {
+                    format!("  replay: kvmmu replay {}", p.display())
+                });
+            outln!(
+                o,
+                "  {}: {} preemption{}, {} steps ({} of {} executions fail it){}",
+                f.oracle,
+                ce.preemptions,
+                if ce.preemptions == 1 { "" } else { "s" },
+                ce.schedule.len(),
+                f.executions,
+                c.report.executions,
+                if replay.is_empty() {
+                    String::new()
+                } else {
+                    format!("\n  {replay}")
+                }
+            );
+        }
+        // The story of the first oracle, in columns.
+        if let Some(ce) = c
+            .report
+            .found
+            .iter()
+            .find_map(|f| f.counterexample.as_ref())
+        {
+            o.push('\n');
+            for l in check::render_columns(ce).lines() {
+                outln!(o, "  {l}");
+            }
+        }
+    }
+    let execs: u64 = done.iter().map(|d| d.cell.report.executions).sum();
+    let clean = done
+        .iter()
+        .filter(|d| d.cell.report.found.is_empty() && d.cell.report.complete())
+        .count();
+    let viol = done
+        .iter()
+        .filter(|d| !d.cell.report.found.is_empty())
+        .count();
+    let inc = done
+        .iter()
+        .filter(|d| d.cell.report.found.is_empty() && !d.cell.report.complete())
+        .count();
+    outln!(
+        o,
+        "\n{} cells: {clean} proved clean, {viol} with violations, {inc} clean but not complete; {execs} executions in {:.1} s ({:.0} executions/s)",
+        done.len(),
+        elapsed.as_secs_f64(),
+        execs as f64 / elapsed.as_secs_f64().max(1e-9)
+    );
+    crate::emit(&o);
+}

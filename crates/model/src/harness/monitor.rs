@@ -1,0 +1,266 @@
+//! A (scenario, policy) cell as something explorers can run again and again: each
+//! [`world::Program::instance`] builds a fresh world, and its [`CellMonitor`] runs the
+//! oracles after every step and says what the execution showed.
+
+use super::build::{build_with, Backend, BuildOptions, Sys};
+use super::oracle::{Checker, Oracle, Violation};
+use crate::kvm::pin::PinOutcome;
+use crate::kvm::vcpu::Outcome;
+use crate::kvm::PolicyId;
+use scenario::Scenario;
+use std::hash::{Hash, Hasher};
+use world::{Failure, Fnv64, Monitor, Observation, Program, Status, StepRecord, World};
+
+/// One cell of the matrix, runnable from its initial state any number of times.
+#[derive(Clone, Debug)]
+pub struct CellProgram {
+    pub sc: Scenario,
+    pub policy: PolicyId,
+    pub build: BuildOptions,
+    pub tracing: bool,
+    pub max_steps: u64,
+}
+
+impl CellProgram {
+    pub fn new(sc: &Scenario, policy: PolicyId) -> Self {
+        CellProgram {
+            sc: sc.clone(),
+            policy,
+            build: BuildOptions::default(),
+            tracing: false,
+            max_steps: 20_000,
+        }
+    }
+}
+
+impl Program for CellProgram {
+    fn instance(&mut self) -> Result<(World, Box<dyn Monitor>), String> {
+        let (mut w, sys) = build_with(&self.sc, self.policy, &self.build)?;
+        w.set_tracing(self.tracing);
+        w.set_max_steps(self.max_steps);
+        w.set_records(false);
+        Ok((w, Box::new(CellMonitor::new(sys))))
+    }
+}
+
+/// The oracles of one execution, and what it showed.
+pub struct CellMonitor {
+    pub sys: Sys,
+    pub checker: Checker,
+    /// Violations already handed out as failures.
+    emitted: usize,
+    status: Option<Status>,
+}
+
+impl CellMonitor {
+    pub fn new(sys: Sys) -> Self {
+        CellMonitor {
+            sys,
+            checker: Checker::default(),
+            emitted: 0,
+            status: None,
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<Failure>) {
+        for v in &self.checker.violations[self.emitted..] {
+            out.push(Failure {
+                oracle: v.oracle.name(),
+                step: v.step,
+                detail: v.detail.clone(),
+            });
+        }
+        self.emitted = self.checker.violations.len();
+    }
+
+    /// How the run ended (after [`Monitor::end`]).
+    pub fn status(&self) -> Option<&Status> {
+        self.status.as_ref()
+    }
+
+    /// Per vCPU, per access: the attempts it took, and their text (`read32 0x10000: 0x1`).
+    pub fn accesses(&self) -> (Vec<Vec<String>>, Vec<Vec<Vec<Outcome>>>) {
+        let bug = matches!(self.status, Some(Status::Bug { .. }));
+        let mut text = Vec::new();
+        let mut raw = Vec::new();
+        for v in &self.sys.vcpus {
+            let recs = v.records.borrow();
+            let mut per = Vec::new();
+            let mut per_raw = Vec::new();
+            for (i, op) in v.program.iter().enumerate() {
+                let atts = recs.get(i).map(|r| r.attempts.clone()).unwrap_or_default();
+                let t = if atts.is_empty() {
+                    if bug && i == recs.len().saturating_sub(1) {
+                        "BUG".to_string()
+                    } else {
+                        "not run".to_string()
+                    }
+                } else {
+                    atts.iter()
+                        .map(|o| o.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" -> ")
+                };
+                per.push(format!("{op}: {t}"));
+                per_raw.push(atts);
+            }
+            text.push(per);
+            raw.push(per_raw);
+        }
+        (text, raw)
+    }
+
+    /// What each nested map showed.
+    pub fn nested(&self) -> Vec<String> {
+        self.sys
+            .nested
+            .iter()
+            .map(|n| {
+                n.borrow()
+                    .as_ref()
+                    .map_or("not finished".to_string(), PinOutcome::to_string)
+            })
+            .collect()
+    }
+
+    /// userfaultfd messages the handlers read, per mapping in order: (mapping, page, write).
+    pub fn uffd(&self) -> Vec<(String, u64, bool)> {
+        let mut out = Vec::new();
+        for m in &self.sys.mappings {
+            if let Backend::Userfault(u) = &m.backend {
+                out.extend(
+                    u.accesses
+                        .log()
+                        .into_iter()
+                        .map(|r| (m.name.clone(), r.page, r.write)),
+                );
+            }
+        }
+        out
+    }
+
+    /// The violations found so far.
+    pub fn violations(&self) -> &[Violation] {
+        &self.checker.violations
+    }
+
+    fn fingerprint(&self, raw: &[Vec<Vec<Outcome>>], nested: &[String]) -> u64 {
+        let mut h = Fnv64::default();
+        self.sys.frames.digest(&mut h);
+        self.sys.mm.digest(&mut h);
+        self.sys.kvm.with_sptes(|s| {
+            for (g, x) in s {
+                (g, x.pfn.0, x.write).hash(&mut h);
+            }
+        });
+        self.sys.kvm.invalidation().hash(&mut h);
+        raw.hash(&mut h);
+        nested.hash(&mut h);
+        self.uffd().hash(&mut h);
+        match &self.status {
+            Some(Status::Bug { actor, what }) => (1u8, actor, what).hash(&mut h),
+            Some(Status::Deadlock(b)) => {
+                2u8.hash(&mut h);
+                for x in b {
+                    x.to_string().hash(&mut h);
+                }
+            }
+            Some(Status::StepLimit) => 3u8.hash(&mut h),
+            _ => 0u8.hash(&mut h),
+        }
+        h.finish()
+    }
+}
+
+/// The headline of a set of executions, most serious first: `BUG`, `DEADLOCK`, `EFAULT`,
+/// `refused`, `MMIO`, `emulated`, `ok`.
+pub const HEADLINES: [&str; 7] = [
+    "BUG", "DEADLOCK", "EFAULT", "refused", "MMIO", "emulated", "ok",
+];
+
+/// The most serious of `headlines` (`ok` for none).
+pub fn worst_headline<'a>(headlines: impl IntoIterator<Item = &'a str>) -> &'static str {
+    let rank = |h: &str| {
+        HEADLINES
+            .iter()
+            .position(|x| *x == h)
+            .unwrap_or(HEADLINES.len())
+    };
+    let worst = headlines
+        .into_iter()
+        .map(rank)
+        .min()
+        .unwrap_or(HEADLINES.len() - 1);
+    HEADLINES[worst.min(HEADLINES.len() - 1)]
+}
+
+fn headline(status: Option<&Status>, raw: &[Vec<Vec<Outcome>>], nested: &[String]) -> &'static str {
+    match status {
+        Some(Status::Bug { .. }) => return "BUG",
+        Some(Status::Deadlock(_) | Status::StepLimit) => return "DEADLOCK",
+        _ => {}
+    }
+    let has = |p: &dyn Fn(&Outcome) -> bool| raw.iter().flatten().flatten().any(p);
+    if has(&|o| *o == Outcome::Efault) {
+        "EFAULT"
+    } else if nested.iter().any(|n| n.starts_with("map refused")) {
+        "refused"
+    } else if has(&|o| matches!(o, Outcome::MmioRead { .. } | Outcome::MmioWrite { .. })) {
+        "MMIO"
+    } else if has(&|o| *o == Outcome::Emulated) {
+        "emulated"
+    } else {
+        "ok"
+    }
+}
+
+impl Monitor for CellMonitor {
+    fn step(&mut self, rec: &StepRecord, step: u64, out: &mut Vec<Failure>) {
+        self.checker.check_after(&self.sys, step, Some(rec));
+        if self.checker.violations.len() > self.emitted {
+            self.flush(out);
+        }
+    }
+
+    fn end(&mut self, status: &Status, steps: u64, out: &mut Vec<Failure>) {
+        match status {
+            Status::Completed => self.checker.check_end(&self.sys, steps),
+            Status::Bug { actor, what } => self.checker.violations.push(Violation {
+                oracle: Oracle::NoHostBug,
+                step: steps,
+                detail: format!("{actor}: {what}"),
+            }),
+            Status::Deadlock(b) => self.checker.violations.push(Violation {
+                oracle: Oracle::NoDeadlock,
+                step: steps,
+                detail: b
+                    .iter()
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            }),
+            _ => {}
+        }
+        self.status = Some(status.clone());
+        self.flush(out);
+    }
+
+    fn observe(&self) -> Observation {
+        let (text, raw) = self.accesses();
+        let nested = self.nested();
+        let mut outcomes = Vec::new();
+        for (v, acc) in text.iter().enumerate() {
+            for a in acc {
+                outcomes.push(format!("vcpu{v} {a}"));
+            }
+        }
+        for (i, n) in nested.iter().enumerate() {
+            outcomes.push(format!("nested{i} {n}"));
+        }
+        Observation {
+            fingerprint: self.fingerprint(&raw, &nested),
+            headline: headline(self.status.as_ref(), &raw, &nested).to_string(),
+            outcomes,
+        }
+    }
+}

@@ -14,7 +14,7 @@ use crate::sample::{run_one, sample};
 use crate::{Cut, Error, Options, Progress, Report, Strategy};
 use std::collections::BTreeMap;
 use std::time::Instant;
-use world::{Decision, FpSet, OpKind, Program, Scheduler, Status};
+use world::{Decision, FpSet, Program, Scheduler, Status};
 
 /// Bit of actor `a` in a mask.
 fn bit(a: u8) -> u64 {
@@ -35,15 +35,13 @@ pub(crate) fn is_preemption(last: Option<u8>, q: u8, enabled: u64) -> bool {
 }
 
 /// A choice point.
+#[derive(Default)]
 struct Node {
+    /// The chosen actor's step here (its footprint is unknown until the step is reached
+    /// again after a backtrack: `fp_pending`).
+    ev: Event,
     enabled: u64,
     last: Option<u8>,
-    chosen: u8,
-    /// Kind of the chosen actor's step here.
-    kind: OpKind,
-    /// Footprint of the chosen actor's step here (unknown until the step is reached again
-    /// after a backtrack: `fp_pending`).
-    chosen_fp: FpSet,
     fp_pending: bool,
     backtrack: u64,
     /// Actors tried here, with their step's footprint here.
@@ -57,15 +55,47 @@ struct Node {
 }
 
 impl Node {
-    /// The sleep set of the child reached by the chosen step: everything asleep here or
-    /// tried here before, whose step is independent of the chosen one.
-    fn child_sleep(&self) -> Vec<(u8, FpSet)> {
-        self.sleep
-            .iter()
-            .chain(self.done.iter())
-            .filter(|(a, f)| *a != self.chosen && !f.conflicts(&self.chosen_fp))
-            .copied()
-            .collect()
+    fn chosen(&self) -> u8 {
+        self.ev.actor
+    }
+
+    /// Fill `out` with the sleep set of the child reached by the chosen step: everything
+    /// asleep here or tried here before, whose step is independent of the chosen one.
+    fn child_sleep(&self, out: &mut Vec<(u8, FpSet)>) {
+        out.clear();
+        out.extend(
+            self.sleep
+                .iter()
+                .chain(self.done.iter())
+                .filter(|(a, f)| *a != self.ev.actor && !f.conflicts(&self.ev.fp))
+                .copied(),
+        );
+    }
+
+    /// Preemptions on the path including this node's step.
+    fn preempted_after(&self) -> u32 {
+        self.preempted + u32::from(is_preemption(self.last, self.ev.actor, self.enabled))
+    }
+}
+
+/// The choice points of the current execution, with storage kept across executions.
+#[derive(Default)]
+struct Path {
+    nodes: Vec<Node>,
+    len: usize,
+}
+
+impl Path {
+    fn get(&self) -> &[Node] {
+        &self.nodes[..self.len]
+    }
+
+    fn get_mut(&mut self) -> &mut [Node] {
+        &mut self.nodes[..self.len]
+    }
+
+    fn pop(&mut self) {
+        self.len -= 1;
     }
 }
 
@@ -79,9 +109,9 @@ enum End {
     Nondeterministic(usize),
 }
 
-/// The scheduler of one execution: replays `nodes[..replay]`, then extends the path.
+/// The scheduler of one execution: replays `path[..replay]`, then extends the path.
 struct Tree<'a> {
-    nodes: &'a mut Vec<Node>,
+    path: &'a mut Path,
     replay: usize,
     dfs: bool,
     bound: Option<u32>,
@@ -93,37 +123,39 @@ impl Scheduler for Tree<'_> {
         let i = d.step as usize;
         let en = mask(d.enabled);
         if i < self.replay {
-            let n = &mut self.nodes[i];
+            let n = &mut self.path.get_mut()[i];
             if n.enabled != en {
                 self.end = End::Nondeterministic(i);
                 return None;
             }
             if n.fp_pending {
-                let Some(p) = d.pending.iter().find(|p| p.actor == n.chosen as usize) else {
+                let Some(p) = d.pending_of(n.chosen() as usize) else {
                     self.end = End::Nondeterministic(i);
                     return None;
                 };
-                let fp = &p.fp;
-                n.kind = p.kind;
-                n.chosen_fp = *fp;
-                n.done.push((n.chosen, *fp));
+                n.ev.kind = p.kind;
+                n.ev.fp = p.fp;
+                n.done.push((n.ev.actor, p.fp));
                 n.fp_pending = false;
             }
-            return Some(n.chosen as usize);
+            return Some(n.chosen() as usize);
         }
         let last = d.last.map(|a| a as u8);
-        let (sleep, preempted) = match self.nodes.last() {
-            Some(p) if !self.dfs && self.bound.is_none() => (
-                p.child_sleep(),
-                p.preempted + u32::from(is_preemption(p.last, p.chosen, p.enabled)),
-            ),
-            Some(p) => (
-                Vec::new(),
-                p.preempted + u32::from(is_preemption(p.last, p.chosen, p.enabled)),
-            ),
-            None => (Vec::new(), 0),
-        };
-        let avail = en & !entries_mask(&sleep);
+        let len = self.path.len;
+        let sleep_sets = !self.dfs && self.bound.is_none();
+        let preempted = self.path.get().last().map_or(0, Node::preempted_after);
+        // The new node (reusing a dropped one's storage) takes its parent's child sleep set.
+        if self.path.nodes.len() == len {
+            self.path.nodes.push(Node::default());
+        }
+        let (before, after) = self.path.nodes.split_at_mut(len);
+        let node = &mut after[0];
+        match (before.last(), sleep_sets) {
+            (Some(p), true) => p.child_sleep(&mut node.sleep),
+            _ => node.sleep.clear(),
+        }
+        let asleep = entries_mask(&node.sleep);
+        let avail = en & !asleep;
         if avail == 0 {
             self.end = End::Redundant;
             return None;
@@ -140,25 +172,21 @@ impl Scheduler for Tree<'_> {
                 return None;
             }
         }
-        let p = d
-            .pending
-            .iter()
-            .find(|p| p.actor == choice as usize)
-            .expect("chosen among enabled");
-        let fp = p.fp;
-        self.nodes.push(Node {
-            enabled: en,
-            last,
-            chosen: choice,
+        let p = d.pending_of(choice as usize).expect("chosen among enabled");
+        node.ev = Event {
+            actor: choice,
             kind: p.kind,
-            chosen_fp: fp,
-            fp_pending: false,
-            backtrack: if self.dfs { en } else { bit(choice) },
-            done: vec![(choice, fp)],
-            sleep,
-            skipped: 0,
-            preempted,
-        });
+            fp: p.fp,
+        };
+        node.enabled = en;
+        node.last = last;
+        node.fp_pending = false;
+        node.backtrack = if self.dfs { en } else { bit(choice) };
+        node.done.clear();
+        node.done.push((choice, p.fp));
+        node.skipped = 0;
+        node.preempted = preempted;
+        self.path.len += 1;
         Some(choice as usize)
     }
 }
@@ -244,23 +272,23 @@ fn exhaustive(
     let start = Instant::now();
     let dfs = opts.strategy == Strategy::Dfs;
     let mut acc = Acc::new(opts.strategy, bound);
-    let mut nodes: Vec<Node> = Vec::new();
+    let mut path = Path::default();
     let mut hb = Hb::default();
     let mut races = Vec::new();
-    let mut events: Vec<Event> = Vec::new();
     let mut cands = Candidates::default();
     let mut replay = 0usize;
     let mut last_progress = Instant::now();
     loop {
         let branch = replay.saturating_sub(1);
+        path.len = replay;
         let mut tree = Tree {
-            nodes: &mut nodes,
+            path: &mut path,
             replay,
             dfs,
             bound,
             end: End::Normal,
         };
-        let run = run_one(program, &mut tree, false)?;
+        let run = run_one(program, &mut tree, false, opts.observe)?;
         let end = tree.end;
         if let End::Nondeterministic(step) = end {
             return Err(Error::Nondeterministic { step });
@@ -273,34 +301,30 @@ fn exhaustive(
             }
             _ => {}
         }
+        let nodes = path.get();
         let steps = nodes.len();
         acc.report.max_depth = acc.report.max_depth.max(steps);
-        // The events of this execution, for the race analysis and the counterexamples.
-        events.clear();
-        events.extend(nodes.iter().map(|n| Event {
-            actor: n.chosen,
-            kind: n.kind,
-            fp: n.chosen_fp,
-        }));
         let finished = end == End::Normal;
-        if !run.failures.is_empty() {
+        if !run.failures.is_empty() && steps > 0 {
             let enabled: Vec<u64> = nodes.iter().map(|n| n.enabled).collect();
-            let sched: Vec<u8> = nodes.iter().map(|n| n.chosen).collect();
+            let sched: Vec<u8> = nodes.iter().map(Node::chosen).collect();
+            let events: Vec<Event> = nodes.iter().map(|n| n.ev).collect();
             for f in &run.failures {
-                let upto = (f.step as usize).min(steps.saturating_sub(1));
-                let p = preemptions(&sched[..=upto.min(sched.len().saturating_sub(1))], &enabled);
+                let upto = (f.step as usize).min(steps - 1);
+                let p = preemptions(&sched[..=upto], &enabled);
                 cands.offer(f.oracle, &sched, &events, upto, p);
             }
         }
         acc.add(&run, finished, || {
-            nodes.iter().map(|n| n.chosen as usize).collect()
+            nodes.iter().map(|n| n.chosen() as usize).collect()
         });
         if !dfs {
             races.clear();
             let actors = run.actors.max(1);
-            hb.analyze(&events, actors, branch, &mut races);
+            // Steps before the branch point are the previous execution's: only the rest is new.
+            hb.analyze_from(nodes, |n| &n.ev, actors, branch, branch, &mut races);
             for &(i, j) in &races {
-                add_backtrack(&mut nodes, &hb, i as usize, j as usize, bound);
+                add_backtrack(path.get_mut(), &hb, i as usize, j as usize, bound);
             }
         }
         if last_progress.elapsed().as_millis() >= 100 {
@@ -315,18 +339,18 @@ fn exhaustive(
             .max_executions
             .is_some_and(|m| acc.report.executions >= m)
         {
-            if next_branch(&mut nodes, bound, &mut acc).is_some() {
+            if next_branch(&mut path, bound, &mut acc).is_some() {
                 acc.cut(Cut::Executions);
             }
             break;
         }
         if opts.budget.is_some_and(|b| start.elapsed() >= b) {
-            if next_branch(&mut nodes, bound, &mut acc).is_some() {
+            if next_branch(&mut path, bound, &mut acc).is_some() {
                 acc.cut(Cut::Budget);
             }
             break;
         }
-        match next_branch(&mut nodes, bound, &mut acc) {
+        match next_branch(&mut path, bound, &mut acc) {
             Some(r) => replay = r,
             None => break,
         }
@@ -377,8 +401,8 @@ fn add_backtrack(nodes: &mut [Node], hb: &Hb, i: usize, j: usize, bound: Option<
 
 /// Pop to the deepest choice point with an untried actor, choose it, and return how many
 /// choice points the next execution replays (`None`: nothing left).
-fn next_branch(nodes: &mut Vec<Node>, bound: Option<u32>, acc: &mut Acc) -> Option<usize> {
-    while let Some(n) = nodes.last_mut() {
+fn next_branch(path: &mut Path, bound: Option<u32>, acc: &mut Acc) -> Option<usize> {
+    while let Some(n) = path.get_mut().last_mut() {
         let tried = entries_mask(&n.done) | entries_mask(&n.sleep) | n.skipped;
         let mut cand = n.backtrack & n.enabled & !tried;
         while cand != 0 {
@@ -391,11 +415,11 @@ fn next_branch(nodes: &mut Vec<Node>, bound: Option<u32>, acc: &mut Acc) -> Opti
                     continue;
                 }
             }
-            n.chosen = q;
+            n.ev.actor = q;
             n.fp_pending = true;
-            return Some(nodes.len());
+            return Some(path.len);
         }
-        nodes.pop();
+        path.pop();
     }
     None
 }

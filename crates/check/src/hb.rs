@@ -23,6 +23,16 @@ pub struct Event {
     pub fp: FpSet,
 }
 
+impl Default for Event {
+    fn default() -> Self {
+        Event {
+            actor: 0,
+            kind: OpKind::Start,
+            fp: FpSet::new(),
+        }
+    }
+}
+
 impl Event {
     /// The lock this step acquires (or tries to).
     fn acquires(&self) -> Option<ObjId> {
@@ -62,15 +72,33 @@ type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
 const NONE: u32 = u32::MAX;
 
-/// Per object: the last write and the reads since.
-#[derive(Default, Clone)]
+/// Key of (actor, lock) in a map of lock holders.
+fn lock_key(actor: u8, l: ObjId) -> u64 {
+    (u64::from(actor) << 56) ^ l.0
+}
+
+/// Per object: the last write and the reads since (a list in [`Hb::reads`]).
+#[derive(Copy, Clone)]
 struct Track {
     last_write: u32,
-    reads: Vec<u32>,
+    /// Head of the list of reads since the last write, or `NONE`.
+    reads: u32,
 }
 
 /// Ranges longer than this are not expanded object by object but compared step by step.
 const EXPAND: u64 = 64;
+
+/// A view of items as events.
+struct Items<'a, T> {
+    items: &'a [T],
+    ev: &'a dyn Fn(&T) -> &Event,
+}
+
+impl<T> Items<'_, T> {
+    fn get(&self, i: usize) -> &Event {
+        (self.ev)(&self.items[i])
+    }
+}
 
 /// Vector clocks of one execution.
 #[derive(Default)]
@@ -87,10 +115,32 @@ pub struct Hb {
     last_of: Vec<u32>,
     count_of: Vec<u32>,
     cand: Vec<u32>,
+    /// Read lists: (step, next entry).
+    reads: Vec<(u32, u32)>,
     /// Per (actor, lock): the step that last acquired it.
-    holding: HashMap<(u8, u64), u32>,
+    holding: IdMap<u32>,
     /// Per release step: the acquisition that began its critical section.
-    section: HashMap<u32, u32>,
+    section: IdMap<u32>,
+    /// Undo log of the map changes, per step (see [`Hb::analyze_from`]).
+    undo: Vec<Undo>,
+    marks: Vec<Mark>,
+}
+
+/// One change to undo.
+enum Undo {
+    Obj(u64, Option<Track>),
+    Holding(u64, Option<u32>),
+    Section(u64),
+}
+
+/// What a step changed outside the undo log.
+struct Mark {
+    undo: u32,
+    reads: u32,
+    wide: u32,
+    actor: u8,
+    last_of: u32,
+    count_of: u32,
 }
 
 impl Hb {
@@ -103,12 +153,29 @@ impl Hb {
         race_from: usize,
         races: &mut Vec<(u32, u32)>,
     ) {
+        self.analyze_by(events, |e| e, actors, race_from, races)
+    }
+
+    /// [`Hb::analyze`] over items that hold an event.
+    pub fn analyze_by<T>(
+        &mut self,
+        items: &[T],
+        ev: impl Fn(&T) -> &Event,
+        actors: usize,
+        race_from: usize,
+        races: &mut Vec<(u32, u32)>,
+    ) {
+        self.reset(actors);
+        self.analyze_from(items, ev, actors, 0, race_from, races);
+    }
+
+    fn reset(&mut self, actors: usize) {
         self.actors = actors.max(1);
         self.vc.clear();
-        self.vc.resize(events.len() * self.actors, 0);
         self.local.clear();
         self.actor.clear();
         self.objs.clear();
+        self.reads.clear();
         self.wide.clear();
         self.last_of.clear();
         self.last_of.resize(self.actors, NONE);
@@ -116,14 +183,70 @@ impl Hb {
         self.count_of.resize(self.actors, 0);
         self.holding.clear();
         self.section.clear();
-        for (j, e) in events.iter().enumerate() {
-            self.step(events, j, e, j >= race_from, races);
+        self.undo.clear();
+        self.marks.clear();
+    }
+
+    /// Incremental [`Hb::analyze_by`]: the first `keep` items are the ones the previous
+    /// call analyzed (an explorer re-running a prefix of choices); only the rest is new.
+    pub fn analyze_from<T>(
+        &mut self,
+        items: &[T],
+        ev: impl Fn(&T) -> &Event,
+        actors: usize,
+        keep: usize,
+        race_from: usize,
+        races: &mut Vec<(u32, u32)>,
+    ) {
+        if actors.max(1) != self.actors {
+            self.reset(actors);
+        }
+        self.rollback(keep.min(self.marks.len()));
+        let from = self.marks.len();
+        self.vc.resize(items.len() * self.actors, 0);
+        let events = Items { items, ev: &ev };
+        for j in from..items.len() {
+            let e = events.get(j);
+            self.step(&events, j, e, j >= race_from, races);
         }
     }
 
-    fn step(
+    /// Forget every step from `to` on.
+    fn rollback(&mut self, to: usize) {
+        while self.marks.len() > to {
+            let m = self.marks.pop().expect("non-empty");
+            while self.undo.len() > m.undo as usize {
+                match self.undo.pop().expect("non-empty") {
+                    Undo::Obj(k, Some(t)) => {
+                        self.objs.insert(k, t);
+                    }
+                    Undo::Obj(k, None) => {
+                        self.objs.remove(&k);
+                    }
+                    Undo::Holding(k, Some(v)) => {
+                        self.holding.insert(k, v);
+                    }
+                    Undo::Holding(k, None) => {
+                        self.holding.remove(&k);
+                    }
+                    Undo::Section(k) => {
+                        self.section.remove(&k);
+                    }
+                }
+            }
+            self.reads.truncate(m.reads as usize);
+            self.wide.truncate(m.wide as usize);
+            self.last_of[m.actor as usize] = m.last_of;
+            self.count_of[m.actor as usize] = m.count_of;
+        }
+        self.vc.truncate(to * self.actors);
+        self.local.truncate(to);
+        self.actor.truncate(to);
+    }
+
+    fn step<T>(
         &mut self,
-        events: &[Event],
+        events: &Items<'_, T>,
         j: usize,
         e: &Event,
         report: bool,
@@ -131,22 +254,35 @@ impl Hb {
     ) {
         let a = e.actor as usize;
         let n = self.actors;
+        self.marks.push(Mark {
+            undo: self.undo.len() as u32,
+            reads: self.reads.len() as u32,
+            wide: self.wide.len() as u32,
+            actor: e.actor,
+            last_of: self.last_of[a],
+            count_of: self.count_of[a],
+        });
         // Candidates: the conflicting accesses no later access of the same object follows.
         self.cand.clear();
         let mut wide = false;
         for f in e.fp.iter() {
-            if u64::from(f.len) > EXPAND {
+            if u64::from(f.len()) > EXPAND {
                 wide = true;
                 continue;
             }
-            for k in 0..u64::from(f.len) {
-                let id = f.obj.0 + k;
+            for k in 0..u64::from(f.len()) {
+                let id = f.obj().0 + k;
                 if let Some(t) = self.objs.get(&id) {
                     if t.last_write != NONE {
                         self.cand.push(t.last_write);
                     }
-                    if f.access == Access::Write {
-                        self.cand.extend_from_slice(&t.reads);
+                    if f.access() == Access::Write {
+                        let mut r = t.reads;
+                        while r != NONE {
+                            let (ev, next) = self.reads[r as usize];
+                            self.cand.push(ev);
+                            r = next;
+                        }
                     }
                 }
             }
@@ -154,13 +290,13 @@ impl Hb {
         // Wide entries (rare): compare with every earlier step that had one, and a wide
         // step with every earlier step.
         for &w in &self.wide {
-            if events[w as usize].fp.conflicts(&e.fp) {
+            if events.get(w as usize).fp.conflicts(&e.fp) {
                 self.cand.push(w);
             }
         }
         if wide {
-            for (i, x) in events[..j].iter().enumerate() {
-                if x.fp.conflicts(&e.fp) {
+            for i in 0..j {
+                if events.get(i).fp.conflicts(&e.fp) {
                     self.cand.push(i as u32);
                 }
             }
@@ -208,10 +344,10 @@ impl Hb {
                 }
                 // A release before this acquisition: the acquisitions race.
                 let lock = e.acquires();
-                let c_ev = &events[c as usize];
+                let c_ev = events.get(c as usize);
                 match (lock, c_ev.releases()) {
                     (Some(l), Some(r)) if l == r => {
-                        if let Some(&acq) = self.section.get(&c) {
+                        if let Some(&acq) = self.section.get(&u64::from(c)) {
                             races.push((acq, j as u32));
                         }
                     }
@@ -220,29 +356,41 @@ impl Hb {
             }
         }
         if let Some(l) = e.acquires() {
-            self.holding.insert((e.actor, l.0), j as u32);
+            let k = lock_key(e.actor, l);
+            let old = self.holding.insert(k, j as u32);
+            self.undo.push(Undo::Holding(k, old));
         }
         if let Some(l) = e.releases() {
-            if let Some(&acq) = self.holding.get(&(e.actor, l.0)) {
-                self.section.insert(j as u32, acq);
+            if let Some(&acq) = self.holding.get(&lock_key(e.actor, l)) {
+                self.section.insert(j as u64, acq);
+                self.undo.push(Undo::Section(j as u64));
             }
         }
         // Record this step's accesses.
         for f in e.fp.iter() {
-            if u64::from(f.len) > EXPAND {
+            if u64::from(f.len()) > EXPAND {
                 continue;
             }
-            for k in 0..u64::from(f.len) {
-                let t = self.objs.entry(f.obj.0 + k).or_insert(Track {
+            for k in 0..u64::from(f.len()) {
+                let key = f.obj().0 + k;
+                let t = self.objs.entry(key).or_insert(Track {
                     last_write: NONE,
-                    reads: Vec::new(),
+                    reads: NONE,
                 });
-                match f.access {
+                let old = *t;
+                self.undo.push(Undo::Obj(
+                    key,
+                    (old.last_write != NONE || old.reads != NONE).then_some(old),
+                ));
+                match f.access() {
                     Access::Write => {
                         t.last_write = j as u32;
-                        t.reads.clear();
+                        t.reads = NONE;
                     }
-                    Access::Read => t.reads.push(j as u32),
+                    Access::Read => {
+                        self.reads.push((j as u32, t.reads));
+                        t.reads = self.reads.len() as u32 - 1;
+                    }
                 }
             }
         }
@@ -341,6 +489,34 @@ mod tests {
         let mut races = Vec::new();
         hb.analyze(&es, 2, 0, &mut races);
         assert_eq!(races, vec![(0, 3)]);
+    }
+
+    #[test]
+    fn incremental_analysis_matches_a_fresh_one() {
+        let a = [
+            ev(0, 1, Access::Write),
+            ev(1, 2, Access::Read),
+            ev(1, 1, Access::Read),
+            ev(2, 2, Access::Write),
+            ev(0, 2, Access::Read),
+        ];
+        let mut b = a;
+        b[3] = ev(0, 1, Access::Write);
+        b[4] = ev(2, 2, Access::Write);
+        let mut inc = Hb::default();
+        let mut r1 = Vec::new();
+        inc.analyze_from(&a, |e| e, 3, 0, 0, &mut r1);
+        let mut r2 = Vec::new();
+        inc.analyze_from(&b, |e| e, 3, 3, 3, &mut r2);
+        let mut fresh = Hb::default();
+        let mut r3 = Vec::new();
+        fresh.analyze(&b, 3, 3, &mut r3);
+        assert_eq!(r2, r3);
+        for i in 0..b.len() {
+            for j in 0..b.len() {
+                assert_eq!(inc.before(i, j), fresh.before(i, j), "{i} {j}");
+            }
+        }
     }
 
     #[test]

@@ -109,6 +109,9 @@ pub struct Options {
     pub stop_on_failure: bool,
     /// Produce counterexamples at all (replays them; off for a quick verdict).
     pub counterexamples: bool,
+    /// Collect what each observed item showed ([`Report::observed`]; costs formatting on
+    /// every execution). Always on for the `sample` strategy.
+    pub observe: bool,
     /// Minimise counterexamples (off: report the raw failing schedule, still confirmed).
     pub minimize: bool,
     /// With `preemptions`, explore bound 0, then 1, ... up to it, stopping early once a
@@ -127,6 +130,7 @@ impl Default for Options {
             samples: 200,
             stop_on_failure: false,
             counterexamples: true,
+            observe: false,
             minimize: true,
             iterative: true,
         }

@@ -26,6 +26,7 @@ pub(crate) fn run_one(
     program: &mut dyn Program,
     sched: &mut dyn Scheduler,
     tracing: bool,
+    detail: bool,
 ) -> Result<RunData, Error> {
     let (mut w, mut mon) = program.instance().map_err(Error::Build)?;
     if tracing {
@@ -42,7 +43,7 @@ pub(crate) fn run_one(
         return Err(Error::Audit { actor, detail });
     }
     mon.end(&r.status, r.steps, &mut failures);
-    let observation = Some(mon.observe());
+    let observation = Some(mon.observe(detail));
     Ok(RunData {
         status: r.status,
         failures,
@@ -149,7 +150,8 @@ pub(crate) fn sample(
             }
         };
         let mut rec = Recorder::new(sched.as_mut());
-        let run = run_one(program, &mut rec, false)?;
+        let detail = opts.observe || opts.strategy == Strategy::Sample;
+        let run = run_one(program, &mut rec, false, detail)?;
         if k == 0 && matches!(opts.strategy, Strategy::Sample | Strategy::Pct) {
             steps_estimate = rec.schedule.len() as u64;
         }

@@ -26,9 +26,9 @@ struct HostAt {
 
 impl Scheduler for HostAt {
     fn pick(&mut self, d: &Decision) -> Option<usize> {
-        let (en, fp) = (d.enabled, d.footprints);
-        if let Some(i) = en.iter().position(|&a| a == 0) {
-            if fp[i].touches(self.trigger) {
+        let en = d.enabled;
+        if let Some(fp) = d.fp_of(0) {
+            if fp.touches(self.trigger) {
                 self.fired = true;
             }
             if !self.fired || !en.contains(&1) {

@@ -96,11 +96,11 @@ impl Core {
     }
 
     pub fn fp_name(&self, f: &Footprint) -> String {
-        let first = self.obj_name(f.obj);
-        if f.len == 1 {
+        let first = self.obj_name(f.obj());
+        if f.len() == 1 {
             first
         } else {
-            format!("{first} (+{} more)", f.len - 1)
+            format!("{first} (+{} more)", f.len() - 1)
         }
     }
 }

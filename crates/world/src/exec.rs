@@ -373,15 +373,15 @@ impl World {
     fn check_accesses(&self, who: ActorId, fp: &FpSet, log: &[Footprint]) -> Result<(), String> {
         for e in log {
             let guard = self.protected.iter().find(|(r, _)| {
-                r.obj.class() == e.obj.class()
-                    && r.obj.index() <= e.obj.index()
-                    && e.obj.index() + u64::from(e.len) <= r.obj.index() + u64::from(r.len)
+                r.obj().class() == e.obj().class()
+                    && r.obj().index() <= e.obj().index()
+                    && e.obj().index() + u64::from(e.len()) <= r.obj().index() + u64::from(r.len())
             });
             if let Some((_, l)) = guard {
                 let held =
                     self.core
                         .lock_state(*l, |s| if who < MAX_ACTORS { s.holds(who) } else { None });
-                let ok = match (e.access, held) {
+                let ok = match (e.access(), held) {
                     (_, None) => false,
                     (Access::Read, Some(_)) => true,
                     (Access::Write, Some(m)) => m == LockMode::Exclusive,
@@ -389,7 +389,7 @@ impl World {
                 if !ok {
                     return Err(format!(
                         "{} of {} (protected by {}) while holding it {}",
-                        e.access.verb(),
+                        e.access().verb(),
                         self.core.fp_name(e),
                         self.core.lock_name(*l),
                         match held {
@@ -402,19 +402,19 @@ impl World {
                 continue;
             }
             let covered = fp.iter().any(|d| {
-                d.obj.class() == e.obj.class()
-                    && d.obj.index() <= e.obj.index()
-                    && e.obj.index() + u64::from(e.len) <= d.obj.index() + u64::from(d.len)
-                    && d.access.covers(e.access)
+                d.obj().class() == e.obj().class()
+                    && d.obj().index() <= e.obj().index()
+                    && e.obj().index() + u64::from(e.len()) <= d.obj().index() + u64::from(d.len())
+                    && d.access().covers(e.access())
             });
             if !covered {
                 let decl: Vec<String> = fp
                     .iter()
-                    .map(|d| format!("{} {}", d.access.verb(), self.core.fp_name(d)))
+                    .map(|d| format!("{} {}", d.access().verb(), self.core.fp_name(d)))
                     .collect();
                 return Err(format!(
                     "{} of {} not declared (the step declares: {})",
-                    e.access.verb(),
+                    e.access().verb(),
                     self.core.fp_name(e),
                     if decl.is_empty() {
                         "nothing".to_string()
@@ -446,8 +446,8 @@ impl World {
         let mut records = Vec::new();
         let mut schedule = Vec::new();
         let mut enabled: Vec<ActorId> = Vec::new();
-        let mut fps: Vec<FpSet> = Vec::new();
         let mut pendings: Vec<Pending> = Vec::new();
+        let mut actors_seen = usize::MAX;
         let mut log: Vec<Footprint> = Vec::new();
         let mut last: Option<ActorId> = None;
         let mut cx = Context::from_waker(Waker::noop());
@@ -469,32 +469,56 @@ impl World {
                 };
             }
             enabled.clear();
-            fps.clear();
-            pendings.clear();
             let mut audit_fail = None;
             {
+                // Each unfinished actor's view: rebuilt for actors whose op changed (the one
+                // that ran, new ones), refreshed for the rest (enabledness, and footprints
+                // that depend on the state).
                 let pending = self.core.pending.borrow();
-                for (a, op) in pending.iter().enumerate() {
-                    let Some(op) = op else { continue };
-                    let fp = self.full_fp(op);
-                    let en = match self.enabled(a, op) {
+                let n = pending.len();
+                let ran_done = last.is_none_or(|r| pending[r].is_none());
+                if ran_done || n != actors_seen {
+                    actors_seen = n;
+                    pendings.clear();
+                    for (a, op) in pending.iter().enumerate() {
+                        if let Some(op) = op {
+                            pendings.push(Pending {
+                                actor: a,
+                                kind: op.kind,
+                                fp: op.fp,
+                                enabled: false,
+                                what: op.what,
+                            });
+                            if op.dynamic.is_some() {
+                                let p = pendings.last_mut().expect("pushed");
+                                p.fp = self.full_fp(op);
+                            }
+                        }
+                    }
+                } else if let Some(ran) = last {
+                    if let Some(p) = pendings.iter_mut().find(|p| p.actor == ran) {
+                        let op = pending[ran].as_ref().expect("counted");
+                        p.kind = op.kind;
+                        p.fp = op.fp;
+                        p.what = op.what;
+                    }
+                }
+                debug_assert!(pendings.iter().all(|p| p.actor < n));
+                for p in pendings.iter_mut() {
+                    let op = pending[p.actor].as_ref().expect("pending actor has an op");
+                    if op.dynamic.is_some() {
+                        p.fp = self.full_fp(op);
+                    }
+                    p.enabled = match self.enabled(p.actor, op) {
                         Ok(e) => e,
                         Err(e) => {
-                            audit_fail = Some((a, e));
+                            audit_fail = Some((p.actor, e));
                             false
                         }
                     };
-                    if en {
-                        enabled.push(a);
-                        fps.push(fp);
+                    if p.enabled {
+                        enabled.push(p.actor);
                     }
-                    pendings.push(Pending {
-                        actor: a,
-                        kind: op.kind,
-                        fp,
-                        enabled: en,
-                        what: op.what,
-                    });
                 }
             }
             if let Some((a, detail)) = audit_fail {
@@ -516,14 +540,13 @@ impl World {
             let decision = Decision {
                 step: step - base,
                 enabled: &enabled,
-                footprints: &fps,
                 pending: &pendings,
                 last,
             };
             let Some(who) = sched.pick(&decision) else {
                 break Status::Diverged { step: step - base };
             };
-            let Some(i) = enabled.iter().position(|&a| a == who) else {
+            let Some(p) = pendings.iter().find(|p| p.actor == who && p.enabled) else {
                 break Status::Diverged { step: step - base };
             };
             let (performed, rec) = {
@@ -532,7 +555,7 @@ impl World {
                 let rec = StepRecord {
                     actor: who,
                     kind: op.kind,
-                    fp: fps[i],
+                    fp: p.fp,
                     what: op.what,
                 };
                 drop(pending);

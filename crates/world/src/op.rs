@@ -77,58 +77,96 @@ impl Access {
 /// One entry of a footprint: `len` consecutive objects of one class from `obj`, read or
 /// written. Lock acquire and release are entries on the lock object: shared (read-side)
 /// acquisitions and releases are reads, so readers commute with each other and conflict with
-/// writers.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+/// writers. Packed into 12 bytes: footprints are copied at every step.
+#[derive(Copy, Clone, PartialEq, Eq, Hash)]
 pub struct Footprint {
-    pub obj: ObjId,
-    pub len: u32,
-    pub access: Access,
+    obj_lo: u32,
+    obj_hi: u32,
+    /// `len << 1 | write`.
+    meta: u32,
 }
+
+impl fmt::Debug for Footprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.obj())?;
+        if self.len() > 1 {
+            write!(f, "+{}", self.len())?;
+        }
+        write!(f, ":{}", self.access().verb())
+    }
+}
+
+/// Longest range one entry can name.
+const MAX_LEN: u64 = (u32::MAX >> 1) as u64;
 
 impl Footprint {
     pub const fn new(obj: ObjId, access: Access) -> Self {
         Footprint {
-            obj,
-            len: 1,
-            access,
+            obj_lo: obj.0 as u32,
+            obj_hi: (obj.0 >> 32) as u32,
+            meta: (1 << 1) | (access as u32),
         }
     }
 
     pub fn range(obj: ObjId, len: u64, access: Access) -> Self {
+        let len = len.clamp(1, MAX_LEN) as u32;
         Footprint {
-            obj,
-            len: len.clamp(1, u64::from(u32::MAX)) as u32,
-            access,
+            obj_lo: obj.0 as u32,
+            obj_hi: (obj.0 >> 32) as u32,
+            meta: (len << 1) | (access as u32),
+        }
+    }
+
+    /// The first object named.
+    pub const fn obj(&self) -> ObjId {
+        ObjId(((self.obj_hi as u64) << 32) | self.obj_lo as u64)
+    }
+
+    /// How many consecutive objects are named (at least one).
+    #[allow(clippy::len_without_is_empty)]
+    pub const fn len(&self) -> u32 {
+        self.meta >> 1
+    }
+
+    pub const fn access(&self) -> Access {
+        if self.meta & 1 == 1 {
+            Access::Write
+        } else {
+            Access::Read
         }
     }
 
     fn end(&self) -> u64 {
-        self.obj.index() + u64::from(self.len)
+        self.obj().index() + u64::from(self.len())
     }
 
     /// Whether this entry names `obj`.
     pub fn contains(&self, obj: ObjId) -> bool {
-        obj.class() == self.obj.class()
-            && self.obj.index() <= obj.index()
-            && obj.index() < self.end()
+        let o = self.obj();
+        obj.class() == o.class() && o.index() <= obj.index() && obj.index() < self.end()
+    }
+
+    /// Whether this entry names every object `o` names.
+    pub fn covers_range(&self, o: &Footprint) -> bool {
+        let (a, b) = (self.obj(), o.obj());
+        a.class() == b.class() && a.index() <= b.index() && o.end() <= self.end()
     }
 
     /// Same class and overlapping ranges.
     pub fn overlaps(&self, o: &Footprint) -> bool {
-        self.obj.class() == o.obj.class()
-            && self.obj.index() < o.end()
-            && o.obj.index() < self.end()
+        let (a, b) = (self.obj(), o.obj());
+        a.class() == b.class() && a.index() < o.end() && b.index() < self.end()
     }
 
     /// Same objects, at least one write.
     pub fn conflicts(&self, o: &Footprint) -> bool {
-        (self.access == Access::Write || o.access == Access::Write) && self.overlaps(o)
+        (self.meta | o.meta) & 1 == 1 && self.overlaps(o)
     }
 }
 
 /// Entries a footprint holds inline. A step that names more objects than this merges them
 /// into covering ranges: coarser, never unsound.
-pub const FP_CAP: usize = 8;
+pub const FP_CAP: usize = 6;
 
 /// Everything one step touches: a small set of [`Footprint`] entries, kept inline (a step
 /// publishes one at every scheduling point, so it must not allocate).
@@ -138,7 +176,11 @@ pub struct FpSet {
     e: [Footprint; FP_CAP],
 }
 
-const NONE: Footprint = Footprint::new(ObjId(0), Access::Read);
+const NONE: Footprint = Footprint {
+    obj_lo: 0,
+    obj_hi: 0,
+    meta: 0,
+};
 
 impl Default for FpSet {
     fn default() -> Self {
@@ -188,17 +230,17 @@ impl FpSet {
     /// whole set widened to that class): a superset, so reduction stays sound.
     pub fn add(&mut self, f: Footprint) {
         for x in self.e[..self.n as usize].iter_mut() {
-            if x.obj.class() == f.obj.class()
-                && x.obj.index() <= f.end()
-                && f.obj.index() <= x.end()
-                && (x.access == f.access || (x.obj == f.obj && x.len == f.len))
+            if x.obj().class() == f.obj().class()
+                && x.obj().index() <= f.end()
+                && f.obj().index() <= x.end()
+                && (x.access() == f.access() || (x.obj() == f.obj() && x.len() == f.len()))
             {
-                let lo = x.obj.index().min(f.obj.index());
+                let lo = x.obj().index().min(f.obj().index());
                 let hi = x.end().max(f.end());
                 *x = Footprint::range(
-                    ObjId::new(f.obj.class(), lo),
+                    ObjId::new(f.obj().class(), lo),
                     hi - lo,
-                    x.access.max(f.access),
+                    x.access().max(f.access()),
                 );
                 return;
             }
@@ -209,20 +251,23 @@ impl FpSet {
             return;
         }
         // Full: widen the first entry of the same class to cover `f`, or the last entry.
-        let i = self.e.iter().position(|x| x.obj.class() == f.obj.class());
+        let i = self
+            .e
+            .iter()
+            .position(|x| x.obj().class() == f.obj().class());
         let x = &mut self.e[i.unwrap_or(FP_CAP - 1)];
-        if x.obj.class() == f.obj.class() {
-            let lo = x.obj.index().min(f.obj.index());
+        if x.obj().class() == f.obj().class() {
+            let lo = x.obj().index().min(f.obj().index());
             let hi = x.end().max(f.end());
             *x = Footprint::range(
-                ObjId::new(f.obj.class(), lo),
+                ObjId::new(f.obj().class(), lo),
                 hi - lo,
-                x.access.max(f.access),
+                x.access().max(f.access()),
             );
         } else {
             // Different classes everywhere: give up precision on the class of `f` entirely.
             *x = Footprint::range(
-                ObjId::new(f.obj.class(), 0),
+                ObjId::new(f.obj().class(), 0),
                 u64::from(u32::MAX),
                 Access::Write,
             );
@@ -238,7 +283,7 @@ impl FpSet {
     /// Whether some entry names `obj` with an access that covers `access`.
     pub fn covers(&self, obj: ObjId, access: Access) -> bool {
         self.iter()
-            .any(|f| f.contains(obj) && f.access.covers(access))
+            .any(|f| f.contains(obj) && f.access().covers(access))
     }
 
     /// Whether any entry names `obj`.
@@ -249,7 +294,7 @@ impl FpSet {
     /// Whether some entry writes an object of `class`.
     pub fn writes_class(&self, class: Class) -> bool {
         self.iter()
-            .any(|f| f.access == Access::Write && f.obj.class() == class)
+            .any(|f| f.access() == Access::Write && f.obj().class() == class)
     }
 
     /// Whether two steps with these footprints may not commute.

@@ -50,6 +50,60 @@ impl std::hash::Hasher for Fnv64 {
     }
 }
 
+/// A fast hasher for in-memory digests (fingerprints of end states, computed once per
+/// execution): eight bytes at a time, multiply-mix. Not stable across kvmmu versions; use
+/// [`fnv64`] for anything written to a file.
+#[derive(Clone, Debug, Default)]
+pub struct FastHasher(u64);
+
+impl FastHasher {
+    #[inline]
+    fn mix(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl std::hash::Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        let mut z = self.0;
+        z = (z ^ (z >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        z ^ (z >> 33)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.mix(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(b) ^ (rest.len() as u64) << 56);
+        }
+    }
+
+    fn write_u8(&mut self, v: u8) {
+        self.mix(u64::from(v));
+    }
+
+    fn write_u32(&mut self, v: u32) {
+        self.mix(u64::from(v));
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.mix(v);
+    }
+
+    fn write_usize(&mut self, v: usize) {
+        self.mix(v as u64);
+    }
+
+    fn write_i64(&mut self, v: i64) {
+        self.mix(v as u64);
+    }
+}
+
 /// The FNV-1a hash of `bytes`.
 pub fn fnv64(bytes: &[u8]) -> u64 {
     use std::hash::Hasher;
@@ -64,8 +118,9 @@ pub trait Monitor {
     fn step(&mut self, rec: &StepRecord, step: u64, out: &mut Vec<Failure>);
     /// After the run ended, however it ended.
     fn end(&mut self, status: &Status, steps: u64, out: &mut Vec<Failure>);
-    /// What the execution showed (called after [`Monitor::end`]).
-    fn observe(&self) -> Observation;
+    /// What the execution showed (called after [`Monitor::end`]); `outcomes` is filled
+    /// only when `detail` is asked for (it costs formatting on every execution).
+    fn observe(&self, detail: bool) -> Observation;
 }
 
 /// A system that can be run again and again from its initial state.

@@ -22,8 +22,6 @@ pub struct Decision<'a> {
     pub step: u64,
     /// The actors that can take a step now, ascending.
     pub enabled: &'a [ActorId],
-    /// `footprints[i]` is what `enabled[i]`'s step touches.
-    pub footprints: &'a [FpSet],
     /// Every unfinished actor's pending step, blocked ones included, ascending by actor.
     pub pending: &'a [Pending],
     /// Who took the previous step.
@@ -31,12 +29,14 @@ pub struct Decision<'a> {
 }
 
 impl Decision<'_> {
+    /// The pending step of actor `a`, if it has one.
+    pub fn pending_of(&self, a: ActorId) -> Option<&Pending> {
+        self.pending.iter().find(|p| p.actor == a)
+    }
+
     /// The footprint of enabled actor `a`'s step.
     pub fn fp_of(&self, a: ActorId) -> Option<&FpSet> {
-        self.enabled
-            .iter()
-            .position(|&x| x == a)
-            .map(|i| &self.footprints[i])
+        self.pending_of(a).filter(|p| p.enabled).map(|p| &p.fp)
     }
 
     /// Whether `a` can take a step now.

@@ -72,12 +72,12 @@ fn read_side_lock_operations_are_reads_of_the_lock() {
     let mut spy = Spy(Vec::new());
     let r = w.run(&mut spy, &mut || std::ops::ControlFlow::Continue(()));
     assert_eq!(r.status, Status::Completed);
-    let acc: Vec<Access> = spy.0.iter().map(|(_, f)| f.access).collect();
+    let acc: Vec<Access> = spy.0.iter().map(|(_, f)| f.access()).collect();
     assert_eq!(
         acc,
         vec![Access::Read, Access::Read, Access::Write, Access::Write]
     );
-    assert!(spy.0.iter().all(|(_, f)| f.obj == l.0));
+    assert!(spy.0.iter().all(|(_, f)| f.obj() == l.0));
 }
 
 #[test]

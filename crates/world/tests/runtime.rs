@@ -245,7 +245,7 @@ fn spawned_actors_run_and_footprints_are_recorded() {
         .records
         .iter()
         .filter(|s| s.fp.touches(o))
-        .map(|s| (s.actor, s.fp.as_slice()[0].access, s.what))
+        .map(|s| (s.actor, s.fp.as_slice()[0].access(), s.what))
         .collect();
     assert_eq!(
         accesses,

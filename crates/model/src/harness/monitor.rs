@@ -9,7 +9,7 @@ use crate::kvm::vcpu::Outcome;
 use crate::kvm::PolicyId;
 use scenario::Scenario;
 use std::hash::{Hash, Hasher};
-use world::{Failure, Fnv64, Monitor, Observation, Program, Status, StepRecord, World};
+use world::{Failure, FastHasher, Monitor, Observation, Program, Status, StepRecord, World};
 
 /// One cell of the matrix, runnable from its initial state any number of times.
 #[derive(Clone, Debug)]
@@ -145,7 +145,7 @@ impl CellMonitor {
     }
 
     fn fingerprint(&self, raw: &[Vec<Vec<Outcome>>], nested: &[String]) -> u64 {
-        let mut h = Fnv64::default();
+        let mut h = FastHasher::default();
         self.sys.frames.digest(&mut h);
         self.sys.mm.digest(&mut h);
         self.sys.kvm.with_sptes(|s| {
@@ -245,17 +245,31 @@ impl Monitor for CellMonitor {
         self.flush(out);
     }
 
-    fn observe(&self) -> Observation {
-        let (text, raw) = self.accesses();
+    fn observe(&self, detail: bool) -> Observation {
+        let raw: Vec<Vec<Vec<Outcome>>> = self
+            .sys
+            .vcpus
+            .iter()
+            .map(|v| {
+                v.records
+                    .borrow()
+                    .iter()
+                    .map(|r| r.attempts.clone())
+                    .collect()
+            })
+            .collect();
         let nested = self.nested();
         let mut outcomes = Vec::new();
-        for (v, acc) in text.iter().enumerate() {
-            for a in acc {
-                outcomes.push(format!("vcpu{v} {a}"));
+        if detail {
+            let (text, _) = self.accesses();
+            for (v, acc) in text.iter().enumerate() {
+                for a in acc {
+                    outcomes.push(format!("vcpu{v} {a}"));
+                }
             }
-        }
-        for (i, n) in nested.iter().enumerate() {
-            outcomes.push(format!("nested{i} {n}"));
+            for (i, n) in nested.iter().enumerate() {
+                outcomes.push(format!("nested{i} {n}"));
+            }
         }
         Observation {
             fingerprint: self.fingerprint(&raw, &nested),

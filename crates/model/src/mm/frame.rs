@@ -14,7 +14,7 @@
 
 use super::content::Content;
 use super::types::{Pfn, PAGE_SIZE};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::rc::Rc;
 use world::{audit, Access, Class, Cx, FpSet, ObjId, ProviderId, World};
@@ -141,24 +141,70 @@ impl IoMem {
 }
 
 /// The frames and the free list, shared with the footprint providers.
+///
+/// Frames are materialised on first use: the allocator hands out the most recently freed
+/// frame, else the lowest frame never used — exactly the order of a LIFO free list that
+/// starts out holding every frame in ascending order — so a world costs nothing per frame
+/// until its frames are touched.
 struct Table {
+    nr_ram: u64,
+    /// Frames `0..len`; the rest are free and untouched.
     frames: RefCell<Vec<Frame>>,
+    /// Freed frames, most recent last.
     free: RefCell<Vec<Pfn>>,
+    /// Every frame from here up is free and was never allocated, or was taken by a
+    /// high-order allocation that skipped ahead (and is owned).
+    next_fresh: Cell<u64>,
     io: RefCell<IoMem>,
 }
 
+const UNUSED: Frame = Frame {
+    owner: None,
+    refcount: 0,
+    reserved: false,
+    shape: Shape::Single,
+    content: Content::ZERO,
+    generation: 0,
+};
+
 impl Table {
+    /// Look at frame `pfn` (an untouched frame reads as free); `None` if not `pfn_valid`.
+    fn get<R>(&self, pfn: Pfn, f: impl FnOnce(&Frame) -> R) -> Option<R> {
+        if pfn.0 >= self.nr_ram {
+            return None;
+        }
+        Some(match self.frames.borrow().get(pfn.0 as usize) {
+            Some(x) => f(x),
+            None => f(&UNUSED),
+        })
+    }
+
+    /// Change frame `pfn` (which must be `pfn_valid`), materialising it.
+    fn get_mut<R>(&self, pfn: Pfn, f: impl FnOnce(&mut Frame) -> R) -> R {
+        let mut frames = self.frames.borrow_mut();
+        let i = pfn.0 as usize;
+        if frames.len() <= i {
+            assert!(pfn.0 < self.nr_ram, "{pfn} is not RAM");
+            frames.resize(i + 1, UNUSED);
+        }
+        f(&mut frames[i])
+    }
+
+    fn is_unowned(&self, pfn: Pfn) -> bool {
+        self.get(pfn, |f| f.owner.is_none()).unwrap_or(false)
+    }
+
     /// Which frame carries the refcount of `pfn` (the head, for compound tails).
     fn ref_target(&self, pfn: Pfn) -> Pfn {
-        match self.frames.borrow().get(pfn.0 as usize).map(|f| f.shape) {
+        match self.get(pfn, |f| f.shape) {
             Some(Shape::CompoundTail { head }) => head,
             _ => pfn,
         }
     }
 
     fn order_of(&self, pfn: Pfn) -> u8 {
-        match self.frames.borrow()[pfn.0 as usize].shape {
-            Shape::CompoundHead { order } => order,
+        match self.get(pfn, |f| f.shape) {
+            Some(Shape::CompoundHead { order }) => order,
             _ => 0,
         }
     }
@@ -167,23 +213,25 @@ impl Table {
     fn peek_alloc(&self, order: u8) -> Option<Pfn> {
         let n = 1u64 << order;
         if n == 1 {
-            return self.free.borrow().last().copied();
+            if let Some(p) = self.free.borrow().last() {
+                return Some(*p);
+            }
+            return (self.next_fresh.get()..self.nr_ram)
+                .map(Pfn)
+                .find(|p| self.is_unowned(*p));
         }
         // Lowest naturally aligned run of free frames.
-        let frames = self.frames.borrow();
-        let len = frames.len() as u64;
-        (n..len)
+        (n..self.nr_ram)
             .step_by(n as usize)
             .map(Pfn)
-            .find(|p| (p.0..p.0 + n).all(|q| frames[q as usize].owner.is_none()))
+            .find(|p| (p.0..p.0 + n).all(|q| q < self.nr_ram && self.is_unowned(Pfn(q))))
     }
 
     /// Whether a `put_page(pfn)` now would free frames: the `(head, order)` it frees.
     fn put_frees(&self, pfn: Pfn) -> Option<(Pfn, u8)> {
         let t = self.ref_target(pfn);
-        let f = self.frames.borrow();
-        let x = f.get(t.0 as usize)?;
-        (x.owner.is_some() && x.refcount == 1 && !x.reserved).then(|| (t, self.order_of(t)))
+        self.get(t, |x| x.owner.is_some() && x.refcount == 1 && !x.reserved)?
+            .then(|| (t, self.order_of(t)))
     }
 }
 
@@ -212,26 +260,17 @@ pub struct Frames {
 impl Frames {
     /// `nr_ram` frames of RAM; frame 0 is the zero page (reserved), the rest are free.
     pub fn new(world: &mut World, nr_ram: u64) -> Self {
-        let mut frames = Vec::with_capacity(nr_ram as usize);
-        frames.resize(
-            nr_ram as usize,
-            Frame {
-                owner: None,
-                refcount: 0,
-                reserved: false,
-                shape: Shape::Single,
-                content: Content::filled(0),
-                generation: 0,
-            },
-        );
-        frames[0].owner = Some(Owner::ZeroPage);
-        frames[0].reserved = true;
-        frames[0].refcount = 1;
-        // LIFO: pop() hands out low pfns first.
-        let free = (1..nr_ram).rev().map(Pfn).collect();
+        let zero = Frame {
+            owner: Some(Owner::ZeroPage),
+            reserved: true,
+            refcount: 1,
+            ..UNUSED
+        };
         let table = Rc::new(Table {
-            frames: RefCell::new(frames),
-            free: RefCell::new(free),
+            nr_ram: nr_ram.max(1),
+            frames: RefCell::new(vec![zero]),
+            free: RefCell::new(Vec::new()),
+            next_fresh: Cell::new(1),
             io: RefCell::new(IoMem::default()),
         });
         let page = world.class("page");
@@ -333,7 +372,7 @@ impl Frames {
 
     /// `pfn_valid()`: the pfn has a `struct page`.
     pub fn pfn_valid(&self, pfn: Pfn) -> bool {
-        (pfn.0 as usize) < self.table.frames.borrow().len()
+        pfn.0 < self.table.nr_ram
     }
 
     /// The shared zero page.
@@ -342,10 +381,9 @@ impl Frames {
     }
 
     fn meta<R>(&self, pfn: Pfn, f: impl FnOnce(&Frame) -> R) -> Option<R> {
-        let frames = self.table.frames.borrow();
-        let x = frames.get(pfn.0 as usize)?;
+        let r = self.table.get(pfn, f)?;
         audit::read(self.obj(pfn));
-        Some(f(x))
+        Some(r)
     }
 
     /// Snapshot of a frame's `struct page` and contents.
@@ -407,27 +445,33 @@ impl Frames {
         let n = 1u64 << order;
         audit::write(self.alloc_obj);
         let head = self.table.peek_alloc(order)?;
-        self.table
-            .free
-            .borrow_mut()
-            .retain(|p| p.0 < head.0 || p.0 >= head.0 + n);
-        let mut frames = self.table.frames.borrow_mut();
+        let mut free = self.table.free.borrow_mut();
+        if n == 1 && free.last() == Some(&head) {
+            free.pop();
+        } else {
+            free.retain(|p| p.0 < head.0 || p.0 >= head.0 + n);
+        }
+        drop(free);
+        if n == 1 && head.0 >= self.table.next_fresh.get() {
+            self.table.next_fresh.set(head.0 + 1);
+        }
         for i in 0..n {
             audit::write(self.obj(Pfn(head.0 + i)));
             audit::write(self.data_obj(Pfn(head.0 + i)));
-            let f = &mut frames[(head.0 + i) as usize];
-            f.owner = Some(owner.clone());
-            f.reserved = false;
-            f.content = Content::filled(0);
-            f.generation += 1;
-            f.refcount = i64::from(i == 0);
-            f.shape = match (i, compound, order) {
-                (0, _, 0) => Shape::Single,
-                (0, true, _) => Shape::CompoundHead { order },
-                (0, false, _) => Shape::Single,
-                (_, true, _) => Shape::CompoundTail { head },
-                (_, false, _) => Shape::HighOrderTail { head },
-            };
+            self.table.get_mut(Pfn(head.0 + i), |f| {
+                f.owner = Some(owner.clone());
+                f.reserved = false;
+                f.content = Content::ZERO;
+                f.generation += 1;
+                f.refcount = i64::from(i == 0);
+                f.shape = match (i, compound, order) {
+                    (0, _, 0) => Shape::Single,
+                    (0, true, _) => Shape::CompoundHead { order },
+                    (0, false, _) => Shape::Single,
+                    (_, true, _) => Shape::CompoundTail { head },
+                    (_, false, _) => Shape::HighOrderTail { head },
+                };
+            });
         }
         Some(head)
     }
@@ -436,11 +480,11 @@ impl Frames {
     fn free_frame(&self, pfn: Pfn) {
         audit::write(self.obj(pfn));
         audit::write(self.alloc_obj);
-        let mut frames = self.table.frames.borrow_mut();
-        let f = &mut frames[pfn.0 as usize];
-        f.owner = None;
-        f.refcount = 0;
-        f.shape = Shape::Single;
+        self.table.get_mut(pfn, |f| {
+            f.owner = None;
+            f.refcount = 0;
+            f.shape = Shape::Single;
+        });
         self.table.free.borrow_mut().push(pfn);
     }
 
@@ -486,12 +530,10 @@ impl Frames {
     fn get_page_now(&self, cx: &Cx, pfn: Pfn) {
         let t = self.ref_target(pfn);
         audit::write(self.obj(t));
-        let (before, free) = {
-            let mut frames = self.table.frames.borrow_mut();
-            let f = &mut frames[t.0 as usize];
+        let (before, free) = self.table.get_mut(t, |f| {
             f.refcount += 1;
             (f.refcount - 1, f.owner.is_none())
-        };
+        });
         world::emit!(cx, "get_page({pfn}): refcount {before} -> {}", before + 1);
         if before <= 0 || free {
             self.anomaly(
@@ -511,16 +553,16 @@ impl Frames {
             .await;
         let t = self.ref_target(pfn);
         audit::write(self.obj(t));
-        let mut frames = self.table.frames.borrow_mut();
-        let f = &mut frames[t.0 as usize];
-        if f.refcount == 0 {
-            drop(frames);
+        let rc = self.table.get_mut(t, |f| {
+            if f.refcount != 0 {
+                f.refcount += 1;
+            }
+            f.refcount
+        });
+        if rc == 0 {
             world::emit!(cx, "get_page_unless_zero({pfn}): refcount 0, no reference");
             return false;
         }
-        f.refcount += 1;
-        let rc = f.refcount;
-        drop(frames);
         world::emit!(
             cx,
             "get_page_unless_zero({pfn}): refcount {} -> {rc}",
@@ -542,12 +584,10 @@ impl Frames {
     pub(crate) fn put_page_now(&self, cx: &Cx, pfn: Pfn) {
         let t = self.ref_target(pfn);
         audit::write(self.obj(t));
-        let (after, reserved, was_free) = {
-            let mut frames = self.table.frames.borrow_mut();
-            let f = &mut frames[t.0 as usize];
+        let (after, reserved, was_free) = self.table.get_mut(t, |f| {
             f.refcount -= 1;
             (f.refcount, f.reserved, f.owner.is_none())
-        };
+        });
         if was_free {
             // A reference on a page that is already on the free list (someone "got" it
             // after it was freed): freeing it again would corrupt the allocator.
@@ -571,13 +611,13 @@ impl Frames {
     /// before the scenario starts).
     pub fn get_page_setup(&self, pfn: Pfn) {
         let t = self.table.ref_target(pfn);
-        self.table.frames.borrow_mut()[t.0 as usize].refcount += 1;
+        self.table.get_mut(t, |f| f.refcount += 1);
     }
 
     /// Mark frames `PageReserved` (driver-owned memory set up with `SetPageReserved`).
     pub fn set_reserved(&self, pfn: Pfn, reserved: bool) {
         audit::write(self.obj(pfn));
-        self.table.frames.borrow_mut()[pfn.0 as usize].reserved = reserved;
+        self.table.get_mut(pfn, |f| f.reserved = reserved);
     }
 
     pub fn refcount(&self, pfn: Pfn) -> i64 {
@@ -599,12 +639,8 @@ impl Frames {
     /// model's "machine check" on a physical address with nothing behind it.
     pub fn read(&self, pfn: Pfn, off: u64, size: u8) -> Option<u64> {
         audit::read(self.data_obj(pfn));
-        if self.pfn_valid(pfn) {
-            return Some(
-                self.table.frames.borrow()[pfn.0 as usize]
-                    .content
-                    .read(off, size),
-            );
+        if let Some(v) = self.table.get(pfn, |f| f.content.read(off, size)) {
+            return Some(v);
         }
         self.table.io.borrow().get(pfn.0).map(|c| c.read(off, size))
     }
@@ -613,9 +649,8 @@ impl Frames {
     pub fn write(&self, pfn: Pfn, off: u64, size: u8, value: u64) -> bool {
         audit::write(self.data_obj(pfn));
         if self.pfn_valid(pfn) {
-            self.table.frames.borrow_mut()[pfn.0 as usize]
-                .content
-                .write(off, size, value);
+            self.table
+                .get_mut(pfn, |f| f.content.write(off, size, value));
             return true;
         }
         match self.table.io.borrow_mut().get_mut(pfn.0) {
@@ -631,7 +666,8 @@ impl Frames {
     pub fn fill(&self, pfn: Pfn, pattern: u32) {
         audit::write(self.data_obj(pfn));
         if self.pfn_valid(pfn) {
-            self.table.frames.borrow_mut()[pfn.0 as usize].content = Content::filled(pattern);
+            self.table
+                .get_mut(pfn, |f| f.content = Content::filled(pattern));
         } else if let Some(c) = self.table.io.borrow_mut().get_mut(pfn.0) {
             *c = Content::filled(pattern);
         }
@@ -640,8 +676,8 @@ impl Frames {
     /// A frame's contents (a saved copy, for swap-out).
     pub fn content(&self, pfn: Pfn) -> Content {
         audit::read(self.data_obj(pfn));
-        if self.pfn_valid(pfn) {
-            return self.table.frames.borrow()[pfn.0 as usize].content.clone();
+        if let Some(c) = self.table.get(pfn, |f| f.content.clone()) {
+            return c;
         }
         self.table
             .io
@@ -656,13 +692,13 @@ impl Frames {
         let c = self.content(from);
         if self.pfn_valid(to) {
             audit::write(self.data_obj(to));
-            self.table.frames.borrow_mut()[to.0 as usize].content = c;
+            self.table.get_mut(to, |f| f.content = c);
         }
     }
 
     /// Number of RAM frames.
     pub fn nr_ram(&self) -> u64 {
-        self.table.frames.borrow().len() as u64
+        self.table.nr_ram
     }
 
     pub fn page_bytes(&self) -> u64 {
@@ -673,11 +709,18 @@ impl Frames {
     /// end states of two executions).
     pub fn digest(&self, h: &mut impl std::hash::Hasher) {
         use std::hash::Hash;
-        for f in self.table.frames.borrow().iter() {
+        for (pfn, f) in self.table.frames.borrow().iter().enumerate() {
+            // Untouched frames and free frames' old contents are unobservable.
+            if f.owner.is_none() && f.generation == 0 {
+                continue;
+            }
+            pfn.hash(h);
             f.owner.hash(h);
             f.refcount.hash(h);
             f.generation.hash(h);
-            f.content.hash(h);
+            if f.owner.is_some() {
+                f.content.hash(h);
+            }
         }
         for (start, run) in &self.table.io.borrow().0 {
             start.hash(h);

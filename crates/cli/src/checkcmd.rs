@@ -50,9 +50,13 @@ pub fn check(a: &CheckArgs) -> ExitCode {
     let mut done: Vec<Done> = Vec::new();
     for src in &srcs {
         for &p in &pols {
+            // A scenario too large to check completely names its bound (and why).
+            let declared = src.scenario.check.as_ref().map(|c| c.preemptions);
             let opts = Options {
                 strategy: a.strategy,
-                preemptions: a.preemptions,
+                preemptions: a
+                    .preemptions
+                    .or(declared.filter(|_| a.strategy.exhaustive())),
                 max_executions: a.max_executions,
                 budget: a.budget.map(|b| b.saturating_sub(start.elapsed())),
                 seed: a.seed,
@@ -200,6 +204,7 @@ fn cell_json(a: &CheckArgs, d: &Done) -> serde_json::Value {
         "complete": r.complete(),
         "strategy": a.strategy.name(),
         "preemption_bound": r.preemption_bound,
+        "bound_reason": c.scenario.check.as_ref().filter(|_| a.preemptions.is_none()).map(|b| b.why.clone()),
         "cuts": r.cuts.iter().map(|x| x.name()).collect::<Vec<_>>(),
         "finished": r.finished,
         "redundant": r.redundant,
@@ -282,14 +287,29 @@ fn print_text(a: &CheckArgs, done: &[Done], elapsed: Duration) {
         );
     }
     let incomplete: Vec<&Done> = done.iter().filter(|d| !d.cell.report.complete()).collect();
+    let mut reasons: Vec<String> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
     if !incomplete.is_empty() {
         outln!(o, "\nnot complete (not a proof):");
         for d in incomplete {
             let r = &d.cell.report;
             let why: Vec<&str> = r.cuts.iter().map(|c| c.name()).collect();
+            let declared = match (&d.cell.scenario.check, a.preemptions) {
+                (Some(c), None) if r.cuts.contains(&check::Cut::Bound) => {
+                    if !reasons.contains(&d.cell.scenario.name) {
+                        reasons.push(d.cell.scenario.name.clone());
+                        notes.push(format!(
+                            "  {}: the scenario's [check] bound of {} preemptions: {}",
+                            d.cell.scenario.name, c.preemptions, c.why
+                        ));
+                    }
+                    " (the scenario's [check] bound)".to_string()
+                }
+                _ => String::new(),
+            };
             outln!(
                 o,
-                "  {} / {}: cut by {}{}",
+                "  {} / {}: cut by {}{declared}{}",
                 d.cell.scenario.name,
                 d.cell.policy,
                 why.join(", "),

@@ -38,6 +38,18 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../scenarios/vgpu-retry-vma-replaced.toml"),
     ),
     (
+        "concurrent-invalidations",
+        include_str!("../../../scenarios/concurrent-invalidations.toml"),
+    ),
+    (
+        "invalidate-during-fault",
+        include_str!("../../../scenarios/invalidate-during-fault.toml"),
+    ),
+    (
+        "two-vcpus-dontneed",
+        include_str!("../../../scenarios/two-vcpus-dontneed.toml"),
+    ),
+    (
         "nested-pfnmap",
         include_str!("../../../scenarios/nested-pfnmap.toml"),
     ),

@@ -27,6 +27,15 @@ pub struct RawScenario {
     pub host: Vec<Spanned<RawHost>>,
     #[serde(default)]
     pub expect: BTreeMap<String, RawExpect>,
+    #[serde(default)]
+    pub check: Option<Spanned<RawCheck>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    pub preemptions: Spanned<u32>,
+    pub why: Spanned<String>,
 }
 
 #[derive(Deserialize)]

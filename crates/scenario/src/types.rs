@@ -289,6 +289,16 @@ pub struct Expect {
     pub outcome: Option<String>,
 }
 
+/// A bound `kvmmu check` explores the scenario under by default, for a scenario whose whole
+/// interleaving space is too large to cover, with the reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckBound {
+    /// At most this many preemptions per schedule.
+    pub preemptions: u32,
+    /// Why the scenario cannot be checked completely.
+    pub why: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Scenario {
     pub name: String,
@@ -303,6 +313,8 @@ pub struct Scenario {
     pub host: Vec<HostStep>,
     /// Keyed by policy name (`linux-4.8`).
     pub expect: BTreeMap<String, Expect>,
+    /// `[check]`: the bound exhaustive checking uses by default.
+    pub check: Option<CheckBound>,
 }
 
 impl Scenario {

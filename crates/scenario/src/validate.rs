@@ -381,6 +381,28 @@ pub(crate) fn validate(
             },
         );
     }
+    let check = match raw.check {
+        None => None,
+        Some(c) => {
+            let c = c.into_inner();
+            if *c.preemptions.get_ref() > 16 {
+                return cx.err(
+                    c.preemptions.span(),
+                    "preemptions: at most 16 (a bound that large explores about as much as none)",
+                );
+            }
+            if c.why.get_ref().trim().is_empty() {
+                return cx.err(
+                    c.why.span(),
+                    "why: say why the scenario cannot be checked completely",
+                );
+            }
+            Some(CheckBound {
+                preemptions: c.preemptions.into_inner(),
+                why: c.why.into_inner(),
+            })
+        }
+    };
     Ok(Scenario {
         name: raw.name.into_inner(),
         description: raw.description,
@@ -392,6 +414,7 @@ pub(crate) fn validate(
         nested,
         host,
         expect,
+        check,
     })
 }
 

@@ -56,8 +56,8 @@ impl ObjId {
 /// How a step touches an object.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Access {
-    Read,
-    Write,
+    Read = 0,
+    Write = 1,
 }
 
 impl Access {
@@ -71,6 +71,28 @@ impl Access {
     /// Whether a declaration of `self` covers an access of `other`.
     pub fn covers(self, other: Access) -> bool {
         self == Access::Write || other == Access::Read
+    }
+
+    /// The weakest access covering both.
+    pub fn join(self, other: Access) -> Access {
+        self.max(other)
+    }
+
+    /// Whether two accesses of one object may not commute: at least one writes. (Even a
+    /// "commutative" update such as a refcount increment is a write here: what it does next
+    /// — free the page at zero, flag a get on zero — reads the value, and in the other order
+    /// it would read another one. Commutativity that depends on the state cannot be a
+    /// property of a step's footprint.)
+    pub fn conflicts(self, other: Access) -> bool {
+        self == Access::Write || other == Access::Write
+    }
+
+    fn from_bits(b: u32) -> Access {
+        if b & 1 == 1 {
+            Access::Write
+        } else {
+            Access::Read
+        }
     }
 }
 
@@ -128,12 +150,8 @@ impl Footprint {
         self.meta >> 1
     }
 
-    pub const fn access(&self) -> Access {
-        if self.meta & 1 == 1 {
-            Access::Write
-        } else {
-            Access::Read
-        }
+    pub fn access(&self) -> Access {
+        Access::from_bits(self.meta)
     }
 
     fn end(&self) -> u64 {
@@ -160,7 +178,7 @@ impl Footprint {
 
     /// Same objects, at least one write.
     pub fn conflicts(&self, o: &Footprint) -> bool {
-        (self.meta | o.meta) & 1 == 1 && self.overlaps(o)
+        self.access().conflicts(o.access()) && self.overlaps(o)
     }
 }
 
@@ -294,7 +312,7 @@ impl FpSet {
     /// Whether some entry writes an object of `class`.
     pub fn writes_class(&self, class: Class) -> bool {
         self.iter()
-            .any(|f| f.access() == Access::Write && f.obj().class() == class)
+            .any(|f| f.access() != Access::Read && f.obj().class() == class)
     }
 
     /// Whether two steps with these footprints may not commute.

@@ -144,10 +144,7 @@ fn map_one(
         Backing::AnonShared | Backing::Memfd | Backing::FilePrivate | Backing::FileShared => {
             let shared = m.backing != Backing::FilePrivate;
             let file = AddressSpace::new(w, &m.name, m.pages);
-            let ops = Rc::new(PageCacheOps {
-                mapping: file.clone(),
-                frames: frames.clone(),
-            });
+            let ops = Rc::new(PageCacheOps::new(w, file.clone(), frames.clone()));
             let is_file = matches!(m.backing, Backing::FilePrivate | Backing::FileShared);
             if is_file {
                 file.disk_pattern.set(m.fill.unwrap_or(0));

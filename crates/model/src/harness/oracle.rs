@@ -146,7 +146,7 @@ impl Checker {
         let page = writes(sys.frames.page_class());
         let inv = rec.is_none_or(|r| {
             r.fp.iter()
-                .any(|f| f.access() == world::Access::Write && f.contains(sys.kvm.inv_obj))
+                .any(|f| f.access() != world::Access::Read && f.contains(sys.kvm.inv_obj))
         });
         if sys.frames.anomaly_count() != self.anomalies_seen {
             self.refcounts(sys, step);

@@ -214,8 +214,9 @@ async fn do_wp_page(cx: &Cx, vmf: &VmFaultArgs, pte: Pte) -> VmFault {
     // Private mapping: reuse an exclusive anonymous page, else copy.
     let exclusive_anon = !pte.special && {
         // wp_can_reuse_anon_folio: a load of the folio's flags and refcount.
-        cx.access(mm.frames.obj(pte.pfn), Access::Read, "folio_ref_count")
-            .await;
+        let mut fp = FpSet::one(mm.frames.obj(pte.pfn), Access::Read);
+        fp.push(mm.frames.ref_obj(pte.pfn), Access::Read);
+        cx.step_with(fp, "folio_ref_count").await;
         mm.frames.owner(pte.pfn) == Some(Owner::Anon) && mm.frames.refcount(pte.pfn) == 1
     };
     if exclusive_anon {

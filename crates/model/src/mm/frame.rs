@@ -6,9 +6,11 @@
 //! the front of a LIFO free list so the next allocation reuses them: a page freed while KVM
 //! still maps it is immediately observable as belonging to someone else.
 //!
-//! Footprint objects: `page <pfn>` is a frame's `struct page` (refcount, owner, flags,
-//! compound shape), `data <pfn>` its contents (RAM or device memory), and `page allocator`
-//! the free list. Allocation and refcount steps declare the frames they will touch through
+//! Footprint objects: `page <pfn>` is a frame's `struct page` (owner, flags, compound shape,
+//! generation), `refcount <pfn>` its reference count, `data <pfn>` its contents (RAM or
+//! device memory), and `page allocator` the free list. Taking or dropping a reference reads
+//! the count (to free the page at zero, to flag a get on a zero count): a write of the
+//! refcount, never a commutative update — whether a put frees depends on the order. Allocation and refcount steps declare the frames they will touch through
 //! providers evaluated when the step is scheduled, since which frame the next allocation
 //! returns, or whether a put frees, depends on the state at that moment.
 
@@ -236,10 +238,30 @@ impl Table {
 }
 
 /// What a refcount step does, for its footprint provider.
-#[derive(Copy, Clone)]
+#[derive(Copy, Clone, PartialEq, Eq)]
 enum RefOp {
     Get = 0,
     Put = 1,
+    GetUnlessZero = 2,
+}
+
+impl RefOp {
+    fn from_bits(b: u64) -> RefOp {
+        match b & 3 {
+            0 => RefOp::Get,
+            1 => RefOp::Put,
+            _ => RefOp::GetUnlessZero,
+        }
+    }
+
+    /// How a step of this kind touches the refcount, given the count before it: a
+    /// `get_page_unless_zero` that finds zero only reads; everything else reads and writes.
+    fn access(self, count: i64) -> Access {
+        match self {
+            RefOp::GetUnlessZero if count == 0 => Access::Read,
+            _ => Access::Write,
+        }
+    }
 }
 
 /// The frame table plus device memory.
@@ -250,6 +272,8 @@ pub struct Frames {
     page: Class,
     /// `data <pfn>`: a frame's contents (RAM or device memory).
     data: Class,
+    /// `refcount <pfn>`: a frame's reference count.
+    refc: Class,
     /// The allocator's free list: which pfn the next allocation returns depends on the order
     /// of allocations and frees.
     alloc_obj: ObjId,
@@ -275,6 +299,7 @@ impl Frames {
         });
         let page = world.class("page");
         let data = world.class("data");
+        let refc = world.class("refcount");
         let alloc_obj = world.object("page allocator");
         let t = table.clone();
         // The free list decides which frames the next allocation takes (and a high-order
@@ -284,6 +309,7 @@ impl Frames {
             if let Some(h) = t.peek_alloc(order as u8) {
                 let n = 1u64 << order;
                 fp.add(page.range(h.0, h.0 + n, Access::Write));
+                fp.add(refc.range(h.0, h.0 + n, Access::Write));
                 fp.add(data.range(h.0, h.0 + n, Access::Write));
             }
         }));
@@ -291,13 +317,17 @@ impl Frames {
         let ref_fp = world.provider(Box::new(move |arg, fp| {
             // Every object the provider reads is in the footprint, so another actor can only
             // change the answer with a step that conflicts with this one.
-            let pfn = Pfn(arg >> 1);
+            let (pfn, op) = (Pfn(arg >> 2), RefOp::from_bits(arg));
+            let target = t.ref_target(pfn);
             fp.push(page.obj(pfn.0), Access::Read);
-            fp.push(page.obj(t.ref_target(pfn).0), Access::Write);
-            if arg & 1 == RefOp::Put as u64 {
+            fp.push(page.obj(target.0), Access::Read);
+            let count = t.get(target, |f| f.refcount).unwrap_or(0);
+            fp.push(refc.obj(target.0), op.access(count));
+            if op == RefOp::Put {
                 if let Some((h, order)) = t.put_frees(pfn) {
                     fp.push(alloc_obj, Access::Write);
                     fp.add(page.range(h.0, h.0 + (1 << order), Access::Write));
+                    fp.add(refc.range(h.0, h.0 + (1 << order), Access::Write));
                 }
             }
         }));
@@ -306,6 +336,7 @@ impl Frames {
             anomalies: RefCell::new(Vec::new()),
             page,
             data,
+            refc,
             alloc_obj,
             alloc_fp,
             ref_fp,
@@ -320,6 +351,11 @@ impl Frames {
     /// Footprint object of a frame's contents.
     pub fn data_obj(&self, pfn: Pfn) -> ObjId {
         self.data.obj(pfn.0)
+    }
+
+    /// Footprint object of a frame's reference count.
+    pub fn ref_obj(&self, pfn: Pfn) -> ObjId {
+        self.refc.obj(pfn.0)
     }
 
     /// The class of `page <pfn>` objects.
@@ -362,6 +398,18 @@ impl Frames {
     ) -> Option<Pfn> {
         self.alloc_step(cx, also, order, "alloc_pages").await;
         self.alloc(order, owner, false)
+    }
+
+    /// What an allocation of `2^order` frames now would touch (for providers of steps that
+    /// may allocate).
+    pub fn alloc_footprint(&self, order: u8, fp: &mut FpSet) {
+        fp.push(self.alloc_obj, Access::Write);
+        if let Some(h) = self.table.peek_alloc(order) {
+            let n = 1u64 << order;
+            fp.add(self.page.range(h.0, h.0 + n, Access::Write));
+            fp.add(self.refc.range(h.0, h.0 + n, Access::Write));
+            fp.add(self.data.range(h.0, h.0 + n, Access::Write));
+        }
     }
 
     /// A step that may allocate `2^order` frames, touching `also` too.
@@ -457,6 +505,7 @@ impl Frames {
         }
         for i in 0..n {
             audit::write(self.obj(Pfn(head.0 + i)));
+            audit::write(self.ref_obj(Pfn(head.0 + i)));
             audit::write(self.data_obj(Pfn(head.0 + i)));
             self.table.get_mut(Pfn(head.0 + i), |f| {
                 f.owner = Some(owner.clone());
@@ -479,6 +528,7 @@ impl Frames {
     /// Return a frame to the allocator (`__free_pages` / `free_unref_page`).
     fn free_frame(&self, pfn: Pfn) {
         audit::write(self.obj(pfn));
+        audit::write(self.ref_obj(pfn));
         audit::write(self.alloc_obj);
         self.table.get_mut(pfn, |f| {
             f.owner = None;
@@ -495,10 +545,12 @@ impl Frames {
         let n = 1u64 << order;
         let mut fp = FpSet::one(self.alloc_obj, Access::Write);
         fp.add(self.page.range(head.0, head.0 + n, Access::Write));
+        fp.add(self.refc.range(head.0, head.0 + n, Access::Write));
         cx.step_with(fp, "__free_pages").await;
         self.put_page_now(cx, head);
         for i in 1..n {
             let p = Pfn(head.0 + i);
+            audit::read(self.ref_obj(p));
             let (free, rc) = self
                 .meta(p, |f| (f.owner.is_some() && f.refcount == 0, f.refcount))
                 .expect("pfn_valid");
@@ -523,17 +575,23 @@ impl Frames {
     }
 
     async fn ref_step(&self, cx: &Cx, pfn: Pfn, op: RefOp, what: &'static str) {
-        cx.step_dyn(FpSet::new(), self.ref_fp, (pfn.0 << 1) | op as u64, what)
+        cx.step_dyn(FpSet::new(), self.ref_fp, (pfn.0 << 2) | op as u64, what)
             .await
+    }
+
+    /// Record the refcount access a `op` on `t` makes, given the count before it.
+    fn touch_ref(&self, t: Pfn, op: RefOp, count: i64) {
+        audit::read(self.obj(t));
+        audit::touch(self.ref_obj(t), op.access(count));
     }
 
     fn get_page_now(&self, cx: &Cx, pfn: Pfn) {
         let t = self.ref_target(pfn);
-        audit::write(self.obj(t));
         let (before, free) = self.table.get_mut(t, |f| {
             f.refcount += 1;
             (f.refcount - 1, f.owner.is_none())
         });
+        self.touch_ref(t, RefOp::Get, before);
         world::emit!(cx, "get_page({pfn}): refcount {before} -> {}", before + 1);
         if before <= 0 || free {
             self.anomaly(
@@ -549,10 +607,11 @@ impl Frames {
 
     /// `get_page_unless_zero()`: increments unless the count is zero; false if it was.
     pub async fn get_page_unless_zero(&self, cx: &Cx, pfn: Pfn) -> bool {
-        self.ref_step(cx, pfn, RefOp::Get, "page_ref_add_unless")
+        self.ref_step(cx, pfn, RefOp::GetUnlessZero, "page_ref_add_unless")
             .await;
         let t = self.ref_target(pfn);
-        audit::write(self.obj(t));
+        let before = self.table.get(t, |f| f.refcount).unwrap_or(0);
+        self.touch_ref(t, RefOp::GetUnlessZero, before);
         let rc = self.table.get_mut(t, |f| {
             if f.refcount != 0 {
                 f.refcount += 1;
@@ -583,11 +642,11 @@ impl Frames {
     /// [`Frames::free_pages`] (whose step already declared the refcount and the free list).
     pub(crate) fn put_page_now(&self, cx: &Cx, pfn: Pfn) {
         let t = self.ref_target(pfn);
-        audit::write(self.obj(t));
         let (after, reserved, was_free) = self.table.get_mut(t, |f| {
             f.refcount -= 1;
             (f.refcount, f.reserved, f.owner.is_none())
         });
+        self.touch_ref(t, RefOp::Put, after + 1);
         if was_free {
             // A reference on a page that is already on the free list (someone "got" it
             // after it was freed): freeing it again would corrupt the allocator.
@@ -622,7 +681,8 @@ impl Frames {
 
     pub fn refcount(&self, pfn: Pfn) -> i64 {
         let t = self.ref_target(pfn);
-        self.meta(t, |f| f.refcount).unwrap_or(0)
+        audit::read(self.ref_obj(t));
+        self.table.get(t, |f| f.refcount).unwrap_or(0)
     }
 
     /// Register `n` frames of device memory at `base` (a BAR), filled with `pattern`.

@@ -162,6 +162,7 @@ pub async fn vm_insert_page(cx: &Cx, vma: &Rc<Vma>, addr: Hva, page: Pfn) -> Res
     // and flags and the entry it locked.
     let mut fp = mm.pte_read_fp(addr, addr + 1);
     fp.push(mm.frames.obj(page), world::Access::Read);
+    fp.push(mm.frames.ref_obj(page), world::Access::Read);
     cx.lock_with(mm.ptl, LockMode::Exclusive, fp).await;
     if mm.frames.refcount(page) == 0 || mm.frames.owner(page) == Some(super::Owner::Anon) {
         mm.ptl_unlock(cx).await;

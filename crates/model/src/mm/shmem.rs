@@ -15,9 +15,29 @@ use world::Cx;
 pub struct PageCacheOps {
     pub mapping: Rc<AddressSpace>,
     pub frames: Rc<Frames>,
+    /// Footprint of `find_lock_page`: a read of the cache when the page is there, else an
+    /// insertion and an allocation.
+    lookup_fp: world::ProviderId,
 }
 
 impl PageCacheOps {
+    pub fn new(world: &mut world::World, mapping: Rc<AddressSpace>, frames: Rc<Frames>) -> Self {
+        let (m, f) = (mapping.clone(), frames.clone());
+        let lookup_fp = world.provider(Box::new(move |index, fp| {
+            if world::audit::suspended(|| m.page(index)).is_some() {
+                fp.push(m.obj, world::Access::Read);
+            } else {
+                fp.push(m.obj, world::Access::Write);
+                f.alloc_footprint(0, fp);
+            }
+        }));
+        PageCacheOps {
+            mapping,
+            frames,
+            lookup_fp,
+        }
+    }
+
     /// Put a page in the cache with `pattern` (the file's contents on "disk"); the cache
     /// holds one reference.
     pub fn populate(&self, index: u64, pattern: u32) -> Option<Pfn> {
@@ -47,9 +67,9 @@ impl VmOps for PageCacheOps {
             if index >= self.mapping.size_pages.get() {
                 return FaultResult::ret(VmFault::VM_FAULT_SIGBUS);
             }
-            // The lookup may allocate: one step on the cache and the allocator.
-            let cache = world::FpSet::one(self.mapping.obj, world::Access::Write);
-            self.frames.alloc_step(cx, cache, 0, "find_lock_page").await;
+            // The lookup allocates if the page is not cached yet.
+            cx.step_dyn(world::FpSet::new(), self.lookup_fp, index, "find_lock_page")
+                .await;
             let existing = self.mapping.page(index);
             let page = match existing {
                 Some(p) => p,

@@ -206,9 +206,14 @@ pub fn explore(
             let start = Instant::now();
             let mut total: Option<Report> = None;
             for b in 0..=max {
+                // Budget and execution cap are the whole exploration's, not each level's.
                 let mut o = opts.clone();
                 if let Some(budget) = opts.budget {
                     o.budget = Some(budget.saturating_sub(start.elapsed()));
+                }
+                if let Some(cap) = opts.max_executions {
+                    let used = total.as_ref().map_or(0, |t| t.executions);
+                    o.max_executions = Some(cap.saturating_sub(used).max(1));
                 }
                 let r = exhaustive(program, &o, Some(b), progress)?;
                 let pruned = r.cuts.contains(&Cut::Bound);

@@ -9,7 +9,7 @@ use crate::drivers::vfio_bar::{VfioBar, VfioBarConfig};
 use crate::drivers::vgpu_bar::{VgpuBar, VgpuConfig};
 use crate::drivers::vvar::Vvar;
 use crate::kvm::pin::{kvm_vcpu_map_access, PinOutcome};
-use crate::kvm::vcpu::{Sequencer, Vcpu};
+use crate::kvm::vcpu::{GuestOp, Sequencer, Vcpu};
 use crate::kvm::{Kvm, Memslot, PolicyId};
 use crate::mm::fault::user_access;
 use crate::mm::shmem::PageCacheOps;
@@ -90,6 +90,14 @@ fn flags(read: bool, write: bool) -> VmFlags {
         f |= VmFlags::VM_WRITE;
     }
     f
+}
+
+/// A guest instruction of the file format, in the model's terms.
+fn guest_op(op: scenario::GuestOp) -> GuestOp {
+    match op {
+        scenario::GuestOp::Read { gpa, size } => GuestOp::Read { gpa, size },
+        scenario::GuestOp::Write { gpa, size, value } => GuestOp::Write { gpa, size, value },
+    }
 }
 
 /// The content a userfault handler copies in: `0xa0 + page` in every byte (uffd.c).
@@ -357,7 +365,8 @@ pub fn build_with(
     let mut vcpus = Vec::new();
     let mut guest_actors = Vec::new();
     for (i, v) in sc.vcpus.iter().enumerate() {
-        let vcpu = Vcpu::new(i, &kvm, v.program.clone(), &seq);
+        let program = v.program.iter().map(|&op| guest_op(op)).collect();
+        let vcpu = Vcpu::new(i, &kvm, program, &seq);
         vcpus.push(vcpu.clone());
         let running = running.clone();
         running.count.set(running.count.get() + 1);

@@ -11,9 +11,36 @@ use std::fmt;
 use std::rc::Rc;
 use world::{audit, Access, Cx, ObjId};
 
-/// One guest instruction: a load or a store of `size` bytes to a guest-physical address —
-/// the scenario format's own vocabulary.
-pub use scenario::GuestOp;
+/// One guest instruction: a load or a store of `size` bytes to a guest-physical address.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum GuestOp {
+    Read { gpa: u64, size: u8 },
+    Write { gpa: u64, size: u8, value: u64 },
+}
+
+impl GuestOp {
+    pub fn gpa(&self) -> u64 {
+        match *self {
+            GuestOp::Read { gpa, .. } | GuestOp::Write { gpa, .. } => gpa,
+        }
+    }
+
+    pub fn is_write(&self) -> bool {
+        matches!(self, GuestOp::Write { .. })
+    }
+}
+
+/// `read32 0x10000`, `write32 0x10004 = 0x99`: how outputs name an access.
+impl fmt::Display for GuestOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            GuestOp::Read { gpa, size } => write!(f, "read{} {gpa:#x}", size * 8),
+            GuestOp::Write { gpa, size, value } => {
+                write!(f, "write{} {gpa:#x} = {value:#x}", size * 8)
+            }
+        }
+    }
+}
 
 /// What one attempt of a guest access ended in, as the VMM sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -227,7 +227,7 @@ impl PolicyId {
             .find(|p| p.name() == s)
     }
 
-    /// The era whose scenario expectations apply (a mutant has none of its own).
+    /// Whether this is a mutant (selectable by name, never in the default matrix).
     pub fn is_mutant(self) -> bool {
         matches!(self, PolicyId::Mutant(_))
     }

@@ -25,12 +25,14 @@
 //! observations a [`world::Monitor`] reports.
 #![forbid(unsafe_code)]
 
+mod estimate;
 mod explore;
 pub mod hb;
 mod minimize;
 mod sample;
 pub mod view;
 
+pub use estimate::{estimate_dfs, Estimate};
 pub use explore::explore;
 pub use minimize::{confirm, replay, Confirmed, Replayed};
 pub use view::render_columns;

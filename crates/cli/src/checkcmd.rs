@@ -27,6 +27,8 @@ pub struct CheckArgs {
     pub minimize: bool,
     pub replay_dir: Option<PathBuf>,
     pub audit: bool,
+    /// Probes for a Knuth estimate of the plain-dfs tree size.
+    pub estimate_dfs: Option<u64>,
     pub quiet: bool,
 }
 
@@ -34,6 +36,7 @@ pub struct CheckArgs {
 struct Done {
     cell: Cell,
     replays: Vec<(&'static str, PathBuf)>,
+    estimate: Option<check::Estimate>,
 }
 
 pub fn check(a: &CheckArgs) -> ExitCode {
@@ -101,7 +104,26 @@ pub fn check(a: &CheckArgs) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            done.push(Done { cell, replays });
+            let estimate = match a.estimate_dfs {
+                Some(n) => {
+                    bar.set_message(format!("{label}: estimating the dfs tree"));
+                    let mut prog = model::harness::CellProgram::new(&src.scenario, p);
+                    match check::estimate_dfs(&mut prog, n, a.seed) {
+                        Ok(e) => Some(e),
+                        Err(e) => {
+                            bar.finish_and_clear();
+                            eprintln!("kvmmu: {} / {}: {e}", src.scenario.name, p.name());
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
+                None => None,
+            };
+            done.push(Done {
+                cell,
+                replays,
+                estimate,
+            });
         }
     }
     bar.finish_and_clear();
@@ -152,6 +174,16 @@ fn write_replays(
         }
     }
     Ok(out)
+}
+
+/// A count for a table: plain up to a million, then `4.7e6`.
+fn sci(x: f64) -> String {
+    if x < 1e6 {
+        format!("{x:.0}")
+    } else {
+        let e = x.log10().floor();
+        format!("{:.1}e{e}", x / 10f64.powf(e))
+    }
 }
 
 fn verdict(c: &Cell) -> &'static str {
@@ -215,6 +247,12 @@ fn cell_json(a: &CheckArgs, d: &Done) -> serde_json::Value {
         "elapsed_ms": r.elapsed.as_secs_f64() * 1e3,
         "executions_per_second": r.rate(),
         "expected": c.matches,
+        "dfs_estimate": d.estimate.map(|e| json!({
+            "probes": e.probes,
+            "mean": e.mean,
+            "std_error": e.std_error,
+            "reduction": e.mean / r.executions.max(1) as f64,
+        })),
         "counterexample": cexs.first().cloned(),
         "counterexamples": cexs,
     })
@@ -258,15 +296,21 @@ fn print_text(a: &CheckArgs, done: &[Done], elapsed: Duration) {
         })
         .collect();
     let vw = texts.iter().map(|t| t.len()).max().unwrap_or(7).max(7);
+    let est = a.estimate_dfs.is_some();
     outln!(
         o,
-        "{:<sw$}  {:<pw$}  {:<vw$}  {:>10}  {:<8}  {:>8}",
+        "{:<sw$}  {:<pw$}  {:<vw$}  {:>10}  {:<8}  {:>8}{}",
         "scenario",
         "policy",
         "verdict",
         "executions",
         "complete",
-        "time"
+        "time",
+        if est {
+            "  dfs (estimate)  reduction"
+        } else {
+            ""
+        }
     );
     for (d, t) in done.iter().zip(&texts) {
         let r = &d.cell.report;
@@ -275,9 +319,16 @@ fn print_text(a: &CheckArgs, done: &[Done], elapsed: Duration) {
         } else {
             "no".to_string()
         };
+        let estimate = d.estimate.map_or(String::new(), |e| {
+            format!(
+                "  {:>14}  {:>9}",
+                sci(e.mean),
+                sci(e.mean / r.executions.max(1) as f64)
+            )
+        });
         outln!(
             o,
-            "{:<sw$}  {:<pw$}  {:<vw$}  {:>10}  {:<8}  {:>7.2}s",
+            "{:<sw$}  {:<pw$}  {:<vw$}  {:>10}  {:<8}  {:>7.2}s{estimate}",
             d.cell.scenario.name,
             d.cell.policy.name(),
             t,

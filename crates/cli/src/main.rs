@@ -145,6 +145,10 @@ enum Cmd {
         /// Check every step's accesses against its declared footprint (slower).
         #[arg(long)]
         audit: bool,
+        /// Also estimate how many executions plain dfs would need, from PROBES random paths
+        /// (Knuth's tree-size estimator), and the reduction dpor achieved against it.
+        #[arg(long, value_name = "PROBES", value_parser = clap::value_parser!(u64).range(1..))]
+        estimate_dfs: Option<u64>,
         /// No progress line on stderr (it is also hidden when stderr is not a terminal).
         #[arg(long, short)]
         quiet: bool,
@@ -220,6 +224,7 @@ fn main() -> ExitCode {
             replay_dir,
             no_replay_files,
             audit,
+            estimate_dfs,
             quiet,
         } => checkcmd::check(&checkcmd::CheckArgs {
             scenarios,
@@ -235,6 +240,7 @@ fn main() -> ExitCode {
             minimize: !no_minimize,
             replay_dir: (!no_replay_files).then_some(replay_dir),
             audit,
+            estimate_dfs,
             quiet,
         }),
         Cmd::Replay { file, trace } => replay::replay(&file, trace),

@@ -190,3 +190,32 @@ fn mutants_are_listed_selectable_and_caught() {
     let o = kvmmu(&["run", "anon", "--format", "json"]);
     assert!(!stdout(&o).contains("mutant:"));
 }
+
+#[test]
+fn estimate_dfs_puts_a_number_on_the_reduction() {
+    let o = kvmmu(&[
+        "check",
+        "vfio-bar",
+        "nested-pfnmap",
+        "--policy",
+        "linux-6.13",
+        "--estimate-dfs",
+        "2000",
+        "--format",
+        "json",
+        "--no-replay-files",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let cells: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    // One schedule only: the estimate is exact.
+    assert_eq!(cells[0]["dfs_estimate"]["mean"], 1.0);
+    // About 100,000 dfs executions (dfs counts 100,947) against dpor's two.
+    let e = cells[1]["dfs_estimate"]["mean"].as_f64().unwrap();
+    assert!((50_000.0..200_000.0).contains(&e), "{e}");
+    assert!(cells[1]["dfs_estimate"]["reduction"].as_f64().unwrap() > 10_000.0);
+    let o = kvmmu(&["check", "anon", "--estimate-dfs", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -12,23 +12,55 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-/// What `kvmmu check` was asked.
+/// What `kvmmu check` was asked (its command line).
+#[derive(clap::Args)]
 pub struct CheckArgs {
+    /// Built-in scenario names or scenario files (default: every built-in scenario).
     pub scenarios: Vec<String>,
+    /// Policies to check (default: every era; `mutants` for the mutants). Repeatable.
+    #[arg(long = "policy", value_name = "P")]
     pub policies: Vec<String>,
+    /// dpor (default), dfs (no reduction), pct or random (seeded sampling).
+    #[arg(long, default_value = "dpor", value_parser = crate::parse_strategy)]
     pub strategy: Strategy,
+    /// Only schedules with at most N preemptions, explored bound 0, 1, ... N.
+    #[arg(long, value_name = "N")]
     pub preemptions: Option<u32>,
-    pub budget: Option<Duration>,
+    /// Stop exploring after SECS seconds in all (the result is then not complete).
+    #[arg(long, value_name = "SECS", value_parser = crate::parse_secs)]
+    pub budget: Option<std::time::Duration>,
+    /// Stop each cell after N executions (the result is then not complete).
+    #[arg(long, value_name = "N")]
     pub max_executions: Option<u64>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Seed of pct and random.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Executions pct and random run per cell.
+    #[arg(long, default_value_t = 1000)]
     pub samples: u64,
-    pub stop_on_failure: bool,
-    pub minimize: bool,
-    pub replay_dir: Option<PathBuf>,
+    /// Stop each cell at its first violation.
+    #[arg(long)]
+    pub stop_on_violation: bool,
+    /// Report counterexamples as found, without minimising them.
+    #[arg(long)]
+    pub no_minimize: bool,
+    /// Where replay files go.
+    #[arg(long, value_name = "DIR", default_value = "kvmmu-replays")]
+    pub replay_dir: PathBuf,
+    /// Write no replay files.
+    #[arg(long)]
+    pub no_replay_files: bool,
+    /// Check every step's accesses against its declared footprint (slower).
+    #[arg(long)]
     pub audit: bool,
-    /// Probes for a Knuth estimate of the plain-dfs tree size.
+    /// Also estimate how many executions plain dfs would need, from PROBES random paths
+    /// (Knuth's tree-size estimator), and the reduction dpor achieved against it.
+    #[arg(long, value_name = "PROBES", value_parser = clap::value_parser!(u64).range(1..))]
     pub estimate_dfs: Option<u64>,
+    /// No progress line on stderr (it is also hidden when stderr is not a terminal).
+    #[arg(long, short)]
     pub quiet: bool,
 }
 
@@ -64,8 +96,8 @@ pub fn check(a: &CheckArgs) -> ExitCode {
                 budget: a.budget.map(|b| b.saturating_sub(start.elapsed())),
                 seed: a.seed,
                 samples: a.samples,
-                stop_on_failure: a.stop_on_failure,
-                minimize: a.minimize,
+                stop_on_failure: a.stop_on_violation,
+                minimize: !a.no_minimize,
                 ..Options::default()
             };
             let label = format!(
@@ -163,9 +195,10 @@ fn write_replays(
     src: &Source,
     cell: &Cell,
 ) -> Result<Vec<(&'static str, PathBuf)>, String> {
-    let Some(dir) = &a.replay_dir else {
+    if a.no_replay_files {
         return Ok(Vec::new());
-    };
+    }
+    let dir = &a.replay_dir;
     let mut out = Vec::new();
     for f in &cell.report.found {
         if let Some(ce) = f.counterexample.as_ref().filter(|c| c.confirmed) {

@@ -24,7 +24,6 @@ mod run;
 
 use check::Strategy;
 use clap::{Parser, Subcommand, ValueEnum};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn parse_strategy(s: &str) -> Result<Strategy, String> {
@@ -104,55 +103,7 @@ enum Cmd {
     /// Exit status 0 when every cell matches its scenario's [expect] (cells without one,
     /// such as mutants, always match), 1 otherwise, 2 on bad input. Counterexamples are
     /// written as replay files (see `kvmmu replay`).
-    Check {
-        /// Built-in scenario names or scenario files (default: every built-in scenario).
-        scenarios: Vec<String>,
-        /// Policies to check (default: every era; `mutants` for the mutants). Repeatable.
-        #[arg(long = "policy", value_name = "P")]
-        policies: Vec<String>,
-        /// dpor (default), dfs (no reduction), pct or random (seeded sampling).
-        #[arg(long, default_value = "dpor", value_parser = parse_strategy)]
-        strategy: Strategy,
-        /// Only schedules with at most N preemptions, explored bound 0, 1, ... N.
-        #[arg(long, value_name = "N")]
-        preemptions: Option<u32>,
-        /// Stop exploring after SECS seconds in all (the result is then not complete).
-        #[arg(long, value_name = "SECS", value_parser = parse_secs)]
-        budget: Option<std::time::Duration>,
-        /// Stop each cell after N executions (the result is then not complete).
-        #[arg(long, value_name = "N")]
-        max_executions: Option<u64>,
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-        /// Seed of pct and random.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Executions pct and random run per cell.
-        #[arg(long, default_value_t = 1000)]
-        samples: u64,
-        /// Stop each cell at its first violation.
-        #[arg(long)]
-        stop_on_violation: bool,
-        /// Report counterexamples as found, without minimising them.
-        #[arg(long)]
-        no_minimize: bool,
-        /// Where replay files go.
-        #[arg(long, value_name = "DIR", default_value = "kvmmu-replays")]
-        replay_dir: PathBuf,
-        /// Write no replay files.
-        #[arg(long)]
-        no_replay_files: bool,
-        /// Check every step's accesses against its declared footprint (slower).
-        #[arg(long)]
-        audit: bool,
-        /// Also estimate how many executions plain dfs would need, from PROBES random paths
-        /// (Knuth's tree-size estimator), and the reduction dpor achieved against it.
-        #[arg(long, value_name = "PROBES", value_parser = clap::value_parser!(u64).range(1..))]
-        estimate_dfs: Option<u64>,
-        /// No progress line on stderr (it is also hidden when stderr is not a terminal).
-        #[arg(long, short)]
-        quiet: bool,
-    },
+    Check(checkcmd::CheckArgs),
     /// Reproduce a counterexample from its replay file, step by step.
     ///
     /// Exit status 0 when it reproduces bit for bit, 1 when it does not (saying why), 2 on
@@ -209,40 +160,7 @@ fn main() -> ExitCode {
             format,
             trace,
         } => run::run(&scenarios, &policies, seed, schedules, format, trace),
-        Cmd::Check {
-            scenarios,
-            policies,
-            strategy,
-            preemptions,
-            budget,
-            max_executions,
-            format,
-            seed,
-            samples,
-            stop_on_violation,
-            no_minimize,
-            replay_dir,
-            no_replay_files,
-            audit,
-            estimate_dfs,
-            quiet,
-        } => checkcmd::check(&checkcmd::CheckArgs {
-            scenarios,
-            policies,
-            strategy,
-            preemptions,
-            budget,
-            max_executions,
-            format,
-            seed,
-            samples,
-            stop_on_failure: stop_on_violation,
-            minimize: !no_minimize,
-            replay_dir: (!no_replay_files).then_some(replay_dir),
-            audit,
-            estimate_dfs,
-            quiet,
-        }),
+        Cmd::Check(a) => checkcmd::check(&a),
         Cmd::Replay { file, trace } => replay::replay(&file, trace),
         Cmd::List => {
             list::list();

@@ -26,22 +26,27 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-#[test]
-fn json_cell_carries_the_verdict_and_a_replayable_counterexample() {
-    let dir = tmpdir("json");
-    let d = dir.to_str().unwrap();
-    let o = kvmmu(&[
+/// `kvmmu check vgpu-reset-race --policy linux-4.8` with its replay files in `dir`.
+fn check_reset_race(dir: &std::path::Path, extra: &[&str]) -> Output {
+    let mut args = vec![
         "check",
         "vgpu-reset-race",
         "--policy",
         "linux-4.8",
-        "--format",
-        "json",
         "--replay-dir",
-        d,
+        dir.to_str().unwrap(),
         "-q",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let o = kvmmu(&args);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    o
+}
+
+#[test]
+fn json_cell_carries_the_verdict_and_a_replayable_counterexample() {
+    let dir = tmpdir("json");
+    let o = check_reset_race(&dir, &["--format", "json"]);
     let v: Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
     assert_eq!(v["scenario"], "vgpu-reset-race");
     assert_eq!(v["policy"], "linux-4.8");
@@ -68,17 +73,7 @@ fn json_cell_carries_the_verdict_and_a_replayable_counterexample() {
 #[test]
 fn replay_refuses_an_edited_scenario_and_says_why_a_schedule_does_not_reproduce() {
     let dir = tmpdir("edit");
-    let d = dir.to_str().unwrap();
-    let o = kvmmu(&[
-        "check",
-        "vgpu-reset-race",
-        "--policy",
-        "linux-4.8",
-        "--replay-dir",
-        d,
-        "-q",
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    check_reset_race(&dir, &[]);
     let file = dir.join("vgpu-reset-race--linux-4.8--refcount-sane.json");
     let text = std::fs::read_to_string(&file).expect("replay file written");
     let mut v: Value = serde_json::from_str(&text).unwrap();

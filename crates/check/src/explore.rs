@@ -515,9 +515,9 @@ impl Acc {
         let Some(obs) = &run.observation else { return };
         let key = crate::Outcome {
             headline: if run.status == Status::StepLimit {
-                "diverged".to_string()
+                world::Headline::DIVERGED
             } else {
-                obs.headline.clone()
+                obs.headline
             },
             oracles,
             fingerprint: obs.fingerprint,

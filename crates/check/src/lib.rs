@@ -216,7 +216,7 @@ pub struct Found {
 /// final state's fingerprint.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Outcome {
-    pub headline: String,
+    pub headline: world::Headline,
     pub oracles: Vec<&'static str>,
     pub fingerprint: u64,
 }
@@ -263,12 +263,17 @@ impl Report {
         v
     }
 
-    /// Distinct headlines of the finished executions.
-    pub fn headlines(&self) -> Vec<&str> {
-        let mut v: Vec<&str> = self.outcomes.keys().map(|o| o.headline.as_str()).collect();
+    /// Distinct headlines of the finished executions, most serious first.
+    pub fn headlines(&self) -> Vec<world::Headline> {
+        let mut v: Vec<world::Headline> = self.outcomes.keys().map(|o| o.headline).collect();
         v.sort_unstable();
         v.dedup();
         v
+    }
+
+    /// The most serious headline of the finished executions, if any finished.
+    pub fn worst_headline(&self) -> Option<world::Headline> {
+        self.outcomes.keys().map(|o| o.headline).min()
     }
 
     /// Executions per second.

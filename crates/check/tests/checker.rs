@@ -115,10 +115,10 @@ fn every_mutant_is_caught_with_at_most_two_preemptions() {
 }
 
 /// The outcome classes (headline, oracles, end-state fingerprint) of an exploration.
-fn outcomes(r: &Report) -> BTreeSet<(String, Vec<&'static str>, u64)> {
+fn outcomes(r: &Report) -> BTreeSet<(world::Headline, Vec<&'static str>, u64)> {
     r.outcomes
         .keys()
-        .map(|o| (o.headline.clone(), o.oracles.clone(), o.fingerprint))
+        .map(|o| (o.headline, o.oracles.clone(), o.fingerprint))
         .collect()
 }
 

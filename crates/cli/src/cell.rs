@@ -1,7 +1,7 @@
 //! One (scenario, policy) cell, explored by the checker: what `run` and `check` print of it.
 
 use check::{Options, Progress, Report};
-use model::harness::{expectation_met, worst_headline, CellProgram, Oracle};
+use model::harness::{expectation_met, CellProgram, Headline, Oracle};
 use model::kvm::PolicyId;
 use scenario::Scenario;
 
@@ -56,14 +56,8 @@ impl Cell {
     }
 
     /// The most serious outcome over every execution (`BUG`, ..., `ok`).
-    pub fn headline(&self) -> &'static str {
-        worst_headline(self.report.headlines().into_iter().map(|h| {
-            if h == "diverged" {
-                "DEADLOCK"
-            } else {
-                h
-            }
-        }))
+    pub fn headline(&self) -> Headline {
+        Headline::worst(self.report.headlines())
     }
 
     /// The matrix cell: violated oracles (BUG and DEADLOCK by those words), else the
@@ -71,7 +65,7 @@ impl Cell {
     pub fn text(&self) -> String {
         let names = self.oracles_with_divergence();
         if names.is_empty() {
-            return self.headline().to_string();
+            return self.headline().name().to_string();
         }
         names
             .iter()

@@ -276,7 +276,7 @@ fn cell_json(a: &CheckArgs, d: &Done) -> serde_json::Value {
         "diverged": r.diverged,
         "max_depth": r.max_depth,
         "outcomes": r.outcomes.len(),
-        "headlines": r.headlines(),
+        "headlines": r.headlines().iter().map(|h| h.name).collect::<Vec<_>>(),
         "elapsed_ms": r.elapsed.as_secs_f64() * 1e3,
         "executions_per_second": r.rate(),
         "expected": c.matches,

@@ -71,7 +71,7 @@ fn cell_json(c: &Cell) -> serde_json::Value {
         "verdict": if c.oracles_with_divergence().is_empty() { "ok" } else { "violation" },
         "violations": c.oracles_with_divergence(),
         "details": r.found.iter().map(|f| json!({"oracle": f.oracle, "detail": f.detail, "executions": f.executions})).collect::<Vec<_>>(),
-        "outcome": c.headline(),
+        "outcome": c.headline().name(),
         "outcomes": c.access_outcomes().iter().enumerate().map(|(v, accs)| json!({"vcpu": v, "accesses": accs})).collect::<Vec<_>>(),
         "nested": c.nested_outcomes(),
         "schedules": r.executions,

@@ -33,7 +33,7 @@ pub use exec::{Blocked, RunResult, Status, StepRecord, World, MAX_ACTORS};
 pub use lock::{LockId, LockKind, LockMode};
 pub use op::{Access, Class, Footprint, FpSet, ObjId, OpKind, Provider, ProviderId, FP_CAP};
 pub use prng::SplitMix64;
-pub use program::{fnv64, Failure, FastHasher, Fnv64, Monitor, Observation, Program};
+pub use program::{fnv64, Failure, FastHasher, Fnv64, Headline, Monitor, Observation, Program};
 pub use sched::{Decision, FirstEnabled, Pct, Pending, Random, Replay, RoundRobin, Scheduler};
 pub use trace::{Trace, TraceEntry};
 

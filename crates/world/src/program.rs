@@ -14,6 +14,32 @@ pub struct Failure {
     pub detail: String,
 }
 
+/// What an execution ended in, for people: a name and a severity, so an explorer can rank
+/// and group outcomes without knowing what they mean. Ordered by `rank` (0 = most serious).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Headline {
+    pub rank: u8,
+    pub name: &'static str,
+}
+
+impl Headline {
+    /// An execution stopped at the step bound (a livelock, or a bound too small): ranked
+    /// with the most serious, since nothing after it was seen.
+    pub const DIVERGED: Headline = Headline {
+        rank: 0,
+        name: "diverged",
+    };
+}
+
+impl Default for Headline {
+    fn default() -> Self {
+        Headline {
+            rank: u8::MAX,
+            name: "",
+        }
+    }
+}
+
 /// What an execution showed, beyond its failures.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Observation {
@@ -21,7 +47,7 @@ pub struct Observation {
     /// executions that differ only in the order of independent steps.
     pub fingerprint: u64,
     /// The headline of what happened (`ok`, `EFAULT`, `MMIO`, ...).
-    pub headline: String,
+    pub headline: Headline,
     /// What each observable thing ended in, one line each (`vcpu0 read32 0x10000: 0x1`).
     pub outcomes: Vec<String>,
 }

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use check::{explore, Options, Report, Strategy};
-use model::harness::{expectation_met, worst_headline, CellProgram};
+use model::harness::{expectation_met, CellProgram, Headline};
 use model::kvm::PolicyId;
 use scenario::{builtin, Scenario};
 
@@ -46,11 +46,7 @@ pub fn dpor(name: &str, p: PolicyId, bound: Option<u32>) -> Report {
 
 /// The most serious outcome over the executions (`ok` ... `BUG`).
 pub fn headline(r: &Report) -> &'static str {
-    worst_headline(
-        r.headlines()
-            .into_iter()
-            .map(|h| if h == "diverged" { "DEADLOCK" } else { h }),
-    )
+    Headline::worst(r.headlines()).name()
 }
 
 /// Whether `r` meets the scenario's `[expect]` for `p` (`None`: nothing expected).
@@ -60,7 +56,7 @@ pub fn meets(name: &str, p: PolicyId, r: &Report) -> Option<bool> {
         o.push("no-deadlock");
         o.sort_unstable();
     }
-    expectation_met(&sc(name), p, &o, headline(r))
+    expectation_met(&sc(name), p, &o, Headline::worst(r.headlines()))
 }
 
 /// The built-ins too large for an exhaustive check in a test build (hundreds of thousands

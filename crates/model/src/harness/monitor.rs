@@ -172,45 +172,90 @@ impl CellMonitor {
     }
 }
 
-/// The headline of a set of executions, most serious first: `BUG`, `DEADLOCK`, `EFAULT`,
-/// `refused`, `MMIO`, `emulated`, `ok`.
-pub const HEADLINES: [&str; 7] = [
-    "BUG", "DEADLOCK", "EFAULT", "refused", "MMIO", "emulated", "ok",
-];
-
-/// The most serious of `headlines` (`ok` for none).
-pub fn worst_headline<'a>(headlines: impl IntoIterator<Item = &'a str>) -> &'static str {
-    let rank = |h: &str| {
-        HEADLINES
-            .iter()
-            .position(|x| *x == h)
-            .unwrap_or(HEADLINES.len())
-    };
-    let worst = headlines
-        .into_iter()
-        .map(rank)
-        .min()
-        .unwrap_or(HEADLINES.len() - 1);
-    HEADLINES[worst.min(HEADLINES.len() - 1)]
+/// What a cell's executions ended in, most serious first: what the matrix prints when no
+/// oracle failed, and what `[expect] outcome` names.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Headline {
+    /// The host hit `BUG()`.
+    Bug,
+    /// Threads blocked forever, or an execution that never ended (livelock).
+    Deadlock,
+    /// `KVM_RUN` failed with a bare `-EFAULT`.
+    Efault,
+    /// A nested `kvm_vcpu_map` was refused.
+    Refused,
+    /// An exit to the VMM.
+    Mmio,
+    /// A store KVM emulated through the host mapping.
+    Emulated,
+    Ok,
 }
 
-fn headline(status: Option<&Status>, raw: &[Vec<Vec<Outcome>>], nested: &[String]) -> &'static str {
+impl Headline {
+    pub const ALL: [Headline; 7] = [
+        Headline::Bug,
+        Headline::Deadlock,
+        Headline::Efault,
+        Headline::Refused,
+        Headline::Mmio,
+        Headline::Emulated,
+        Headline::Ok,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Headline::Bug => "BUG",
+            Headline::Deadlock => "DEADLOCK",
+            Headline::Efault => "EFAULT",
+            Headline::Refused => "refused",
+            Headline::Mmio => "MMIO",
+            Headline::Emulated => "emulated",
+            Headline::Ok => "ok",
+        }
+    }
+
+    /// As an explorer sees it (a name and a rank).
+    pub fn world(self) -> world::Headline {
+        world::Headline {
+            rank: self as u8,
+            name: self.name(),
+        }
+    }
+
+    /// Back from what an explorer reports: a diverged execution is a livelock.
+    pub fn from_world(h: world::Headline) -> Option<Headline> {
+        if h == world::Headline::DIVERGED {
+            return Some(Headline::Deadlock);
+        }
+        Headline::ALL.get(h.rank as usize).copied()
+    }
+
+    /// The most serious headline of a set of executions (`ok` for none).
+    pub fn worst(hs: impl IntoIterator<Item = world::Headline>) -> Headline {
+        hs.into_iter()
+            .filter_map(Headline::from_world)
+            .min()
+            .unwrap_or(Headline::Ok)
+    }
+}
+
+fn headline(status: Option<&Status>, raw: &[Vec<Vec<Outcome>>], nested: &[String]) -> Headline {
     match status {
-        Some(Status::Bug { .. }) => return "BUG",
-        Some(Status::Deadlock(_) | Status::StepLimit) => return "DEADLOCK",
+        Some(Status::Bug { .. }) => return Headline::Bug,
+        Some(Status::Deadlock(_) | Status::StepLimit) => return Headline::Deadlock,
         _ => {}
     }
     let has = |p: &dyn Fn(&Outcome) -> bool| raw.iter().flatten().flatten().any(p);
     if has(&|o| *o == Outcome::Efault) {
-        "EFAULT"
+        Headline::Efault
     } else if nested.iter().any(|n| n.starts_with("map refused")) {
-        "refused"
+        Headline::Refused
     } else if has(&|o| matches!(o, Outcome::MmioRead { .. } | Outcome::MmioWrite { .. })) {
-        "MMIO"
+        Headline::Mmio
     } else if has(&|o| *o == Outcome::Emulated) {
-        "emulated"
+        Headline::Emulated
     } else {
-        "ok"
+        Headline::Ok
     }
 }
 
@@ -273,8 +318,36 @@ impl Monitor for CellMonitor {
         }
         Observation {
             fingerprint: self.fingerprint(&raw, &nested),
-            headline: headline(self.status.as_ref(), &raw, &nested).to_string(),
+            headline: headline(self.status.as_ref(), &raw, &nested).world(),
             outcomes,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Headline;
+
+    #[test]
+    fn headlines_are_what_scenario_files_may_expect_and_rank_by_severity() {
+        let mut names: Vec<&str> = Headline::ALL.iter().map(|h| h.name()).collect();
+        let mut allowed = scenario::OUTCOMES.to_vec();
+        names.sort_unstable();
+        allowed.sort_unstable();
+        assert_eq!(names, allowed);
+        for h in Headline::ALL {
+            assert_eq!(Headline::from_world(h.world()), Some(h));
+        }
+        let seen = [
+            Headline::Ok.world(),
+            Headline::Efault.world(),
+            Headline::Mmio.world(),
+        ];
+        assert_eq!(Headline::worst(seen), Headline::Efault);
+        assert_eq!(
+            Headline::worst([world::Headline::DIVERGED]),
+            Headline::Deadlock
+        );
+        assert_eq!(Headline::worst([]), Headline::Ok);
     }
 }

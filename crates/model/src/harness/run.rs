@@ -1,7 +1,7 @@
 //! Running a (scenario, policy) cell under several schedules.
 
 use super::build::build;
-use super::monitor::CellMonitor;
+use super::monitor::{CellMonitor, Headline};
 use super::oracle::{Oracle, Violation};
 use crate::kvm::vcpu::Outcome;
 use crate::kvm::PolicyId;
@@ -15,12 +15,12 @@ pub fn expectation_met(
     sc: &Scenario,
     policy: PolicyId,
     oracles: &[&str],
-    headline: &str,
+    headline: Headline,
 ) -> Option<bool> {
     let e = sc.expect.get(policy.name())?;
     let want: BTreeSet<&str> = e.violations.iter().map(String::as_str).collect();
     let got: BTreeSet<&str> = oracles.iter().copied().collect();
-    let outcome_ok = e.outcome.as_ref().is_none_or(|o| o == headline);
+    let outcome_ok = e.outcome.as_ref().is_none_or(|o| o == headline.name());
     Some(want == got && outcome_ok)
 }
 use world::{FirstEnabled, Monitor, Pct, Random, Replay, RoundRobin, Scheduler, Status, Trace};

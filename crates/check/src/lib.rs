@@ -29,12 +29,14 @@ mod estimate;
 mod explore;
 pub mod hb;
 mod minimize;
+mod par;
 mod sample;
 pub mod view;
 
 pub use estimate::{estimate_dfs, Estimate};
-pub use explore::explore;
+pub use explore::{explore, merge_parts};
 pub use minimize::{confirm, replay, Confirmed, Replayed};
+pub use par::{combine, explore_part, Level, MakeProgram, Part};
 pub use view::render_columns;
 
 use std::collections::BTreeMap;
@@ -119,6 +121,14 @@ pub struct Options {
     /// With `preemptions`, explore bound 0, then 1, ... up to it, stopping early once a
     /// bound leaves nothing unexplored.
     pub iterative: bool,
+    /// `dpor`/`dfs`: the first this many branching choice points try every runnable actor,
+    /// splitting the space into independent subtrees (tasks) that threads and shards
+    /// explore separately with the same result. Part of what defines the executions run:
+    /// every way of running one exploration uses the same value.
+    pub split_depth: u32,
+    /// Spaces that plain DPOR covers within this many executions are explored whole (0
+    /// split depth): splitting them would only add executions.
+    pub split_above: u64,
 }
 
 impl Default for Options {
@@ -135,12 +145,14 @@ impl Default for Options {
             observe: false,
             minimize: true,
             iterative: true,
+            split_depth: explore::SPLIT_DEPTH,
+            split_above: explore::SPLIT_ABOVE,
         }
     }
 }
 
 /// Why an exploration is not complete.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Cut {
     /// A sampling strategy: it never covers the whole space.
     Sampled,
@@ -166,6 +178,19 @@ impl Cut {
             Cut::Failure => "stopped at first failure",
             Cut::Diverged => "step bound",
         }
+    }
+
+    pub const ALL: [Cut; 6] = [
+        Cut::Sampled,
+        Cut::Bound,
+        Cut::Executions,
+        Cut::Budget,
+        Cut::Failure,
+        Cut::Diverged,
+    ];
+
+    pub fn from_name(s: &str) -> Option<Cut> {
+        Cut::ALL.into_iter().find(|c| c.name() == s)
     }
 }
 

@@ -64,6 +64,16 @@ impl Candidates {
         v.truncate(KEEP);
     }
 
+    /// Take in another worker's candidates, as if its failing executions came after ours
+    /// (the order a single thread meets them in, when parts are absorbed in task order).
+    pub fn absorb(&mut self, other: Candidates) {
+        for (oracle, cands) in other.per {
+            for c in cands {
+                self.offer(oracle, &c.schedule, &c.events, c.failing, c.preemptions);
+            }
+        }
+    }
+
     /// The best confirmed counterexample for `oracle`.
     pub fn best(
         &mut self,
@@ -186,7 +196,7 @@ pub struct Confirmed {
 }
 
 impl Confirmed {
-    fn into_counterexample(self, oracle: &'static str, confirmed: bool) -> Counterexample {
+    pub fn into_counterexample(self, oracle: &'static str, confirmed: bool) -> Counterexample {
         Counterexample {
             oracle,
             detail: self.detail,

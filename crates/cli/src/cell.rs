@@ -1,6 +1,6 @@
 //! One (scenario, policy) cell, explored by the checker: what `run` and `check` print of it.
 
-use check::{Options, Progress, Report};
+use check::{Level, Options, Part, Progress, Report};
 use model::harness::{expectation_met, CellProgram, Headline, Oracle};
 use model::kvm::PolicyId;
 use scenario::Scenario;
@@ -14,30 +14,51 @@ pub struct Cell {
     pub matches: Option<bool>,
 }
 
-/// Explore one cell.
+/// Explore one cell (or the share `part` of it) with `jobs` threads; also its bound levels,
+/// which a shard reports.
 pub fn explore(
     sc: &Scenario,
     policy: PolicyId,
     opts: &Options,
     audit: bool,
+    jobs: usize,
+    part: Part,
     progress: &mut dyn FnMut(&Progress),
-) -> Result<Cell, String> {
-    let mut prog = CellProgram::new(sc, policy);
-    prog.build.audit = audit;
-    let report = check::explore(&mut prog, opts, progress).map_err(|e| e.to_string())?;
-    let mut cell = Cell {
-        scenario: sc.clone(),
-        policy,
-        report,
-        matches: None,
+) -> Result<(Cell, Vec<Level>), String> {
+    let program = || {
+        let mut prog = CellProgram::new(sc, policy);
+        prog.build.audit = audit;
+        prog
     };
-    let mut sorted = cell.oracles_with_divergence();
-    sorted.sort_unstable();
-    cell.matches = expectation_met(sc, policy, &sorted, cell.headline());
-    Ok(cell)
+    let levels = if opts.strategy.exhaustive() {
+        let make = || Box::new(program()) as Box<dyn world::Program>;
+        check::explore_part(&make, opts, jobs, part, progress).map_err(|e| e.to_string())?
+    } else {
+        let report = check::explore(&mut program(), opts, progress).map_err(|e| e.to_string())?;
+        vec![Level {
+            bound: opts.preemptions,
+            report,
+        }]
+    };
+    let report = check::combine(vec![levels.clone()]).ok_or("nothing explored")?;
+    Ok((Cell::new(sc, policy, report), levels))
 }
 
 impl Cell {
+    /// A cell from its report, judged against the scenario's `[expect]`.
+    pub fn new(sc: &Scenario, policy: PolicyId, report: Report) -> Self {
+        let mut cell = Cell {
+            scenario: sc.clone(),
+            policy,
+            report,
+            matches: None,
+        };
+        let mut sorted = cell.oracles_with_divergence();
+        sorted.sort_unstable();
+        cell.matches = expectation_met(sc, policy, &sorted, cell.headline());
+        cell
+    }
+
     /// The violated oracles, in the order `kvmmu list` gives them.
     pub fn oracles(&self) -> Vec<&'static str> {
         let mut o = self.report.oracles();

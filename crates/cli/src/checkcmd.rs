@@ -4,8 +4,9 @@
 use crate::cell::{self, Cell};
 use crate::input::{self, Source};
 use crate::replay::ReplayFile;
+use crate::shard;
 use crate::Format;
-use check::{Options, Progress, Strategy};
+use check::{Options, Part, Progress, Strategy};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use std::path::PathBuf;
@@ -59,16 +60,96 @@ pub struct CheckArgs {
     /// (Knuth's tree-size estimator), and the reduction dpor achieved against it.
     #[arg(long, value_name = "PROBES", value_parser = clap::value_parser!(u64).range(1..))]
     pub estimate_dfs: Option<u64>,
+    /// Threads exploring each cell (default: one per core). The result does not depend on
+    /// it: the same executions, verdicts and counterexamples.
+    #[arg(long, short = 'j', value_name = "J", value_parser = clap::value_parser!(u64).range(1..))]
+    pub jobs: Option<u64>,
+    /// Explore only shard K of N (counted from 0) and write its result for `kvmmu merge`.
+    /// Without it, a Slurm array job (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_MIN,
+    /// SLURM_ARRAY_TASK_COUNT) or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX, with
+    /// --shards) chooses the shard.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    pub shard: Option<(usize, usize)>,
+    /// How many shards there are, when the shard index comes from JOB_COMPLETION_INDEX (the
+    /// Indexed Job's `completions`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub shards: Option<u64>,
+    /// Write the result here instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Explore spaces that plain DPOR covers within N executions whole, and split larger
+    /// ones into independent subtrees (part of what defines the executions run: shards
+    /// of one campaign must agree on it).
+    #[arg(long, value_name = "N", default_value_t = check::Options::default().split_above, hide = true)]
+    pub split_above: u64,
     /// No progress line on stderr (it is also hidden when stderr is not a terminal).
     #[arg(long, short)]
     pub quiet: bool,
 }
 
+fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("expected K/N with 0 <= K < N, like 2/4; got {s:?}");
+    let (k, n) = s.split_once('/').ok_or_else(bad)?;
+    let (k, n): (usize, usize) = (
+        k.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if n == 0 || k >= n {
+        return Err(bad());
+    }
+    Ok((k, n))
+}
+
+/// Which shard this process explores, if any: `--shard`, else the scheduler's environment.
+pub fn shard_of(
+    a: &CheckArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<(usize, usize)>, String> {
+    if let Some(s) = a.shard {
+        return Ok(Some(s));
+    }
+    let num = |var: &str| -> Result<Option<usize>, String> {
+        match env(var) {
+            None => Ok(None),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("{var}={v:?} is not a number")),
+        }
+    };
+    if let Some(id) = num("SLURM_ARRAY_TASK_ID")? {
+        let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+        let count = num("SLURM_ARRAY_TASK_COUNT")?
+            .ok_or("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not")?;
+        let k = id.checked_sub(min).filter(|&k| k < count).ok_or(format!(
+            "SLURM_ARRAY_TASK_ID={id} is not within SLURM_ARRAY_TASK_MIN={min} and \
+             SLURM_ARRAY_TASK_COUNT={count} (use a contiguous array, like --array=0-{})",
+            count.saturating_sub(1)
+        ))?;
+        return Ok(Some((k, count)));
+    }
+    match (num("JOB_COMPLETION_INDEX")?, a.shards) {
+        (Some(k), Some(n)) if (k as u64) < n => Ok(Some((k, n as usize))),
+        (Some(k), Some(n)) => Err(format!(
+            "JOB_COMPLETION_INDEX={k} but --shards {n}: the index must be below the count"
+        )),
+        (Some(_), None) => Err(
+            "JOB_COMPLETION_INDEX is set: say how many shards (the Job's completions) with --shards N"
+                .into(),
+        ),
+        (None, Some(_)) => Err(
+            "--shards needs JOB_COMPLETION_INDEX in the environment (or use --shard K/N)".into(),
+        ),
+        (None, None) => Ok(None),
+    }
+}
+
 /// A cell's result plus where its counterexamples went.
-struct Done {
-    cell: Cell,
-    replays: Vec<(&'static str, PathBuf)>,
-    estimate: Option<check::Estimate>,
+pub struct Done {
+    pub cell: Cell,
+    pub replays: Vec<(&'static str, PathBuf)>,
+    pub estimate: Option<check::Estimate>,
 }
 
 pub fn check(a: &CheckArgs) -> ExitCode {
@@ -79,15 +160,34 @@ pub fn check(a: &CheckArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let shard = match shard_of(a, &|v| std::env::var(v).ok()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kvmmu: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let jobs = a.jobs.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |j| j as usize,
+    );
     let start = Instant::now();
     let total = srcs.len() * pols.len();
     let bar = progress_bar(a.quiet);
     let mut done: Vec<Done> = Vec::new();
+    let mut parts: Vec<shard::CellPart> = Vec::new();
     for src in &srcs {
         for &p in &pols {
+            // Successive cells start on successive shards, so small cells spread too.
+            let part = shard.map_or(Part::ALL, |(k, n)| Part {
+                index: k,
+                count: n,
+                offset: done.len(),
+            });
             // A scenario too large to check completely names its bound (and why).
             let declared = src.scenario.check.as_ref().map(|c| c.preemptions);
             let opts = Options {
+                split_above: a.split_above,
                 strategy: a.strategy,
                 preemptions: a
                     .preemptions
@@ -120,14 +220,34 @@ pub fn check(a: &CheckArgs) -> ExitCode {
                     }
                 ));
             };
-            let cell = match cell::explore(&src.scenario, p, &opts, a.audit, &mut tick) {
-                Ok(c) => c,
+            let explored = cell::explore(&src.scenario, p, &opts, a.audit, jobs, part, &mut tick);
+            let cell = match explored {
+                Ok((c, levels)) => {
+                    parts.push(shard::CellPart {
+                        scenario: src.scenario.name.clone(),
+                        source: src.origin.clone(),
+                        hash: crate::replay::content_hash(&src.text),
+                        content: src.text.clone(),
+                        policy: p.name().to_string(),
+                        levels: levels.iter().map(shard::LevelPart::from_level).collect(),
+                    });
+                    c
+                }
                 Err(e) => {
                     bar.finish_and_clear();
                     eprintln!("kvmmu: {} / {}: {e}", src.scenario.name, p.name());
                     return ExitCode::from(2);
                 }
             };
+            if shard.is_some() {
+                // A shard's counterexamples are confirmed and written by `kvmmu merge`.
+                done.push(Done {
+                    cell,
+                    replays: Vec::new(),
+                    estimate: None,
+                });
+                continue;
+            }
             let replays = match write_replays(a, src, &cell) {
                 Ok(r) => r,
                 Err(e) => {
@@ -159,16 +279,71 @@ pub fn check(a: &CheckArgs) -> ExitCode {
         }
     }
     bar.finish_and_clear();
+    if let Some((k, n)) = shard {
+        let file = shard::ShardFile {
+            format: shard::FORMAT.to_string(),
+            kvmmu: env!("CARGO_PKG_VERSION").to_string(),
+            shard: k,
+            shards: n,
+            campaign: campaign(a),
+            cells: parts,
+        };
+        let text = serde_json::to_string(&file).expect("serialisable") + "\n";
+        return match output(a, &text) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kvmmu: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    report(a, &done, start.elapsed())
+}
+
+/// What every shard of a campaign must agree on.
+pub fn campaign(a: &CheckArgs) -> shard::Campaign {
+    shard::Campaign {
+        strategy: a.strategy.name().to_string(),
+        preemptions: a.preemptions,
+        max_executions: a.max_executions,
+        seed: a.seed,
+        samples: a.samples,
+        split_depth: Options::default().split_depth,
+        split_above: a.split_above,
+        minimize: !a.no_minimize,
+        stop_on_violation: a.stop_on_violation,
+    }
+}
+
+/// Write `text` to `--out` or standard output.
+fn output(a: &CheckArgs, text: &str) -> Result<(), String> {
+    match &a.out {
+        Some(path) => {
+            std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        }
+        None => {
+            crate::emit(text);
+            Ok(())
+        }
+    }
+}
+
+/// Print the cells' results (and exit 0 when every one meets its `[expect]`, else 1).
+pub fn report(a: &CheckArgs, done: &[Done], elapsed: Duration) -> ExitCode {
     let all_match = done.iter().all(|d| d.cell.matches != Some(false));
-    match a.format {
-        Format::Text => print_text(a, &done, start.elapsed()),
+    let text = match a.format {
+        Format::Text => print_text(a, done, elapsed),
         Format::Json => {
             let mut o = String::new();
-            for d in &done {
+            for d in done {
                 outln!(o, "{}", cell_json(a, d));
             }
-            crate::emit(&o);
+            o
         }
+    };
+    if let Err(e) = output(a, &text) {
+        eprintln!("kvmmu: {e}");
+        return ExitCode::from(2);
     }
     if all_match {
         ExitCode::SUCCESS
@@ -190,7 +365,7 @@ fn progress_bar(quiet: bool) -> ProgressBar {
     bar
 }
 
-fn write_replays(
+pub fn write_replays(
     a: &CheckArgs,
     src: &Source,
     cell: &Cell,
@@ -291,7 +466,7 @@ fn cell_json(a: &CheckArgs, d: &Done) -> serde_json::Value {
     })
 }
 
-fn print_text(a: &CheckArgs, done: &[Done], elapsed: Duration) {
+fn print_text(a: &CheckArgs, done: &[Done], elapsed: Duration) -> String {
     let mut o = String::new();
     let bound = a
         .preemptions
@@ -488,5 +663,5 @@ fn print_text(a: &CheckArgs, done: &[Done], elapsed: Duration) {
         elapsed.as_secs_f64(),
         execs as f64 / elapsed.as_secs_f64().max(1e-9)
     );
-    crate::emit(&o);
+    o
 }

@@ -17,10 +17,12 @@ mod checkcmd;
 mod diff;
 mod input;
 mod list;
+mod merge;
 mod plan;
 mod probe;
 mod replay;
 mod run;
+mod shard;
 
 use check::Strategy;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -104,6 +106,12 @@ enum Cmd {
     /// such as mutants, always match), 1 otherwise, 2 on bad input. Counterexamples are
     /// written as replay files (see `kvmmu replay`).
     Check(checkcmd::CheckArgs),
+    /// Combine the shard results of a campaign (`kvmmu check --shard K/N`) into one verdict
+    /// per cell, as one process would have printed it.
+    ///
+    /// Refuses files of another kvmmu version, other options or other scenario texts, and
+    /// names a missing or duplicate shard. Exit status as `kvmmu check`.
+    Merge(merge::MergeArgs),
     /// Reproduce a counterexample from its replay file, step by step.
     ///
     /// Exit status 0 when it reproduces bit for bit, 1 when it does not (saying why), 2 on
@@ -161,6 +169,7 @@ fn main() -> ExitCode {
             trace,
         } => run::run(&scenarios, &policies, seed, schedules, format, trace),
         Cmd::Check(a) => checkcmd::check(&a),
+        Cmd::Merge(m) => merge::merge(&m),
         Cmd::Replay { file, trace } => replay::replay(&file, trace),
         Cmd::List => {
             list::list();

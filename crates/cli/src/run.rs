@@ -35,7 +35,8 @@ pub fn run(
     for sc in &scs {
         let mut row = Vec::new();
         for &p in &pols {
-            match cell::explore(sc, p, &opts, false, &mut |_| {}) {
+            match cell::explore(sc, p, &opts, false, 1, check::Part::ALL, &mut |_| {}).map(|x| x.0)
+            {
                 Ok(c) => row.push(c),
                 Err(e) => {
                     eprintln!("kvmmu: {}: {e}", sc.name);

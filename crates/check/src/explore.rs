@@ -12,7 +12,6 @@ use crate::hb::{Event, Hb};
 use crate::minimize::{preemptions, Candidates};
 use crate::sample::{run_one, sample};
 use crate::{Cut, Error, Options, Progress, Report, Strategy};
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -774,21 +773,7 @@ pub(crate) struct Acc {
 impl Acc {
     pub fn new(strategy: Strategy, bound: Option<u32>) -> Self {
         Acc {
-            report: Report {
-                strategy,
-                preemption_bound: bound,
-                executions: 0,
-                finished: 0,
-                redundant: 0,
-                diverged: 0,
-                max_depth: 0,
-                cuts: Vec::new(),
-                found: Vec::new(),
-                outcomes: BTreeMap::new(),
-                observed: Vec::new(),
-                elapsed: Default::default(),
-                divergence: None,
-            },
+            report: Report::empty(strategy, bound),
         }
     }
 

@@ -275,6 +275,25 @@ pub struct Report {
 }
 
 impl Report {
+    /// Nothing explored yet.
+    pub fn empty(strategy: Strategy, bound: Option<u32>) -> Report {
+        Report {
+            strategy,
+            preemption_bound: bound,
+            executions: 0,
+            finished: 0,
+            redundant: 0,
+            diverged: 0,
+            max_depth: 0,
+            cuts: Vec::new(),
+            found: Vec::new(),
+            outcomes: BTreeMap::new(),
+            observed: Vec::new(),
+            elapsed: Duration::ZERO,
+            divergence: None,
+        }
+    }
+
     /// The whole space was covered: no bound, budget, cap or step bound cut it.
     pub fn complete(&self) -> bool {
         self.cuts.is_empty()

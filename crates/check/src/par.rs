@@ -37,7 +37,8 @@ impl Part {
         offset: 0,
     };
 
-    fn owns(&self, k: usize) -> bool {
+    /// Whether task `k` belongs to this part.
+    pub fn owns(&self, k: usize) -> bool {
         (self.offset + k) % self.count.max(1) == self.index
     }
 

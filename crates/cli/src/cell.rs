@@ -33,6 +33,12 @@ pub fn explore(
     let levels = if opts.strategy.exhaustive() {
         let make = || Box::new(program()) as Box<dyn world::Program>;
         check::explore_part(&make, opts, jobs, part, progress).map_err(|e| e.to_string())?
+    } else if !part.owns(0) {
+        // A sampled cell is not split: it belongs to one shard.
+        vec![Level {
+            bound: opts.preemptions,
+            report: Report::empty(opts.strategy, opts.preemptions),
+        }]
     } else {
         let report = check::explore(&mut program(), opts, progress).map_err(|e| e.to_string())?;
         vec![Level {

@@ -10,6 +10,7 @@
 
 use crate::hb::{Event, Hb};
 use crate::minimize::{preemptions, Candidates};
+use crate::par::Part;
 use crate::sample::{run_one, sample};
 use crate::{Cut, Error, Options, Progress, Report, Strategy};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -282,33 +283,10 @@ pub fn explore(
 ) -> Result<Report, Error> {
     match opts.strategy {
         Strategy::Dpor | Strategy::Dfs => {
-            let Some(max) = opts.preemptions.filter(|_| opts.iterative) else {
-                return exhaustive(program, opts, opts.preemptions, progress);
-            };
-            // Iterative context bounding: bound 0, 1, ... until a bound prunes nothing.
             let start = Instant::now();
-            let mut total: Option<Report> = None;
-            for b in 0..=max {
-                // Budget and execution cap are the whole exploration's, not each level's.
-                let mut o = opts.clone();
-                if let Some(budget) = opts.budget {
-                    o.budget = Some(budget.saturating_sub(start.elapsed()));
-                }
-                if let Some(cap) = opts.max_executions {
-                    let used = total.as_ref().map_or(0, |t| t.executions);
-                    o.max_executions = Some(cap.saturating_sub(used).max(1));
-                }
-                let r = exhaustive(program, &o, Some(b), progress)?;
-                let stop = last_level(&r);
-                total = Some(match total {
-                    None => r,
-                    Some(t) => merge_levels(t, r),
-                });
-                if stop {
-                    break;
-                }
-            }
-            let mut t = total.expect("at least bound 0");
+            let levels = crate::par::levels(program, None, opts, 1, Part::ALL, progress)?;
+            let mut t = combine_levels(levels.into_iter().map(|l| l.report).collect())
+                .expect("at least one level");
             t.elapsed = start.elapsed();
             Ok(t)
         }
@@ -401,24 +379,6 @@ fn better(a: &Option<crate::Counterexample>, b: &Option<crate::Counterexample>) 
         (Some(_), None) => true,
         _ => false,
     }
-}
-
-/// DPOR or DFS under one (or no) preemption bound, on this thread.
-fn exhaustive(
-    program: &mut dyn Program,
-    opts: &Options,
-    bound: Option<u32>,
-    progress: &mut dyn FnMut(&Progress),
-) -> Result<Report, Error> {
-    crate::par::level(
-        program,
-        None,
-        opts,
-        bound,
-        1,
-        crate::par::Part::ALL,
-        progress,
-    )
 }
 
 /// How many branching choice points from the root are explored in full by default (see

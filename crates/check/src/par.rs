@@ -65,6 +65,18 @@ pub fn explore_part(
     part: Part,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Vec<Level>, Error> {
+    levels(make().as_mut(), Some(make), opts, jobs, part, progress)
+}
+
+/// [`explore_part`] with the calling thread's `program` (and, for more threads, `make`).
+pub(crate) fn levels(
+    program: &mut dyn Program,
+    make: Option<&MakeProgram>,
+    opts: &Options,
+    jobs: usize,
+    part: Part,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Vec<Level>, Error> {
     let bounds: Vec<Option<u32>> = match opts.preemptions {
         Some(max) if opts.iterative => (0..=max).map(Some).collect(),
         b => vec![b],
@@ -72,6 +84,7 @@ pub fn explore_part(
     let start = Instant::now();
     let mut levels = Vec::new();
     for bound in bounds {
+        // Budget and execution cap are the whole exploration's, not each level's.
         let mut o = opts.clone();
         if let Some(b) = opts.budget {
             o.budget = Some(b.saturating_sub(start.elapsed()));
@@ -80,16 +93,8 @@ pub fn explore_part(
             let used: u64 = levels.iter().map(|l: &Level| l.report.executions).sum();
             o.max_executions = Some(cap.saturating_sub(used).max(1));
         }
-        let mut program = make();
-        let report = level(
-            program.as_mut(),
-            Some(make),
-            &o,
-            bound,
-            jobs,
-            part,
-            progress,
-        )?;
+        let report = level(&mut *program, make, &o, bound, jobs, part, progress)?;
+        // A proper part cannot know whether the others pruned anything: it runs every level.
         let stop = part.whole() && last_level(&report);
         levels.push(Level { bound, report });
         if stop {

@@ -5,6 +5,7 @@ use crate::cell::{self, Cell};
 use crate::input::{self, Source};
 use crate::replay::ReplayFile;
 use crate::shard;
+use crate::text::Pad;
 use crate::Format;
 use check::{Options, Part, Progress, Strategy};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -507,10 +508,10 @@ fn print_text(a: &CheckArgs, done: &[Done], elapsed: Duration) -> String {
     let est = a.estimate_dfs.is_some();
     outln!(
         o,
-        "{:<sw$}  {:<pw$}  {:<vw$}  {:>10}  {:<8}  {:>8}{}",
-        "scenario",
-        "policy",
-        "verdict",
+        "{}  {}  {}  {:>10}  {:<8}  {:>8}{}",
+        Pad("scenario", sw),
+        Pad("policy", pw),
+        Pad("verdict", vw),
         "executions",
         "complete",
         "time",
@@ -536,10 +537,10 @@ fn print_text(a: &CheckArgs, done: &[Done], elapsed: Duration) -> String {
         });
         outln!(
             o,
-            "{:<sw$}  {:<pw$}  {:<vw$}  {:>10}  {:<8}  {:>7.2}s{estimate}",
-            d.cell.scenario.name,
-            d.cell.policy.name(),
-            t,
+            "{}  {}  {}  {:>10}  {:<8}  {:>7.2}s{estimate}",
+            Pad(&d.cell.scenario.name, sw),
+            Pad(d.cell.policy.name(), pw),
+            Pad(t, vw),
             r.executions,
             complete,
             r.elapsed.as_secs_f64()

@@ -24,6 +24,7 @@
 
 use crate::plan::Adapted;
 use crate::probe::{attempts_text, error_status, mode_name, norm_exits, prepare, uffd_text, Norm};
+use crate::text::Pad;
 use crate::{Format, ModeArg};
 use ::probe::{Mode, ProbeResult};
 use model::harness::{run_once, ScheduleKind, SingleRun};
@@ -289,14 +290,11 @@ fn text(o: &mut String, sc: &Scenario, mode: Mode, v: &Verdict) {
     for l in &lines {
         outln!(
             o,
-            "  {:<w0$}  {:<w1$}  {:<w2$}  {}",
-            l[0],
-            l[1],
-            l[2],
-            l[3],
-            w0 = w[0],
-            w1 = w[1],
-            w2 = w[2]
+            "  {}  {}  {}  {}",
+            Pad(&l[0], w[0]),
+            Pad(&l[1], w[1]),
+            Pad(&l[2], w[2]),
+            l[3]
         );
     }
     let verdict = match (c.agree(), mode) {

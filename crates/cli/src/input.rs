@@ -40,7 +40,7 @@ pub fn sources(args: &[String]) -> Result<Vec<Source>, String> {
             let (text, origin) = match builtin_text(a) {
                 Some(t) => (t, "built-in".to_string()),
                 None => (
-                    std::fs::read_to_string(a).map_err(|e| format!("{a}: cannot read: {e}"))?,
+                    scenario::read(Path::new(a)).map_err(|e| e.to_string())?,
                     a.clone(),
                 ),
             };

@@ -23,6 +23,7 @@ mod probe;
 mod replay;
 mod run;
 mod shard;
+mod text;
 
 use check::Strategy;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -151,14 +152,32 @@ enum Cmd {
     },
 }
 
-/// Write program output; a reader that went away (`| head`) is not an error.
+/// The first error writing standard output, other than a reader that went away.
+static WRITE_ERROR: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Write program output; a reader that went away (`| head`) is not an error, any other
+/// failure (`> /dev/full`) makes the command fail when it ends.
 pub fn emit(s: &str) {
     use std::io::Write;
-    let _ = std::io::stdout().lock().write_all(s.as_bytes());
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            let mut w = WRITE_ERROR.lock().unwrap_or_else(|p| p.into_inner());
+            w.get_or_insert_with(|| e.to_string());
+        }
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let code = run_command(Cli::parse());
+    if let Some(e) = WRITE_ERROR.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        eprintln!("kvmmu: cannot write the output: {e}");
+        return ExitCode::from(2);
+    }
+    code
+}
+
+fn run_command(cli: Cli) -> ExitCode {
     match cli.cmd {
         Cmd::Run {
             scenarios,

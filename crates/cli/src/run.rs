@@ -3,6 +3,7 @@
 
 use crate::cell::{self, Cell};
 use crate::input;
+use crate::text::Pad;
 use crate::Format;
 use check::{Options, Strategy};
 use model::harness::{run_once, ScheduleKind};
@@ -110,15 +111,15 @@ fn print_matrix(rows: &[Vec<Cell>], pols: &[model::kvm::PolicyId], trace: bool) 
                 .max(pols[j].name().len())
         })
         .collect();
-    out!(o, "{:<name_w$}", "scenario");
+    out!(o, "{}", Pad("scenario", name_w));
     for (j, p) in pols.iter().enumerate() {
-        out!(o, "  {:<w$}", p.name(), w = col_w[j]);
+        out!(o, "  {}", Pad(p.name(), col_w[j]));
     }
     o.push('\n');
     for (r, row) in rows.iter().zip(&cells) {
-        out!(o, "{:<name_w$}", r[0].scenario.name);
+        out!(o, "{}", Pad(&r[0].scenario.name, name_w));
         for (j, c) in row.iter().enumerate() {
-            out!(o, "  {:<w$}", c, w = col_w[j]);
+            out!(o, "  {}", Pad(c, col_w[j]));
         }
         o.push('\n');
     }

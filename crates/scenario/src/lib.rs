@@ -25,14 +25,49 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
     validate::validate(file, text, raw)
 }
 
+/// The largest scenario file read (the built-ins are under 4 KiB).
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Read a scenario file's text: at most [`MAX_FILE_BYTES`] (a device such as `/dev/zero`
+/// must not eat the machine), valid UTF-8 (else the line and column of the first bad byte).
+pub fn read(path: &std::path::Path) -> Result<String, ScenarioError> {
+    use std::io::Read;
+    let file = path.display().to_string();
+    let err = |line, column, message: String| ScenarioError {
+        file: file.clone(),
+        line,
+        column,
+        message,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| err(0, 0, format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(err(
+            0,
+            0,
+            format!(
+                "larger than {} bytes, the most a scenario file may have",
+                MAX_FILE_BYTES
+            ),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = 1 + good.iter().filter(|&&b| b == b'\n').count();
+        let start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let column = 1 + String::from_utf8_lossy(&good[start..]).chars().count();
+        err(
+            line,
+            column,
+            "not UTF-8: a scenario file is UTF-8 text; this byte starts no valid character".into(),
+        )
+    })
+}
+
 /// Read and parse a scenario file.
 pub fn load(path: &std::path::Path) -> Result<Scenario, ScenarioError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
-        file: file.clone(),
-        line: 0,
-        column: 0,
-        message: format!("cannot read: {e}"),
-    })?;
-    parse(&file, &text)
+    let text = read(path)?;
+    parse(&path.display().to_string(), &text)
 }

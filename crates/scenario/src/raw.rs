@@ -51,7 +51,7 @@ pub struct RawMapping {
     #[serde(default)]
     pub touch: Vec<Spanned<u64>>,
     #[serde(default)]
-    pub region_index: u64,
+    pub region_index: Option<Spanned<u64>>,
     #[serde(default)]
     pub fault_retry: bool,
     #[serde(default)]
@@ -110,24 +110,24 @@ pub struct RawHost {
     pub action: Spanned<String>,
     pub mapping: Spanned<String>,
     #[serde(default)]
-    pub offset: Option<u64>,
+    pub offset: Option<Spanned<u64>>,
     #[serde(default)]
-    pub pages: Option<u64>,
+    pub pages: Option<Spanned<u64>>,
     #[serde(default)]
     pub prot: Option<Spanned<String>>,
     #[serde(default)]
-    pub value: Option<u64>,
+    pub value: Option<Spanned<u64>>,
     #[serde(default)]
-    pub size: Option<u8>,
+    pub size: Option<Spanned<u64>>,
     #[serde(default)]
-    pub fill: Option<u64>,
+    pub fill: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawExpect {
     #[serde(default)]
-    pub violations: Vec<String>,
+    pub violations: Vec<Spanned<String>>,
     #[serde(default)]
-    pub outcome: Option<String>,
+    pub outcome: Option<Spanned<String>>,
 }

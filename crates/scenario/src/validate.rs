@@ -150,7 +150,18 @@ pub(crate) fn validate(
             write,
             fill: fill(&cx, &m.fill)?,
             touch: m.touch.iter().map(|t| *t.get_ref()).collect(),
-            region_index: m.region_index,
+            region_index: match &m.region_index {
+                None => 0,
+                Some(r) if !matches!(backing, Backing::VgpuBar | Backing::VfioBar) => return cx
+                    .err(
+                    r.span(),
+                    "region_index is a vfio region: only vgpu-bar and vfio-bar mappings have one",
+                ),
+                Some(r) if *r.get_ref() > 5 => {
+                    return cx.err(r.span(), "region_index is a PCI BAR: 0 to 5")
+                }
+                Some(r) => *r.get_ref(),
+            },
             fault_retry: m.fault_retry,
             insert_mixed: m.insert_mixed,
             user_mode_only: m.user_mode_only,
@@ -275,22 +286,75 @@ pub(crate) fn validate(
             None => None,
             Some(a) => Some(parse_after(&cx, a, &vcpus)?),
         };
-        let offset = h.offset.unwrap_or(0);
-        let pages = h.pages.unwrap_or(m.pages.saturating_sub(offset / 4096));
+        // Fields an action does not use are refused where they stand, not ignored.
+        let action_name = h.action.get_ref().as_str();
+        let uses: &[&str] = match action_name {
+            "write" => &["offset", "size", "value"],
+            "read" => &["offset", "size"],
+            "madvise-dontneed" | "munmap" => &["offset", "pages"],
+            "mprotect" => &["offset", "pages", "prot"],
+            "mmap-anon" => &["offset", "pages", "fill"],
+            _ => &[],
+        };
+        let given = [
+            ("offset", h.offset.as_ref().map(Spanned::span)),
+            ("pages", h.pages.as_ref().map(Spanned::span)),
+            ("prot", h.prot.as_ref().map(Spanned::span)),
+            ("value", h.value.as_ref().map(Spanned::span)),
+            ("size", h.size.as_ref().map(Spanned::span)),
+            ("fill", h.fill.as_ref().map(Spanned::span)),
+        ];
+        if KNOWN_ACTIONS.contains(&action_name) {
+            for (field, sp) in given {
+                if let (Some(sp), false) = (sp, uses.contains(&field)) {
+                    return cx.err(
+                        sp,
+                        format!("{field} means nothing to a {action_name:?} step: remove it"),
+                    );
+                }
+            }
+        }
+        let size = match &h.size {
+            None => 4,
+            Some(sz) if [1, 2, 4, 8].contains(sz.get_ref()) => *sz.get_ref() as u8,
+            Some(sz) => return cx.err(sz.span(), "size must be 1, 2, 4 or 8"),
+        };
+        if let Some(v) = &h.value {
+            let v_ = *v.get_ref();
+            if size < 8 && v_ >> (u32::from(size) * 8) != 0 {
+                return cx.err(
+                    v.span(),
+                    format!("value {v_:#x} does not fit in {size} bytes"),
+                );
+            }
+        }
+        let offset = h.offset.as_ref().map_or(0, |o| *o.get_ref());
+        // Page-granular actions default to the rest of the mapping from their page offset.
+        let pages = h
+            .pages
+            .as_ref()
+            .map_or(m.pages.saturating_sub(offset), |p| *p.get_ref());
         let mapping = m.name.clone();
-        let action = match h.action.get_ref().as_str() {
+        let action = match action_name {
             "write" => HostAction::Write {
                 mapping,
                 offset,
-                size: h.size.unwrap_or(4),
-                value: h.value.map_or_else(|| cx.err(span.clone(), "write needs a value"), Ok)?,
+                size,
+                value: h.value.as_ref().map_or_else(
+                    || cx.err(span.clone(), "write needs a value"),
+                    |v| Ok(*v.get_ref()),
+                )?,
             },
             "read" => HostAction::Read {
                 mapping,
                 offset,
-                size: h.size.unwrap_or(4),
+                size,
             },
-            "madvise-dontneed" => HostAction::MadviseDontneed { mapping, offset, pages },
+            "madvise-dontneed" => HostAction::MadviseDontneed {
+                mapping,
+                offset,
+                pages,
+            },
             "mprotect" => {
                 let (read, write) = prot(&cx, &h.prot, (true, true))?;
                 HostAction::Mprotect {
@@ -301,19 +365,26 @@ pub(crate) fn validate(
                     write,
                 }
             }
-            "munmap" => HostAction::Munmap { mapping, offset, pages },
+            "munmap" => HostAction::Munmap {
+                mapping,
+                offset,
+                pages,
+            },
             "mmap-anon" => HostAction::MmapAnon {
                 mapping,
                 offset,
                 pages,
-                fill: h.fill.map(|f| f as u32),
+                fill: fill(&cx, &h.fill)?,
             },
             "device-reset" => HostAction::DeviceReset { mapping },
             "evict" => HostAction::Evict { mapping },
             other => {
                 return cx.err(
                     h.action.span(),
-                    format!("unknown action {other:?}; expected write, read, madvise-dontneed, mprotect, munmap, mmap-anon, device-reset or evict"),
+                    format!(
+                        "unknown action {other:?}; expected {}",
+                        KNOWN_ACTIONS.join(", ")
+                    ),
                 )
             }
         };
@@ -340,6 +411,14 @@ pub(crate) fn validate(
             action,
         });
     }
+    if let Some(j) = waits_on_itself(&host) {
+        let after = raw.host[j].get_ref().after.as_ref().expect("sequenced");
+        return cx.err(
+            after.span(),
+            "this step can never run: it waits for a guest access that cannot finish before \
+             the steps its thread runs after it (order each thread's steps by the accesses they follow)",
+        );
+    }
     let mut expect = BTreeMap::new();
     for (k, e) in raw.expect {
         if !POLICIES.contains(&k.as_str()) {
@@ -352,22 +431,24 @@ pub(crate) fn validate(
             );
         }
         for v in &e.violations {
-            if !ORACLES.contains(&v.as_str()) {
+            if !ORACLES.contains(&v.get_ref().as_str()) {
+                let v_ = v.get_ref();
                 return cx.err(
-                    cx.key_span(v),
+                    v.span(),
                     format!(
-                        "unknown oracle {v:?}; expected one of {}",
+                        "unknown oracle {v_:?}; expected one of {}",
                         ORACLES.join(", ")
                     ),
                 );
             }
         }
         if let Some(o) = &e.outcome {
-            if !OUTCOMES.contains(&o.as_str()) {
+            if !OUTCOMES.contains(&o.get_ref().as_str()) {
+                let o_ = o.get_ref();
                 return cx.err(
-                    cx.key_span(o),
+                    o.span(),
                     format!(
-                        "unknown outcome {o:?}; expected one of {}",
+                        "unknown outcome {o_:?}; expected one of {}",
                         OUTCOMES.join(", ")
                     ),
                 );
@@ -376,8 +457,8 @@ pub(crate) fn validate(
         expect.insert(
             k,
             Expect {
-                violations: e.violations,
-                outcome: e.outcome,
+                violations: e.violations.into_iter().map(Spanned::into_inner).collect(),
+                outcome: e.outcome.map(Spanned::into_inner),
             },
         );
     }
@@ -418,6 +499,54 @@ pub(crate) fn validate(
     })
 }
 
+/// A host step that waits, through the guest accesses it follows and its thread's order, on
+/// itself (the run could only deadlock). A step after vCPU v's access i runs once that
+/// access finished, which needs every step after an earlier access of v done, and once the
+/// steps before it in its thread ran.
+fn waits_on_itself(host: &[HostStep]) -> Option<usize> {
+    let deps = |s: usize| -> Vec<usize> {
+        let mut d: Vec<usize> = (0..s)
+            .filter(|&t| host[t].thread == host[s].thread)
+            .collect();
+        if let Some((v, i)) = host[s].after {
+            d.extend(
+                (0..host.len())
+                    .filter(|&t| matches!(host[t].after, Some((w, k)) if w == v && k < i)),
+            );
+        }
+        d
+    };
+    // The first sequenced step that reaches itself (a cycle needs a sequenced step: thread
+    // order alone only points back).
+    (0..host.len())
+        .filter(|&s| host[s].after.is_some())
+        .find(|&s| {
+            let mut seen = vec![false; host.len()];
+            let mut todo = deps(s);
+            while let Some(t) = todo.pop() {
+                if t == s {
+                    return true;
+                }
+                if !std::mem::replace(&mut seen[t], true) {
+                    todo.extend(deps(t));
+                }
+            }
+            false
+        })
+}
+
+/// The host actions a scenario may name.
+const KNOWN_ACTIONS: [&str; 8] = [
+    "write",
+    "read",
+    "madvise-dontneed",
+    "mprotect",
+    "munmap",
+    "mmap-anon",
+    "device-reset",
+    "evict",
+];
+
 /// `"vcpu0:2"`: after vCPU 0's access 2 (0-based).
 fn parse_after(
     cx: &Cx,
@@ -437,6 +566,11 @@ fn parse_after(
     let Some((v, i)) = rest.split_once(':') else {
         return bad();
     };
+    // Digits only: `usize::from_str` would take "+0".
+    let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
+    if !digits(v) || !digits(i) {
+        return bad();
+    }
     let (Ok(v), Ok(i)) = (v.parse::<usize>(), i.parse::<usize>()) else {
         return bad();
     };

@@ -152,3 +152,113 @@ fn unreadable_file_is_an_error_not_a_panic() {
     let e = scenario::load(std::path::Path::new("/nonexistent/x.toml")).unwrap_err();
     assert!(e.to_string().contains("cannot read"), "{e}");
 }
+
+/// GOOD with a host step and more accesses, for the host-step cases below.
+fn with_host(step: &str) -> String {
+    GOOD.replace(
+        "program = [ { read = 0x10000 } ]",
+        "program = [ { read = 0x10000 }, { read = 0x10000 }, { read = 0x10000 } ]",
+    ) + "[[host]]\n"
+        + step
+}
+
+/// The error's line and column point at `needle` (its first occurrence in the host step).
+fn at(text: &str, e: &scenario::ScenarioError, needle: &str) {
+    let host = text.find("[[host]]").unwrap_or(0);
+    let pos = host + text[host..].find(needle).expect("needle");
+    let line = text[..pos].matches('\n').count() + 1;
+    let col = pos - text[..pos].rfind('\n').map_or(0, |i| i + 1) + 1;
+    assert_eq!((e.line, e.column), (line, col), "{e}");
+}
+
+#[test]
+fn host_access_sizes_are_those_of_a_load() {
+    for size in [0, 3, 9, 255] {
+        let t = with_host(&format!(
+            "action = \"read\"\nmapping = \"ram\"\nsize = {size}\n"
+        ));
+        let e = err(&t);
+        assert!(e.message.contains("size must be 1, 2, 4 or 8"), "{e}");
+        at(&t, &e, &format!("{size}\n"));
+    }
+}
+
+#[test]
+fn host_values_and_fills_must_fit() {
+    let t = with_host("action = \"write\"\nmapping = \"ram\"\nsize = 2\nvalue = 0x12345\n");
+    let e = err(&t);
+    assert!(e.message.contains("does not fit in 2 bytes"), "{e}");
+    at(&t, &e, "0x12345");
+    let t = with_host("action = \"mmap-anon\"\nmapping = \"ram\"\nfill = 0x123456789\n");
+    let e = err(&t);
+    assert!(e.message.contains("fill is a 32-bit pattern"), "{e}");
+    at(&t, &e, "0x123456789");
+}
+
+#[test]
+fn fields_an_action_does_not_use_are_refused() {
+    for (field, line) in [
+        ("pages", "pages = 1"),
+        ("prot", "prot = \"rw\""),
+        ("fill", "fill = 1"),
+    ] {
+        let t = with_host(&format!("action = \"read\"\nmapping = \"ram\"\n{line}\n"));
+        let e = err(&t);
+        assert!(e.message.contains(&format!("{field} means nothing")), "{e}");
+        at(&t, &e, line.split(" = ").nth(1).unwrap());
+    }
+}
+
+#[test]
+fn region_index_is_a_bar_of_a_device_mapping() {
+    let e = err(&GOOD.replace(
+        "pages = 1\n[[memslot]]",
+        "pages = 1\nregion_index = 4294967296\n[[memslot]]",
+    ));
+    assert!(e.message.contains("only vgpu-bar and vfio-bar"), "{e}");
+    let vfio = GOOD.replace("\"anon-private\"", "\"vfio-bar\"");
+    let e = err(&vfio.replace(
+        "pages = 1\n[[memslot]]",
+        "pages = 1\nregion_index = 4294967296\n[[memslot]]",
+    ));
+    assert!(e.message.contains("0 to 5"), "{e}");
+}
+
+#[test]
+fn after_takes_digits_only() {
+    let t = with_host("action = \"read\"\nmapping = \"ram\"\nafter = \"vcpu+0:+0\"\n");
+    let e = err(&t);
+    assert!(e.message.contains("after must look like"), "{e}");
+    at(&t, &e, "\"vcpu+0:+0\"");
+}
+
+#[test]
+fn steps_that_wait_on_themselves_are_refused() {
+    // One thread: the first step waits for access 2, the second for access 0; but vCPU 0
+    // stops after access 0 until the second step ran, which the thread runs after the first.
+    let t = with_host(
+        "thread = \"t\"\naction = \"read\"\nmapping = \"ram\"\nafter = \"vcpu0:2\"\n\
+         [[host]]\nthread = \"t\"\naction = \"read\"\nmapping = \"ram\"\nafter = \"vcpu0:0\"\n",
+    );
+    let e = err(&t);
+    assert!(e.message.contains("can never run"), "{e}");
+    // In the other order, or on two threads, it is fine.
+    let fine = t
+        .replacen("vcpu0:2", "vcpu0:X", 1)
+        .replacen("vcpu0:0", "vcpu0:2", 1)
+        .replacen("vcpu0:X", "vcpu0:0", 1);
+    scenario::parse("ok.toml", &fine).expect("ordered steps");
+    let two = t.replacen("thread = \"t\"", "thread = \"u\"", 1);
+    scenario::parse("ok.toml", &two).expect("two threads");
+}
+
+#[test]
+fn an_unknown_oracle_is_reported_where_it_stands() {
+    // The same text earlier in the file (a comment) must not take the blame.
+    let t = format!(
+        "{GOOD}[expect]\n# no-such-oracle is mentioned here first\n\"linux-6.13\" = {{ violations = [\"no-such-oracle\"] }}\n"
+    );
+    let e = err(&t);
+    assert!(e.message.contains("unknown oracle"), "{e}");
+    assert_eq!(e.line, t.lines().count(), "{e}");
+}

@@ -36,7 +36,6 @@ use std::process::ExitCode;
 
 /// The policy the model runs: the real host's `hva_to_pfn` era.
 pub const POLICY: PolicyId = PolicyId::Linux6_13;
-const MAX_STEPS: u64 = 20_000;
 const EMULATED_LABEL: &str = "emulated: model predicts the native path";
 
 /// A model outcome in the probe's terms.
@@ -92,7 +91,13 @@ impl Compared {
 
 /// The model's run for comparison with real KVM.
 pub fn model_run(sc: &Scenario) -> Result<SingleRun, String> {
-    run_once(sc, POLICY, ScheduleKind::VcpusLast, false, MAX_STEPS)
+    run_once(
+        sc,
+        POLICY,
+        ScheduleKind::VcpusLast,
+        false,
+        model::harness::step_bound(sc),
+    )
 }
 
 /// Compare a model run with a probe result of the same scenario.

@@ -193,7 +193,7 @@ fn print_matrix(rows: &[Vec<Cell>], pols: &[model::kvm::PolicyId], trace: bool) 
                         c.policy,
                         ScheduleKind::RoundRobin,
                         true,
-                        20_000,
+                        model::harness::step_bound(&c.scenario),
                     ) {
                         outln!(o, "  (round-robin schedule)");
                         out!(o, "{}", r.trace);

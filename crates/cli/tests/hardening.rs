@@ -78,3 +78,40 @@ fn invalid_utf8_is_placed() {
     assert_eq!(o.status.code(), Some(2));
     assert!(err(&o).contains("bad.toml:2:18: not UTF-8"), "{}", err(&o));
 }
+
+/// A scenario over one anonymous page with `program` as vCPU 0's accesses.
+fn one_page(name: &str, program: &str, extra: &str) -> String {
+    format!(
+        "name = \"{name}\"\n[[mapping]]\nname = \"ram\"\nbacking = \"anon-private\"\npages = 1\n{extra}\
+         [[memslot]]\nslot = 1\ngpa = 0x10000\nmapping = \"ram\"\npages = 1\n\
+         [[vcpu]]\nprogram = [ {program} ]\n"
+    )
+}
+
+#[test]
+fn a_long_run_that_finishes_is_no_livelock() {
+    let reads = vec!["{ read = 0x10000 }"; 20_000].join(", ");
+    let f = tmp("long.toml", one_page("long", &reads, "").as_bytes());
+    let o = kvmmu(&["run", &f, "--policy", "linux-6.13", "--schedules", "2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("ok") && !out.contains("DEADLOCK"), "{out}");
+}
+
+#[test]
+fn the_vmm_may_touch_its_own_userfaultfd_pages_before_the_guest_runs() {
+    let text = one_page("uffd-touch", "{ read = 0x10000 }", "")
+        .replace("anon-private", "userfault")
+        .replace(
+            "pages = 1\n[[memslot]]",
+            "pages = 1\ntouch = [0, 0]\n[[memslot]]",
+        );
+    let f = tmp("uffd-touch.toml", text.as_bytes());
+    let o = kvmmu(&["run", &f, "--schedules", "5", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    for l in String::from_utf8_lossy(&o.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["outcome"], "ok", "{l}");
+        assert_eq!(v["violations"], serde_json::json!([]), "{l}");
+    }
+}

@@ -332,6 +332,14 @@ pub fn build_with(
                     });
                 }
             }
+            // The VMM's userfaultfd handler runs from mmap() on, as the probe's does: the
+            // host's own touches of a registered range fault into it like any access.
+            if let (Backend::Userfault(u), false) = (&st.backend, m.touch.is_empty()) {
+                let mut pages = m.touch.clone();
+                pages.sort_unstable();
+                pages.dedup();
+                spawn_uffd_handler(&mut w, &m.name, u, m.fill, pages.len() as u64);
+            }
             for &page in &m.touch {
                 let (mm2, a) = (mm.clone(), st.base + page * PAGE_SIZE);
                 w.spawn(format!("touch {}", m.name), move |cx| async move {
@@ -418,12 +426,13 @@ pub fn build_with(
     }
     for st in &sys.mappings {
         if let Backend::Userfault(u) = &st.backend {
-            let handler = u.clone();
-            let fill = sc.mapping(&st.name).and_then(|m| m.fill);
-            w.spawn(format!("uffd-{}", st.name), move |cx| async move {
-                let fill_of = move |page: u64| fill.unwrap_or_else(|| uffd_fill(page));
-                handler.run_handler(cx, fill_of, u64::MAX).await;
-            });
+            spawn_uffd_handler(
+                &mut w,
+                &st.name,
+                u,
+                sc.mapping(&st.name).and_then(|m| m.fill),
+                u64::MAX,
+            );
             // The VMM's exit path stops the handler once every vCPU and host thread is done.
             let (u3, running) = (u.clone(), sys.running.clone());
             let obj = running.obj.expect("tracked in userfaultfd scenarios");
@@ -439,6 +448,21 @@ pub fn build_with(
         }
     }
     Ok((w, sys))
+}
+
+/// The VMM's userfaultfd handler thread for `u`, handling at most `max_msgs` faults.
+fn spawn_uffd_handler(
+    w: &mut World,
+    name: &str,
+    u: &Rc<Userfault>,
+    fill: Option<u32>,
+    max_msgs: u64,
+) {
+    let handler = u.clone();
+    w.spawn(format!("uffd-{name}"), move |cx| async move {
+        let fill_of = move |page: u64| fill.unwrap_or_else(|| uffd_fill(page));
+        handler.run_handler(cx, fill_of, max_msgs).await;
+    });
 }
 
 /// How many VMM threads (vCPUs, nested maps, host threads) are still running.

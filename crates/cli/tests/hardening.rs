@@ -115,3 +115,17 @@ fn the_vmm_may_touch_its_own_userfaultfd_pages_before_the_guest_runs() {
         assert_eq!(v["violations"], serde_json::json!([]), "{l}");
     }
 }
+
+#[test]
+fn a_long_touch_list_is_one_vmm_thread() {
+    // 10,000 touches once needed an actor each (and ran into the 64-actor limit).
+    let touch = vec!["0"; 10_000].join(", ");
+    let text = one_page(
+        "touches",
+        "{ read = 0x10000 }",
+        &format!("touch = [ {touch} ]\n"),
+    );
+    let f = tmp("touches.toml", text.as_bytes());
+    let o = kvmmu(&["run", &f, "--policy", "linux-6.13", "--schedules", "1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+}

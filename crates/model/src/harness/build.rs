@@ -340,18 +340,42 @@ pub fn build_with(
                 pages.dedup();
                 spawn_uffd_handler(&mut w, &m.name, u, m.fill, pages.len() as u64);
             }
-            for &page in &m.touch {
-                let (mm2, a) = (mm.clone(), st.base + page * PAGE_SIZE);
+            if !m.touch.is_empty() {
+                // One VMM thread touches the pages, in the listed order.
+                let (mm2, base, pages) = (mm.clone(), st.base, m.touch.clone());
                 w.spawn(format!("touch {}", m.name), move |cx| async move {
-                    let _ = user_access(&cx, &mm2, a, 4, None, true).await;
+                    for page in pages {
+                        let _ =
+                            user_access(&cx, &mm2, base + page * PAGE_SIZE, 4, None, true).await;
+                    }
                 });
             }
         }
         let r = w.run(&mut world::FirstEnabled, &mut || {
             std::ops::ControlFlow::Continue(())
         });
-        if r.status != world::Status::Completed {
-            return Err(format!("setup did not complete: {:?}", r.status));
+        match r.status {
+            world::Status::Completed => {}
+            world::Status::Deadlock(b) => {
+                let who: Vec<String> = b.iter().map(|x| x.to_string()).collect();
+                return Err(format!(
+                    "the host's setup (driver populate, touch) cannot finish: {}",
+                    who.join("; ")
+                ));
+            }
+            world::Status::Bug { actor, what } => {
+                return Err(format!("the host's setup hit BUG() in {actor}: {what}"))
+            }
+            world::Status::StepLimit => {
+                return Err("the host's setup did not finish within the step bound".into())
+            }
+            world::Status::Audit { actor, detail } => {
+                return Err(format!("the host's setup: audit: {actor}: {detail}"))
+            }
+            world::Status::Stopped(why) => return Err(format!("the host's setup stopped: {why}")),
+            world::Status::Diverged { step } => {
+                return Err(format!("the host's setup stopped at step {step}"))
+            }
         }
     }
     let seq = Sequencer::new(

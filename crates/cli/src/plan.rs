@@ -163,6 +163,7 @@ pub fn plan(sc: &Scenario, mode: Mode) -> Result<Adapted, String> {
             host,
             mode,
             timeout_ms: 0,
+            squat_holes: false,
         },
         notes,
     })

@@ -152,7 +152,7 @@ pub fn uffd_text(mapping: &str, page: u64, write: bool) -> String {
 pub fn error_status(e: &ProbeError) -> u8 {
     match e {
         ProbeError::NoKvm(_) | ProbeError::BadPlan(_) => 2,
-        ProbeError::Sys(_) => 1,
+        ProbeError::Sys(_) | ProbeError::Invalid(_) => 1,
     }
 }
 

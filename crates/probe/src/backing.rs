@@ -172,6 +172,14 @@ impl HostBacking {
         })
     }
 
+    /// Fault injection (tests): map pages of our own into this backing's holes.
+    pub(crate) fn squat_holes(&mut self) -> Result<(), ProbeError> {
+        let name = self.spec.name.clone();
+        self.region_mut()?
+            .squat_holes()
+            .map_err(|e| sys(format!("squat holes of '{name}'"), e))
+    }
+
     /// Punches the hole of a `Hole` backing (after its memslots are set).
     pub(crate) fn make_hole(&mut self) -> Result<(), ProbeError> {
         let pages = self.spec.pages;
@@ -296,6 +304,25 @@ impl Drop for HostBacking {
 pub(crate) struct Backings(pub Vec<HostBacking>);
 
 impl Backings {
+    /// Refuses to go on when a hole of ours has become mapped: a guest access there would
+    /// reach the probe's own memory, and what it saw would not be the kernel's answer.
+    pub(crate) fn check_holes(&self) -> Result<(), ProbeError> {
+        for b in &self.0 {
+            if let Some(r) = &b.region {
+                let taken = r.taken_holes();
+                if let Some(&p) = taken.first() {
+                    return Err(ProbeError::Invalid(format!(
+                        "page {p} of backing '{}' ({:#x}) was unmapped for the scenario but is \
+                         mapped again by something else in this process: the run is invalid",
+                        b.spec.name,
+                        b.base + (p * PAGE) as usize
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Looks a backing up by name.
     pub(crate) fn get_mut(&mut self, name: &str) -> Result<&mut HostBacking, ProbeError> {
         self.0

@@ -86,6 +86,9 @@ pub enum ProbeError {
     BadPlan(String),
     /// A system call failed.
     Sys(String),
+    /// The run is not a measurement of KVM: something of the probe itself would have been
+    /// reached by the guest (a hole of a backing mapped again).
+    Invalid(String),
 }
 
 impl fmt::Display for ProbeError {
@@ -94,6 +97,7 @@ impl fmt::Display for ProbeError {
             ProbeError::NoKvm(s) => write!(f, "KVM unavailable: {s}"),
             ProbeError::BadPlan(s) => write!(f, "bad plan: {s}"),
             ProbeError::Sys(s) => write!(f, "system error: {s}"),
+            ProbeError::Invalid(s) => write!(f, "invalid probe run: {s}"),
         }
     }
 }

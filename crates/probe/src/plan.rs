@@ -194,4 +194,8 @@ pub struct Plan {
     pub mode: Mode,
     /// Watchdog per KVM_RUN in ms; 0 means the default 2000 ms.
     pub timeout_ms: u64,
+    /// Fault injection for tests: once the holes are punched, map a page of the probe's
+    /// own into each, as a thread stack landing there would. The run must then fail as
+    /// invalid, never report a guest outcome.
+    pub squat_holes: bool,
 }

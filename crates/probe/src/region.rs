@@ -16,6 +16,8 @@ use std::ops::Range;
 pub(crate) struct Region {
     base: usize,
     owned: Vec<bool>,
+    /// Pages of our holes that a fault-injection test mapped (unmapped on drop).
+    squatters: Vec<u64>,
 }
 
 fn prot(read: bool, write: bool) -> ProtFlags {
@@ -59,6 +61,7 @@ impl Region {
         Ok(Region {
             base: p as usize,
             owned: vec![true; pages as usize],
+            squatters: Vec::new(),
         })
     }
 
@@ -90,6 +93,7 @@ impl Region {
         Ok(Region {
             base: p as usize,
             owned: vec![true; pages as usize],
+            squatters: Vec::new(),
         })
     }
 
@@ -247,8 +251,56 @@ impl Region {
     }
 }
 
+impl Region {
+    /// Pages of our holes (pages we unmapped) where something is mapped now: another
+    /// mapping of this process took the address, and a guest access there would reach it.
+    pub(crate) fn taken_holes(&self) -> Vec<u64> {
+        (0..self.pages())
+            .filter(|&p| !self.owned[p as usize] && is_mapped(self.addr(p)))
+            .collect()
+    }
+
+    /// Fault injection (tests): map a page into each hole, as a thread stack or an
+    /// allocation of the probe landing there would.
+    pub(crate) fn squat_holes(&mut self) -> io::Result<()> {
+        for p in (0..self.pages()).filter(|&p| !self.owned[p as usize]) {
+            let at = self.addr(p);
+            // SAFETY: MAP_FIXED_NOREPLACE maps only where nothing is mapped (our hole) and
+            // fails otherwise; no Rust reference points there.
+            let got = unsafe {
+                mm::mmap_anonymous(
+                    at,
+                    PAGE as usize,
+                    prot(true, true),
+                    MapFlags::PRIVATE | MapFlags::FIXED_NOREPLACE,
+                )
+            }?;
+            if got != at {
+                // SAFETY: `got` is the mapping this call just made; nobody else knows it.
+                let _ = unsafe { mm::munmap(got, PAGE as usize) };
+                return Err(io::Error::from_raw_os_error(libc::EEXIST));
+            }
+            self.squatters.push(p);
+        }
+        Ok(())
+    }
+}
+
+/// Whether anything is mapped at the page at `addr` (`mincore` fails with ENOMEM on an
+/// unmapped range).
+fn is_mapped(addr: *mut c_void) -> bool {
+    let mut vec = 0u8;
+    // SAFETY: mincore reads this process's page tables for one page-aligned page and writes
+    // one byte into `vec`; it touches no memory at `addr`.
+    unsafe { libc::mincore(addr, PAGE as usize, &mut vec) == 0 }
+}
+
 impl Drop for Region {
     fn drop(&mut self) {
+        for &p in &self.squatters {
+            // SAFETY: a page `squat_holes` mapped for a test; nothing else uses it.
+            let _ = unsafe { mm::munmap(self.addr(p), PAGE as usize) };
+        }
         let all = 0..self.pages();
         for run in self.runs(all, true) {
             if let Ok(len) = bytes(run.end - run.start) {

@@ -82,6 +82,9 @@ fn before_start(plan: &Plan, backings: &Mutex<Backings>) -> Result<(), ProbeErro
             .filter(|hb| hb.spec.kind == BackingKind::Hole)
     {
         hb.make_hole()?;
+        if plan.squat_holes {
+            hb.squat_holes()?;
+        }
     }
     for s in plan.host.iter().filter(|s| s.after.is_none()) {
         b.apply(&s.action)?;

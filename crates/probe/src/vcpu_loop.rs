@@ -205,7 +205,12 @@ pub(crate) fn drive(
             )));
             break;
         }
+        // Before and after every KVM_RUN: no hole of ours may have become mapped (the guest
+        // would reach the probe's own memory through it).
+        let holes = |b: &Mutex<Backings>| b.lock().unwrap_or_else(|e| e.into_inner()).check_holes();
+        holes(d.backings)?;
         let raw = run_once(&mut d.job.vcpu, dog, timeout);
+        holes(d.backings)?;
         if let Next::Stop = d.handle(raw)? {
             break;
         }

@@ -290,3 +290,34 @@ fn prot_none_efaults_until_restored() {
         "PROT_NONE is unreadable by the host too"
     );
 }
+
+/// Issue 12: a guest write into a hole must never land in the probe's own memory. A 3-page
+/// hole (where a vCPU thread's signal stack once landed) gives EFAULT on every page...
+#[test]
+fn a_three_page_hole_efaults_and_reaches_nothing_of_ours() {
+    if skip("a_three_page_hole_efaults_and_reaches_nothing_of_ours") {
+        return;
+    }
+    let p = one(
+        "hole3",
+        backing("d", K::Hole, 3, true, None),
+        false,
+        vec![w(D, 0x1122_3344), r(D), w(D + 0x1000, 1), w(D + 0x2000, 2)],
+        vec![],
+        Mode::Native,
+    );
+    let res = probe::run(&p).unwrap();
+    for e in exits(&res) {
+        assert_eq!(e, vec![Exit::Efault], "{res:?}");
+    }
+    // ...and when something of ours is mapped there anyway, the run is refused as invalid
+    // instead of reporting what the guest saw.
+    let mut p = p;
+    p.squat_holes = true;
+    match probe::run(&p) {
+        Err(probe::ProbeError::Invalid(why)) => {
+            assert!(why.contains("backing 'd'"), "{why}")
+        }
+        other => panic!("a squatted hole must invalidate the run: {other:?}"),
+    }
+}

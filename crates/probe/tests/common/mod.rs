@@ -113,6 +113,7 @@ pub fn one(
         host,
         mode,
         timeout_ms: 0,
+        squat_holes: false,
     }
 }
 

@@ -40,7 +40,7 @@ pub fn sources(args: &[String]) -> Result<Vec<Source>, String> {
             let (text, origin) = match builtin_text(a) {
                 Some(t) => (t, "built-in".to_string()),
                 None => (
-                    scenario::read(Path::new(a)).map_err(|e| e.to_string())?,
+                    scenario::read(Path::new(a)).map_err(|e| e.render())?,
                     a.clone(),
                 ),
             };
@@ -72,7 +72,7 @@ pub fn scenarios(args: &[String]) -> Result<Vec<Scenario>, String> {
             }
             let p = Path::new(a);
             if p.exists() {
-                return scenario::load(p).map_err(|e| e.to_string());
+                return scenario::load(p).map_err(|e| e.render());
             }
             let names: Vec<&str> = scenario::BUILTIN.iter().map(|(n, _)| *n).collect();
             Err(format!(

@@ -76,7 +76,8 @@ fn invalid_utf8_is_placed() {
     let f = tmp("bad.toml", b"name = \"x\"\ndescription = \"ab\xffc\"\n");
     let o = kvmmu(&["run", &f]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(err(&o).contains("bad.toml:2:18: not UTF-8"), "{}", err(&o));
+    assert!(err(&o).contains("not UTF-8"), "{}", err(&o));
+    assert!(err(&o).contains("bad.toml:2:18"), "{}", err(&o));
 }
 
 /// A scenario over one anonymous page with `program` as vCPU 0's accesses.
@@ -128,4 +129,19 @@ fn a_long_touch_list_is_one_vmm_thread() {
     let f = tmp("touches.toml", text.as_bytes());
     let o = kvmmu(&["run", &f, "--policy", "linux-6.13", "--schedules", "1"]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+}
+
+#[test]
+fn an_exit_2_shows_the_line_and_a_caret() {
+    let f = tmp(
+        "caret.toml",
+        b"name = \"x\"\n[[mapping]]\nname = \"ram\"\nbacking = \"anon\"\npages = 1\n",
+    );
+    let o = kvmmu(&["run", &f]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = err(&o);
+    assert!(e.contains("caret.toml:4:11"), "{e}");
+    assert!(e.contains("4 | backing = \"anon\""), "{e}");
+    assert!(e.contains("^^^^^^"), "{e}");
+    assert!(o.stdout.is_empty());
 }

@@ -8,6 +8,8 @@ pub struct ScenarioError {
     pub line: usize,
     pub column: usize,
     pub message: String,
+    /// The file's text and the byte range at fault, for [`ScenarioError::render`].
+    pub source: Option<(String, std::ops::Range<usize>)>,
 }
 
 impl fmt::Display for ScenarioError {
@@ -48,7 +50,36 @@ impl ScenarioError {
             line,
             column,
             message: message.into(),
+            source: Some((text.to_string(), span)),
         }
+    }
+
+    /// The error as the Rust compiler shows one: the message, `--> file:line:column`, the
+    /// offending line and a caret under the span. Without a span, the one-line form.
+    pub fn render(&self) -> String {
+        use annotate_snippets::{Level, Renderer, Snippet};
+        let Some((text, span)) = &self.source else {
+            return format!("error: {self}");
+        };
+        // An empty span (end of file) still gets a caret.
+        let start = span.start.min(text.len());
+        let end = span.end.clamp(start, text.len());
+        let end = if end == start {
+            text[start..]
+                .chars()
+                .next()
+                .map_or(start, |c| start + c.len_utf8())
+        } else {
+            end
+        };
+        let message = Level::Error.title(&self.message).snippet(
+            Snippet::source(text)
+                .line_start(1)
+                .origin(&self.file)
+                .fold(true)
+                .annotation(Level::Error.span(start..end)),
+        );
+        Renderer::plain().render(message).to_string()
     }
 
     pub(crate) fn from_toml(file: &str, text: &str, e: &toml::de::Error) -> Self {
@@ -58,6 +89,7 @@ impl ScenarioError {
             line,
             column,
             message: e.message().trim().to_string(),
+            source: e.span().map(|s| (text.to_string(), s)),
         }
     }
 }

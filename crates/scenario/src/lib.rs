@@ -38,6 +38,7 @@ pub fn read(path: &std::path::Path) -> Result<String, ScenarioError> {
         line,
         column,
         message,
+        source: None,
     };
     let mut bytes = Vec::new();
     std::fs::File::open(path)
@@ -54,15 +55,20 @@ pub fn read(path: &std::path::Path) -> Result<String, ScenarioError> {
         ));
     }
     String::from_utf8(bytes).map_err(|e| {
-        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let valid = e.utf8_error().valid_up_to();
+        // The lossy text shows the place: the valid prefix is unchanged, then U+FFFD.
+        let shown = String::from_utf8_lossy(e.as_bytes()).into_owned();
+        let good = &e.as_bytes()[..valid];
         let line = 1 + good.iter().filter(|&&b| b == b'\n').count();
         let start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         let column = 1 + String::from_utf8_lossy(&good[start..]).chars().count();
-        err(
+        let mut e = err(
             line,
             column,
             "not UTF-8: a scenario file is UTF-8 text; this byte starts no valid character".into(),
-        )
+        );
+        e.source = Some((shown, valid..valid + '\u{FFFD}'.len_utf8()));
+        e
     })
 }
 

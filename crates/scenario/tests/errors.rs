@@ -262,3 +262,16 @@ fn an_unknown_oracle_is_reported_where_it_stands() {
     assert!(e.message.contains("unknown oracle"), "{e}");
     assert_eq!(e.line, t.lines().count(), "{e}");
 }
+
+#[test]
+fn errors_render_as_the_compiler_does() {
+    let e = err(&GOOD.replace("\"anon-private\"", "\"anon-privat\""));
+    let r = e.render();
+    assert!(
+        r.starts_with("error: unknown backing \"anon-privat\""),
+        "{r}"
+    );
+    assert!(r.contains(" --> bad.toml:5:11"), "{r}");
+    assert!(r.contains("5 | backing = \"anon-privat\""), "{r}");
+    assert!(r.contains("  |           ^^^^^^^^^^^^^"), "{r}");
+}

@@ -154,19 +154,26 @@ pub fn plan(sc: &Scenario, mode: Mode) -> Result<Adapted, String> {
             "{unsequenced} host step(s) without `after` run before the vCPUs start on real KVM (the model explores them racing with the vCPUs; the probe cannot)"
         ));
     }
-    Ok(Adapted {
-        plan: Plan {
-            name: sc.name.clone(),
-            backings,
-            memslots,
-            vcpus,
-            host,
-            mode,
-            timeout_ms: 0,
-            squat_holes: false,
-        },
-        notes,
-    })
+    let plan = Plan {
+        name: sc.name.clone(),
+        backings,
+        memslots,
+        vcpus,
+        host,
+        mode,
+        timeout_ms: 0,
+        squat_holes: false,
+    };
+    // One validation for every command: what the model accepts but the probe cannot run
+    // is said here, as the reason the probe skips it.
+    ::probe::check(&plan).map_err(|e| {
+        let why = match e {
+            ::probe::ProbeError::BadPlan(s) => s,
+            other => other.to_string(),
+        };
+        format!("valid for the model, but beyond the probe: {why}")
+    })?;
+    Ok(Adapted { plan, notes })
 }
 
 fn guest_op(op: &GuestOp) -> ::probe::GuestOp {

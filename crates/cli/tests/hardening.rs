@@ -145,3 +145,26 @@ fn an_exit_2_shows_the_line_and_a_caret() {
     assert!(e.contains("^^^^^^"), "{e}");
     assert!(o.stdout.is_empty());
 }
+
+#[test]
+fn what_the_model_accepts_and_the_probe_cannot_run_is_said_as_such() {
+    // 20,000 accesses: fine for the model, more guest code than the probe's code area holds.
+    let reads = vec!["{ read = 0x10000 }"; 20_000].join(", ");
+    let f = tmp("big-code.toml", one_page("big-code", &reads, "").as_bytes());
+    assert_eq!(
+        kvmmu(&["run", &f, "--schedules", "1"]).status.code(),
+        Some(0)
+    );
+    for cmd in ["probe", "diff"] {
+        let o = kvmmu(&[cmd, &f]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(0), "{cmd}: {out}{}", err(&o));
+        assert!(!out.contains("bad plan"), "{cmd}: {out}");
+        if cmd == "probe" {
+            assert!(
+                out.contains("skip: valid for the model, but beyond the probe: guest code needs"),
+                "{out}"
+            );
+        }
+    }
+}

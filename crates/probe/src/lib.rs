@@ -34,7 +34,7 @@ mod watchdog;
 
 pub use outcome::{AccessResult, Attempt, Exit, ProbeError, ProbeResult, Stats, Timing, UffdEvent};
 pub use plan::{Backing, BackingKind, GuestOp, HostAction, Memslot, Mode, Plan, Step, Vcpu};
-pub use run::run;
+pub use run::{check, run};
 pub use timing::measure_first_touch;
 
 use std::sync::{Mutex, MutexGuard};

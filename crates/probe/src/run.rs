@@ -50,6 +50,13 @@ impl Gate {
     }
 }
 
+/// Everything `run` would refuse before creating anything: the plan's limits and whether its
+/// guest code fits. A scenario adapter calls it to say up front what the probe cannot run.
+pub fn check(plan: &Plan) -> Result<(), ProbeError> {
+    crate::validate::plan(plan)?;
+    assemble_all(plan).map(|_| ())
+}
+
 /// Assembles every vCPU's program at its own page-aligned address in the code area.
 fn assemble_all(plan: &Plan) -> Result<(Vec<GuestCode>, Vec<u8>), ProbeError> {
     let mut codes = Vec::new();

@@ -612,6 +612,8 @@ impl<'o> Worker<'o> {
                 Some(Cut::Executions)
             } else if opts.budget.is_some_and(|b| start.elapsed() >= b) {
                 Some(Cut::Budget)
+            } else if opts.interrupted() {
+                Some(Cut::Interrupted)
             } else {
                 None
             };

@@ -129,6 +129,18 @@ pub struct Options {
     /// Spaces that plain DPOR covers within this many executions are explored whole (0
     /// split depth): splitting them would only add executions.
     pub split_above: u64,
+    /// Set from outside (a signal handler) to stop the exploration after the execution
+    /// under way; the result is then cut [`Cut::Interrupted`].
+    pub interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl Options {
+    /// Whether [`Options::interrupt`] was raised.
+    pub fn interrupted(&self) -> bool {
+        self.interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 impl Default for Options {
@@ -147,6 +159,7 @@ impl Default for Options {
             iterative: true,
             split_depth: explore::SPLIT_DEPTH,
             split_above: explore::SPLIT_ABOVE,
+            interrupt: None,
         }
     }
 }
@@ -166,6 +179,8 @@ pub enum Cut {
     Failure,
     /// Some execution hit the step bound (its continuation is unexplored).
     Diverged,
+    /// Interrupted from outside (a signal).
+    Interrupted,
 }
 
 impl Cut {
@@ -177,16 +192,18 @@ impl Cut {
             Cut::Budget => "time budget",
             Cut::Failure => "stopped at first failure",
             Cut::Diverged => "step bound",
+            Cut::Interrupted => "interrupted",
         }
     }
 
-    pub const ALL: [Cut; 6] = [
+    pub const ALL: [Cut; 7] = [
         Cut::Sampled,
         Cut::Bound,
         Cut::Executions,
         Cut::Budget,
         Cut::Failure,
         Cut::Diverged,
+        Cut::Interrupted,
     ];
 
     pub fn from_name(s: &str) -> Option<Cut> {

@@ -130,6 +130,10 @@ pub(crate) fn sample(
             acc.cut(Cut::Budget);
             break;
         }
+        if opts.interrupted() {
+            acc.cut(Cut::Interrupted);
+            break;
+        }
         let mut sched: Box<dyn Scheduler> = match (opts.strategy, k) {
             (Strategy::Sample | Strategy::Pct, 0) => Box::new(RoundRobin),
             (Strategy::Random, _) => Box::new(Random::new(opts.seed.wrapping_add(k))),

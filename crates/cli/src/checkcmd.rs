@@ -172,13 +172,17 @@ pub fn check(a: &CheckArgs) -> ExitCode {
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
         |j| j as usize,
     );
+    let interrupt = crate::signals::interrupt_flag();
     let start = Instant::now();
     let total = srcs.len() * pols.len();
     let bar = progress_bar(a.quiet);
     let mut done: Vec<Done> = Vec::new();
     let mut parts: Vec<shard::CellPart> = Vec::new();
-    for src in &srcs {
+    'cells: for src in &srcs {
         for &p in &pols {
+            if interrupt.load(std::sync::atomic::Ordering::Relaxed) {
+                break 'cells;
+            }
             // Successive cells start on successive shards, so small cells spread too.
             let part = shard.map_or(Part::ALL, |(k, n)| Part {
                 index: k,
@@ -188,6 +192,7 @@ pub fn check(a: &CheckArgs) -> ExitCode {
             // A scenario too large to check completely names its bound (and why).
             let declared = src.scenario.check.as_ref().map(|c| c.preemptions);
             let opts = Options {
+                interrupt: Some(interrupt.clone()),
                 split_above: a.split_above,
                 strategy: a.strategy,
                 preemptions: a
@@ -280,6 +285,15 @@ pub fn check(a: &CheckArgs) -> ExitCode {
         }
     }
     bar.finish_and_clear();
+    if interrupt.load(std::sync::atomic::Ordering::Relaxed) {
+        // What finished (the last cell cut short, not complete), then a non-zero exit.
+        let _ = report(a, &done, start.elapsed());
+        eprintln!(
+            "kvmmu: interrupted after {} of {total} cells (the last one cut short)",
+            done.len()
+        );
+        return ExitCode::from(130);
+    }
     if let Some((k, n)) = shard {
         let file = shard::ShardFile {
             format: shard::FORMAT.to_string(),
@@ -354,7 +368,7 @@ pub fn report(a: &CheckArgs, done: &[Done], elapsed: Duration) -> ExitCode {
 }
 
 /// A spinner on stderr, hidden when stderr is not a terminal or with `--quiet`.
-fn progress_bar(quiet: bool) -> ProgressBar {
+pub fn progress_bar(quiet: bool) -> ProgressBar {
     let bar = ProgressBar::new_spinner();
     if quiet {
         bar.set_draw_target(ProgressDrawTarget::hidden());

@@ -23,6 +23,7 @@ mod probe;
 mod replay;
 mod run;
 mod shard;
+mod signals;
 mod text;
 
 use check::Strategy;

@@ -25,39 +25,71 @@ pub fn run(
             return ExitCode::from(2);
         }
     };
+    let interrupt = crate::signals::interrupt_flag();
     let opts = Options {
         strategy: Strategy::Sample,
         seed,
         samples: schedules as u64,
         counterexamples: trace,
+        interrupt: Some(interrupt.clone()),
         ..Options::default()
     };
-    let mut rows: Vec<Vec<Cell>> = Vec::new();
-    for sc in &scs {
+    // Cells print as they finish: JSON lines on stdout, a line per cell on a terminal's
+    // stderr (the text matrix needs every cell first).
+    let bar = crate::checkcmd::progress_bar(format == Format::Json);
+    let total = scs.len() * pols.len();
+    let mut rows: Vec<Vec<Option<Cell>>> = Vec::new();
+    let mut finished = 0;
+    'cells: for sc in &scs {
         let mut row = Vec::new();
         for &p in &pols {
-            match cell::explore(sc, p, &opts, false, 1, check::Part::ALL, &mut |_| {}).map(|x| x.0)
-            {
-                Ok(c) => row.push(c),
+            bar.set_message(format!(
+                "[{}/{total}] {} / {}",
+                finished + 1,
+                sc.name,
+                p.name()
+            ));
+            let c = match cell::explore(sc, p, &opts, false, 1, check::Part::ALL, &mut |_| {}) {
+                Ok((c, _)) => c,
                 Err(e) => {
+                    bar.finish_and_clear();
                     eprintln!("kvmmu: {}: {e}", sc.name);
                     return ExitCode::from(2);
                 }
+            };
+            finished += 1;
+            match format {
+                Format::Json => crate::emit(&format!("{}\n", cell_json(&c))),
+                Format::Text => bar.println(format!(
+                    "[{finished}/{total}] {} / {}: {} ({} schedules)",
+                    sc.name,
+                    p.name(),
+                    c.text(),
+                    c.report.executions
+                )),
+            }
+            row.push(Some(c));
+            if interrupted(&interrupt) {
+                row.resize_with(pols.len(), || None);
+                rows.push(row);
+                break 'cells;
             }
         }
         rows.push(row);
     }
-    let all_match = rows.iter().flatten().all(|c| c.matches != Some(false));
-    match format {
-        Format::Text => print_matrix(&rows, &pols, trace),
-        Format::Json => {
-            let mut o = String::new();
-            for c in rows.iter().flatten() {
-                outln!(o, "{}", cell_json(c));
-            }
-            crate::emit(&o);
-        }
+    bar.finish_and_clear();
+    if format == Format::Text {
+        print_matrix(&rows, &pols, trace);
     }
+    if interrupted(&interrupt) {
+        eprintln!("kvmmu: interrupted after {finished} of {total} cells (the last one cut short)");
+        return ExitCode::from(130);
+    }
+    let all_match = rows
+        .iter()
+        .flatten()
+        .flatten()
+        .all(|c| c.matches != Some(false));
     if all_match {
         ExitCode::SUCCESS
     } else {
@@ -81,11 +113,16 @@ fn cell_json(c: &Cell) -> serde_json::Value {
     })
 }
 
-fn print_matrix(rows: &[Vec<Cell>], pols: &[model::kvm::PolicyId], trace: bool) {
+fn interrupted(f: &std::sync::atomic::AtomicBool) -> bool {
+    f.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The matrix; cells not run (interrupted) show `-`.
+fn print_matrix(rows: &[Vec<Option<Cell>>], pols: &[model::kvm::PolicyId], trace: bool) {
     let mut o = String::new();
     let name_w = rows
         .iter()
-        .filter_map(|r| r.first())
+        .filter_map(|r| r.first().and_then(Option::as_ref))
         .map(|c| c.scenario.name.chars().count())
         .max()
         .unwrap_or(8)
@@ -94,9 +131,10 @@ fn print_matrix(rows: &[Vec<Cell>], pols: &[model::kvm::PolicyId], trace: bool) 
         .iter()
         .map(|r| {
             r.iter()
-                .map(|c| match c.matches {
-                    Some(false) => format!("{} (!)", c.text()),
-                    _ => c.text(),
+                .map(|c| match c {
+                    None => "-".to_string(),
+                    Some(c) if c.matches == Some(false) => format!("{} (!)", c.text()),
+                    Some(c) => c.text(),
                 })
                 .collect()
         })
@@ -117,7 +155,12 @@ fn print_matrix(rows: &[Vec<Cell>], pols: &[model::kvm::PolicyId], trace: bool) 
     }
     o.push('\n');
     for (r, row) in rows.iter().zip(&cells) {
-        out!(o, "{}", Pad(&r[0].scenario.name, name_w));
+        let name = r
+            .iter()
+            .flatten()
+            .next()
+            .map_or("", |c| c.scenario.name.as_str());
+        out!(o, "{}", Pad(name, name_w));
         for (j, c) in row.iter().enumerate() {
             out!(o, "  {}", Pad(c, col_w[j]));
         }
@@ -125,6 +168,7 @@ fn print_matrix(rows: &[Vec<Cell>], pols: &[model::kvm::PolicyId], trace: bool) 
     }
     let mismatches: Vec<&Cell> = rows
         .iter()
+        .flatten()
         .flatten()
         .filter(|c| c.matches == Some(false))
         .collect();
@@ -136,6 +180,7 @@ fn print_matrix(rows: &[Vec<Cell>], pols: &[model::kvm::PolicyId], trace: bool) 
     }
     let violated: Vec<&Cell> = rows
         .iter()
+        .flatten()
         .flatten()
         .filter(|c| !c.report.found.is_empty())
         .collect();
@@ -160,7 +205,7 @@ fn print_matrix(rows: &[Vec<Cell>], pols: &[model::kvm::PolicyId], trace: bool) 
         }
     }
     if trace {
-        for c in rows.iter().flatten() {
+        for c in rows.iter().flatten().flatten() {
             outln!(o, "\n=== {} / {}: {}", c.scenario.name, c.policy, c.text());
             for (v, acc) in c.access_outcomes().iter().enumerate() {
                 for a in acc {

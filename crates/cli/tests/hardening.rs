@@ -168,3 +168,41 @@ fn what_the_model_accepts_and_the_probe_cannot_run_is_said_as_such() {
         }
     }
 }
+
+#[test]
+fn sigterm_prints_what_finished_and_fails() {
+    for format in ["json", "text"] {
+        let child = Command::new(env!("CARGO_BIN_EXE_kvmmu"))
+            .args(["run", "vgpu-reset-race", "anon", "--schedules", "100000000"])
+            .args(["--format", format])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let killed = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(130), "{}", err(&o));
+        assert!(
+            err(&o).contains("interrupted after 1 of 10 cells"),
+            "{}",
+            err(&o)
+        );
+        let out = String::from_utf8_lossy(&o.stdout);
+        match format {
+            "json" => {
+                let v: serde_json::Value =
+                    serde_json::from_str(out.lines().next().unwrap()).unwrap();
+                assert_eq!(v["scenario"], "vgpu-reset-race");
+            }
+            _ => assert!(
+                out.contains("vgpu-reset-race") && out.contains(" - "),
+                "{out}"
+            ),
+        }
+    }
+}

@@ -97,7 +97,7 @@ pub struct RawOp {
 pub struct RawNested {
     pub gpa: u64,
     #[serde(default)]
-    pub rounds: Option<usize>,
+    pub rounds: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize)]

@@ -131,6 +131,12 @@ pub(crate) fn validate(
         if backing == Backing::Vvar && pages > 4 {
             return cx.err(m.pages.span(), "[vvar] has 4 pages");
         }
+        if m.touch.len() > MAX_TOUCHES {
+            return cx.err(
+                m.touch[MAX_TOUCHES].span(),
+                format!("at most {MAX_TOUCHES} touches per mapping"),
+            );
+        }
         for t in &m.touch {
             if *t.get_ref() >= pages {
                 return cx.err(
@@ -185,16 +191,18 @@ pub(crate) fn validate(
         if gpa % 4096 != 0 {
             return cx.err(s.gpa.span(), "gpa must be page-aligned");
         }
-        if !(0x10000..0x1C0000).contains(&gpa) || gpa + pages * 4096 > 0x1C0000 {
+        if !(0x10000..0x1C0000).contains(&gpa)
+            || gpa.saturating_add(pages.saturating_mul(4096)) > 0x1C0000
+        {
             return cx.err(s.gpa.span(), "memslots must lie in guest-physical 0x10000..0x1C0000 (the probe's guest layout owns the rest)");
         }
-        if pages == 0 || s.offset + pages > m.pages {
+        if pages == 0 || s.offset.saturating_add(pages) > m.pages {
             return cx.err(
                 s.pages.span(),
                 format!(
                     "slot covers pages {}..{} of a {}-page mapping",
                     s.offset,
-                    s.offset + pages,
+                    s.offset.saturating_add(pages),
                     m.pages
                 ),
             );
@@ -216,6 +224,14 @@ pub(crate) fn validate(
             pages,
             readonly: s.readonly,
         });
+    }
+    let accesses: usize = raw.vcpus.iter().map(|v| v.program.len()).sum();
+    if accesses > MAX_ACCESSES {
+        let last = raw.vcpus.iter().flat_map(|v| &v.program).nth(MAX_ACCESSES);
+        return cx.err(
+            last.map_or(0..0, |o| o.span()),
+            format!("at most {MAX_ACCESSES} guest accesses in all"),
+        );
     }
     let mut vcpus = Vec::new();
     for v in &raw.vcpus {
@@ -272,10 +288,17 @@ pub(crate) fn validate(
                 format!("nested_map gpa {:#x} is in no memslot", n.gpa),
             );
         }
-        nested.push(NestedMap {
-            gpa: n.gpa,
-            rounds: n.rounds.unwrap_or(3),
-        });
+        let rounds = match &n.rounds {
+            None => 3,
+            Some(r) if (1..=MAX_ROUNDS).contains(r.get_ref()) => *r.get_ref(),
+            Some(r) => {
+                return cx.err(
+                    r.span(),
+                    format!("rounds must be between 1 and {MAX_ROUNDS}"),
+                )
+            }
+        };
+        nested.push(NestedMap { gpa: n.gpa, rounds });
     }
     let mut host = Vec::new();
     for (j, h) in raw.host.iter().enumerate() {
@@ -388,10 +411,10 @@ pub(crate) fn validate(
                 )
             }
         };
-        let in_pages = |off_pages: u64, n: u64| off_pages + n <= m.pages;
+        let in_pages = |off_pages: u64, n: u64| off_pages.saturating_add(n) <= m.pages;
         let ok = match &action {
             HostAction::Write { offset, size, .. } | HostAction::Read { offset, size, .. } => {
-                offset + u64::from(*size) <= m.pages * 4096
+                offset.saturating_add(u64::from(*size)) <= m.pages * 4096
             }
             HostAction::MadviseDontneed { offset, pages, .. }
             | HostAction::Mprotect { offset, pages, .. }
@@ -410,6 +433,30 @@ pub(crate) fn validate(
             after,
             action,
         });
+    }
+    // Every vCPU, nested map, host thread, userfaultfd handler (and its exit path), touching
+    // VMM thread and driver setup is an actor of the model's world.
+    let threads: std::collections::BTreeSet<&str> =
+        host.iter().map(|h| h.thread.as_str()).collect();
+    let actors = vcpus.len()
+        + nested.len()
+        + threads.len()
+        + mappings
+            .iter()
+            .map(|m| {
+                2 * usize::from(m.backing == Backing::Userfault)
+                    + usize::from(!m.touch.is_empty())
+                    + usize::from(m.backing == Backing::Mixedmap)
+            })
+            .sum::<usize>();
+    if actors > MAX_THREADS {
+        return cx.err(
+            raw.name.span(),
+            format!(
+                "{actors} threads (vCPUs, nested maps, host threads, userfaultfd handlers and the \
+                 VMM's setup threads); the model runs at most {MAX_THREADS}"
+            ),
+        );
     }
     if let Some(j) = waits_on_itself(&host) {
         let after = raw.host[j].get_ref().after.as_ref().expect("sequenced");
@@ -534,6 +581,12 @@ fn waits_on_itself(host: &[HostStep]) -> Option<usize> {
             false
         })
 }
+
+/// Size limits: what a scenario may ask of the model (and of its step bound).
+const MAX_ACCESSES: usize = 100_000;
+const MAX_TOUCHES: usize = 10_000;
+const MAX_ROUNDS: usize = 1_000;
+const MAX_THREADS: usize = 64;
 
 /// The host actions a scenario may name.
 const KNOWN_ACTIONS: [&str; 8] = [

@@ -275,3 +275,21 @@ fn errors_render_as_the_compiler_does() {
     assert!(r.contains("5 | backing = \"anon-privat\""), "{r}");
     assert!(r.contains("  |           ^^^^^^^^^^^^^"), "{r}");
 }
+
+#[test]
+fn huge_numbers_are_refused_not_wrapped() {
+    // pages * 4096 and offset + pages overflowed (a panic in debug builds, a wrong answer in
+    // release ones); found by kvmmu-fuzz.
+    let e = err(&GOOD.replace(
+        "mapping = \"ram\"\npages = 1",
+        "mapping = \"ram\"\npages = 4611686018427387904",
+    ));
+    assert!(e.message.contains("memslots must lie in"), "{e}");
+    let t = with_host("action = \"read\"\nmapping = \"ram\"\noffset = 9223372036854775807\n");
+    let e = err(&t);
+    assert!(e.message.contains("does not fit mapping"), "{e}");
+    let t = with_host(
+        "action = \"munmap\"\nmapping = \"ram\"\noffset = 9223372036854775807\npages = 2\n",
+    );
+    assert!(err(&t).message.contains("does not fit mapping"));
+}

@@ -36,16 +36,22 @@ impl CellProgram {
 /// Steps after which an execution counts as a livelock: scaled to the scenario, so that a
 /// long program that finishes is never called one. Every guest access, nested map round,
 /// host step and touch finishes within a few hundred steps when nothing keeps invalidating
-/// it (the longest fault path with its retries is under 300 steps on the built-ins); 2,000
-/// per piece of work, plus 20,000, leaves a wide margin and still stops a real livelock — a
-/// fault retried forever — after a bounded number of retries.
+/// it (the longest fault path with its retries is under 300 steps on the built-ins); 500
+/// per piece of work, plus 20,000, leaves a margin and still stops a real livelock — a fault
+/// retried forever — after a bounded number of retries. Capped at [`MAX_STEP_BOUND`].
 pub fn step_bound(sc: &Scenario) -> u64 {
     let accesses: usize = sc.vcpus.iter().map(|v| v.program.len()).sum();
     let rounds: usize = sc.nested.iter().map(|n| n.rounds).sum();
     let touches: usize = sc.mappings.iter().map(|m| m.touch.len()).sum();
     let work = (accesses + rounds + touches + sc.host.len()) as u64;
-    20_000u64.saturating_add(work.saturating_mul(2_000))
+    20_000u64
+        .saturating_add(work.saturating_mul(500))
+        .min(MAX_STEP_BOUND)
 }
+
+/// The step bound's ceiling: a run records every step, so the bound is also what one run may
+/// cost in memory (about 100 MB at this many steps).
+pub const MAX_STEP_BOUND: u64 = 2_000_000;
 
 impl Program for CellProgram {
     fn instance(&mut self) -> Result<(World, Box<dyn Monitor>), String> {

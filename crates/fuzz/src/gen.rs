@@ -1,0 +1,198 @@
+//! Scenarios generated from the format's grammar: every table and field, values mostly in
+//! range and sometimes just outside it.
+
+use std::fmt::Write;
+use world::SplitMix64;
+
+const BACKINGS: [&str; 14] = [
+    "anon-private",
+    "anon-shared",
+    "memfd",
+    "file-private",
+    "file-shared",
+    "vvar",
+    "userfault",
+    "hole",
+    "prot-none",
+    "vgpu-bar",
+    "vfio-bar",
+    "usbfs",
+    "ttm",
+    "mixedmap",
+];
+const ACTIONS: [&str; 8] = [
+    "write",
+    "read",
+    "madvise-dontneed",
+    "mprotect",
+    "munmap",
+    "mmap-anon",
+    "device-reset",
+    "evict",
+];
+const POLICIES: [&str; 5] = [
+    "linux-4.7",
+    "linux-4.8",
+    "linux-5.12",
+    "linux-5.13",
+    "linux-6.13",
+];
+const ORACLES: [&str; 4] = [
+    "refcount-sane",
+    "no-freed-frame",
+    "no-stale-spte",
+    "right-frame",
+];
+
+fn pick<'a>(rng: &mut SplitMix64, xs: &[&'a str]) -> &'a str {
+    xs[rng.below(xs.len())]
+}
+
+/// Mostly `lo..=hi`, sometimes one past either end.
+fn around(rng: &mut SplitMix64, lo: u64, hi: u64) -> u64 {
+    let hi = hi.max(lo);
+    match rng.below(12) {
+        0 => hi + 1,
+        1 => lo.saturating_sub(1),
+        _ => lo + rng.below((hi - lo + 1) as usize) as u64,
+    }
+}
+
+pub fn scenario(rng: &mut SplitMix64) -> String {
+    let mut t = String::new();
+    let _ = writeln!(t, "name = \"gen\"\ndescription = \"generated\"");
+    if rng.below(6) == 0 {
+        let _ = writeln!(t, "allow_unsafe_mappings = true");
+    }
+    let nmaps = 1 + rng.below(3);
+    let mut pages = Vec::new();
+    for m in 0..nmaps {
+        let backing = pick(rng, &BACKINGS);
+        let p = around(rng, 1, 6);
+        pages.push(p);
+        let _ = writeln!(
+            t,
+            "\n[[mapping]]\nname = \"m{m}\"\nbacking = \"{backing}\"\npages = {p}"
+        );
+        if rng.below(3) == 0 {
+            let _ = writeln!(t, "fill = {:#x}", rng.below(1 << 16) as u64 * 0x10001);
+        }
+        if rng.below(4) == 0 {
+            let _ = writeln!(t, "touch = [{}]", around(rng, 0, p.saturating_sub(1)));
+        }
+        if rng.below(5) == 0 {
+            let _ = writeln!(t, "prot = \"{}\"", pick(rng, &["r", "rw", "none"]));
+        }
+        if rng.below(6) == 0 {
+            let _ = writeln!(t, "fault_retry = true");
+        }
+    }
+    for (m, &p) in pages.iter().enumerate() {
+        if rng.below(8) == 0 {
+            continue;
+        }
+        let n = around(rng, 1, p);
+        let _ = writeln!(
+            t,
+            "\n[[memslot]]\nslot = {}\ngpa = {:#x}\nmapping = \"m{m}\"\npages = {n}",
+            m + 1,
+            0x10000 + 0x10000 * m as u64
+        );
+        if rng.below(5) == 0 {
+            let _ = writeln!(t, "readonly = true");
+        }
+    }
+    let nv = 1 + rng.below(3);
+    let mut accesses = Vec::new();
+    for _ in 0..nv {
+        let n = 1 + rng.below(5);
+        accesses.push(n);
+        let ops: Vec<String> = (0..n)
+            .map(|_| {
+                let m = rng.below(nmaps) as u64;
+                let gpa =
+                    0x10000 + 0x10000 * m + 0x1000 * around(rng, 0, 5) + [0, 4, 8][rng.below(3)];
+                let size = [1, 2, 4, 8, 3][rng.below(5)];
+                if rng.below(2) == 0 {
+                    format!("{{ read = {gpa:#x}, size = {size} }}")
+                } else {
+                    format!(
+                        "{{ write = {gpa:#x}, value = {:#x}, size = {size} }}",
+                        rng.below(256)
+                    )
+                }
+            })
+            .collect();
+        let _ = writeln!(t, "\n[[vcpu]]\nprogram = [ {} ]", ops.join(", "));
+    }
+    for h in 0..rng.below(4) {
+        let action = pick(rng, &ACTIONS);
+        let m = rng.below(nmaps);
+        let _ = writeln!(
+            t,
+            "\n[[host]]\nthread = \"t{}\"\naction = \"{action}\"\nmapping = \"m{m}\"",
+            h % 2
+        );
+        if rng.below(2) == 0 {
+            let v = rng.below(nv);
+            let _ = writeln!(
+                t,
+                "after = \"vcpu{v}:{}\"",
+                around(rng, 0, accesses[v] as u64 - 1)
+            );
+        }
+        match action {
+            "write" => {
+                let _ = writeln!(
+                    t,
+                    "offset = {}\nvalue = {}",
+                    4 * around(rng, 0, 8),
+                    rng.below(1000)
+                );
+            }
+            "read" => {
+                let _ = writeln!(t, "offset = {}", 4 * around(rng, 0, 8));
+            }
+            "mprotect" => {
+                let _ = writeln!(
+                    t,
+                    "pages = 1\nprot = \"{}\"",
+                    pick(rng, &["r", "rw", "none"])
+                );
+            }
+            "madvise-dontneed" | "munmap" | "mmap-anon" => {
+                let _ = writeln!(
+                    t,
+                    "offset = {}\npages = {}",
+                    around(rng, 0, 2),
+                    around(rng, 1, 2)
+                );
+            }
+            _ => {}
+        }
+    }
+    if rng.below(6) == 0 {
+        let _ = writeln!(
+            t,
+            "\n[[nested_map]]\ngpa = {:#x}\nrounds = {}",
+            0x10000 + 0x1000 * rng.below(3) as u64,
+            around(rng, 1, 3)
+        );
+    }
+    if rng.below(3) == 0 {
+        let _ = writeln!(
+            t,
+            "\n[expect]\n\"{}\" = {{ violations = [\"{}\"], outcome = \"ok\" }}",
+            pick(rng, &POLICIES),
+            pick(rng, &ORACLES)
+        );
+    }
+    if rng.below(8) == 0 {
+        let _ = writeln!(
+            t,
+            "\n[check]\npreemptions = {}\nwhy = \"generated\"",
+            around(rng, 0, 16)
+        );
+    }
+    t
+}

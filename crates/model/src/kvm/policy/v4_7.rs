@@ -68,10 +68,8 @@ async fn hva_to_pfn(
 
 /// `vma_is_valid(vma, write_fault)`.
 pub(super) fn vma_is_valid(vma: &crate::mm::Vma, write: bool) -> bool {
-    let need = if write {
-        VmFlags::VM_WRITE
-    } else {
-        VmFlags::VM_READ
-    };
-    vma.flags().intersects(need)
+    // VM_READ always (a PROT_WRITE-only vma is not valid even for a write fault), VM_WRITE
+    // for a write fault.
+    let f = vma.flags();
+    f.contains(VmFlags::VM_READ) && (!write || f.contains(VmFlags::VM_WRITE))
 }

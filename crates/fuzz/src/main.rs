@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use world::SplitMix64;
 
 struct Args {
-    iterations: u64,
+    /// Inputs to run (default: 100,000, or unlimited with `--seconds`).
+    iterations: Option<u64>,
     seconds: Option<u64>,
     seed: u64,
     jobs: usize,
@@ -35,7 +36,7 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
-        iterations: 100_000,
+        iterations: None,
         seconds: None,
         seed: 1,
         jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -52,7 +53,7 @@ fn parse_args() -> Result<Args, String> {
                 .map_err(|_| format!("{flag}: not a number: {v}"))
         };
         match flag.as_str() {
-            "--iterations" => a.iterations = num(val()?)?,
+            "--iterations" => a.iterations = Some(num(val()?)?),
             "--seconds" => a.seconds = Some(num(val()?)?),
             "--seed" => a.seed = num(val()?)?,
             "--jobs" => a.jobs = num(val()?)?.max(1) as usize,
@@ -163,7 +164,12 @@ fn main() -> ExitCode {
     let findings: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
     let start = Instant::now();
     let deadline = a.seconds.map(|s| start + Duration::from_secs(s));
-    let per = a.iterations.div_ceil(a.jobs as u64);
+    let total = a.iterations.unwrap_or(if a.seconds.is_some() {
+        u64::MAX
+    } else {
+        100_000
+    });
+    let per = total.div_ceil(a.jobs as u64);
     std::thread::scope(|s| {
         for j in 0..a.jobs {
             let (seeds, done, rejected, ran, stop, findings) =

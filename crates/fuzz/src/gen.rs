@@ -4,45 +4,13 @@
 use std::fmt::Write;
 use world::SplitMix64;
 
-const BACKINGS: [&str; 14] = [
-    "anon-private",
-    "anon-shared",
-    "memfd",
-    "file-private",
-    "file-shared",
-    "vvar",
-    "userfault",
-    "hole",
-    "prot-none",
-    "vgpu-bar",
-    "vfio-bar",
-    "usbfs",
-    "ttm",
-    "mixedmap",
-];
-const ACTIONS: [&str; 8] = [
-    "write",
-    "read",
-    "madvise-dontneed",
-    "mprotect",
-    "munmap",
-    "mmap-anon",
-    "device-reset",
-    "evict",
-];
-const POLICIES: [&str; 5] = [
-    "linux-4.7",
-    "linux-4.8",
-    "linux-5.12",
-    "linux-5.13",
-    "linux-6.13",
-];
-const ORACLES: [&str; 4] = [
-    "refcount-sane",
-    "no-freed-frame",
-    "no-stale-spte",
-    "right-frame",
-];
+/// Backing names, from the format itself.
+fn backings() -> Vec<&'static str> {
+    scenario::Backing::ALL
+        .iter()
+        .map(|(b, _, _)| b.name())
+        .collect()
+}
 
 fn pick<'a>(rng: &mut SplitMix64, xs: &[&'a str]) -> &'a str {
     xs[rng.below(xs.len())]
@@ -67,7 +35,7 @@ pub fn scenario(rng: &mut SplitMix64) -> String {
     let nmaps = 1 + rng.below(3);
     let mut pages = Vec::new();
     for m in 0..nmaps {
-        let backing = pick(rng, &BACKINGS);
+        let backing = pick(rng, &backings());
         let p = around(rng, 1, 6);
         pages.push(p);
         let _ = writeln!(
@@ -126,7 +94,7 @@ pub fn scenario(rng: &mut SplitMix64) -> String {
         let _ = writeln!(t, "\n[[vcpu]]\nprogram = [ {} ]", ops.join(", "));
     }
     for h in 0..rng.below(4) {
-        let action = pick(rng, &ACTIONS);
+        let action = pick(rng, &scenario::ACTIONS);
         let m = rng.below(nmaps);
         let _ = writeln!(
             t,
@@ -183,8 +151,8 @@ pub fn scenario(rng: &mut SplitMix64) -> String {
         let _ = writeln!(
             t,
             "\n[expect]\n\"{}\" = {{ violations = [\"{}\"], outcome = \"ok\" }}",
-            pick(rng, &POLICIES),
-            pick(rng, &ORACLES)
+            pick(rng, &scenario::POLICIES),
+            pick(rng, &scenario::ORACLES)
         );
     }
     if rng.below(8) == 0 {

@@ -34,8 +34,9 @@ const NUMBERS: [&str; 28] = [
     "0x",
 ];
 
-/// Strings the format gives meaning to, and some it should refuse.
-const STRINGS: [&str; 40] = [
+/// Strings the format should refuse, or that mean something in a context other than where
+/// a mutation puts them.
+const ODD: [&str; 13] = [
     "",
     "x",
     "ram",
@@ -46,37 +47,21 @@ const STRINGS: [&str; 40] = [
     "vcpu9:0",
     "vcpu0:",
     ":0",
-    "anon-private",
-    "anon-shared",
-    "memfd",
-    "file-private",
-    "file-shared",
-    "vvar",
-    "userfault",
-    "hole",
-    "prot-none",
-    "vgpu-bar",
-    "vfio-bar",
-    "usbfs",
-    "ttm",
-    "mixedmap",
     "r",
     "rw",
-    "none",
-    "write",
-    "read",
-    "madvise-dontneed",
-    "mprotect",
-    "munmap",
-    "mmap-anon",
-    "device-reset",
-    "evict",
-    "linux-4.8",
-    "linux-6.13",
-    "no-stale-spte",
-    "EFAULT",
     "é\u{0}\u{202e}",
 ];
+
+/// Every name the format knows (backings, actions, eras, oracles, outcomes) and [`ODD`].
+fn strings_known() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = ODD.to_vec();
+    v.extend(scenario::Backing::ALL.iter().map(|(b, _, _)| b.name()));
+    v.extend(scenario::ACTIONS);
+    v.extend(scenario::POLICIES);
+    v.extend(scenario::ORACLES);
+    v.extend(scenario::OUTCOMES);
+    v
+}
 
 /// Apply one to four mutations to `base` (`other` supplies spliced lines).
 pub fn mutate(base: &str, other: &str, rng: &mut SplitMix64) -> String {
@@ -169,12 +154,8 @@ fn replace_string(t: &str, rng: &mut SplitMix64) -> String {
         return t.to_string();
     }
     let (s, e) = ss[rng.below(ss.len())];
-    format!(
-        "{}{}{}",
-        &t[..s],
-        STRINGS[rng.below(STRINGS.len())],
-        &t[e..]
-    )
+    let known = strings_known();
+    format!("{}{}{}", &t[..s], known[rng.below(known.len())], &t[e..])
 }
 
 fn long_string(t: &str, rng: &mut SplitMix64) -> String {

@@ -12,7 +12,7 @@ mod error;
 mod raw;
 mod types;
 mod validate;
-pub use validate::{ORACLES, OUTCOMES, POLICIES};
+pub use validate::{ACTIONS, ORACLES, OUTCOMES, POLICIES};
 
 pub use builtin::{builtin, BUILTIN};
 pub use error::ScenarioError;

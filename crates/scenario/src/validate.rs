@@ -327,7 +327,7 @@ pub(crate) fn validate(
             ("size", h.size.as_ref().map(Spanned::span)),
             ("fill", h.fill.as_ref().map(Spanned::span)),
         ];
-        if KNOWN_ACTIONS.contains(&action_name) {
+        if ACTIONS.contains(&action_name) {
             for (field, sp) in given {
                 if let (Some(sp), false) = (sp, uses.contains(&field)) {
                     return cx.err(
@@ -404,10 +404,7 @@ pub(crate) fn validate(
             other => {
                 return cx.err(
                     h.action.span(),
-                    format!(
-                        "unknown action {other:?}; expected {}",
-                        KNOWN_ACTIONS.join(", ")
-                    ),
+                    format!("unknown action {other:?}; expected {}", ACTIONS.join(", ")),
                 )
             }
         };
@@ -589,7 +586,7 @@ const MAX_ROUNDS: usize = 1_000;
 const MAX_THREADS: usize = 64;
 
 /// The host actions a scenario may name.
-const KNOWN_ACTIONS: [&str; 8] = [
+pub const ACTIONS: [&str; 8] = [
     "write",
     "read",
     "madvise-dontneed",

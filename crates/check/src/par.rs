@@ -108,19 +108,20 @@ pub(crate) fn levels(
 /// parts add up, then levels combine as iterative bounding does. `parts[i]` is part `i`'s
 /// levels.
 pub fn combine(parts: Vec<Vec<Level>>) -> Option<Report> {
-    let depth = parts.iter().map(Vec::len).max()?;
-    let mut levels = Vec::new();
-    for d in 0..depth {
-        let mut merged: Option<Report> = None;
-        for p in &parts {
-            if let Some(l) = p.get(d) {
-                merged = Some(match merged {
-                    None => l.report.clone(),
-                    Some(m) => merge_parts(m, l.report.clone()),
-                });
+    // levels[d]: level d, the parts added up in part order.
+    let mut levels: Vec<Report> = Vec::new();
+    for p in parts {
+        for (d, l) in p.into_iter().enumerate() {
+            if d < levels.len() {
+                let so_far = std::mem::replace(
+                    &mut levels[d],
+                    Report::empty(l.report.strategy, l.bound),
+                );
+                levels[d] = merge_parts(so_far, l.report);
+            } else {
+                levels.push(l.report);
             }
         }
-        levels.extend(merged);
     }
     crate::explore::combine_levels(levels)
 }

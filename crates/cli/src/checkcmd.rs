@@ -229,14 +229,17 @@ pub fn check(a: &CheckArgs) -> ExitCode {
             let explored = cell::explore(&src.scenario, p, &opts, a.audit, jobs, part, &mut tick);
             let cell = match explored {
                 Ok((c, levels)) => {
-                    parts.push(shard::CellPart {
-                        scenario: src.scenario.name.clone(),
-                        source: src.origin.clone(),
-                        hash: crate::replay::content_hash(&src.text),
-                        content: src.text.clone(),
-                        policy: p.name().to_string(),
-                        levels: levels.iter().map(shard::LevelPart::from_level).collect(),
-                    });
+                    // Only a shard writes its levels out.
+                    if shard.is_some() {
+                        parts.push(shard::CellPart {
+                            scenario: src.scenario.name.clone(),
+                            source: src.origin.clone(),
+                            hash: crate::replay::content_hash(&src.text),
+                            content: src.text.clone(),
+                            policy: p.name().to_string(),
+                            levels: levels.iter().map(shard::LevelPart::from_level).collect(),
+                        });
+                    }
                     c
                 }
                 Err(e) => {

@@ -25,13 +25,12 @@ pub fn run(
             return ExitCode::from(2);
         }
     };
-    let interrupt = crate::signals::interrupt_flag();
     let opts = Options {
         strategy: Strategy::Sample,
         seed,
         samples: schedules as u64,
         counterexamples: trace,
-        interrupt: Some(interrupt.clone()),
+        interrupt: Some(crate::signals::interrupt_flag()),
         ..Options::default()
     };
     // Cells print as they finish: JSON lines on stdout, a line per cell on a terminal's
@@ -69,7 +68,7 @@ pub fn run(
                 )),
             }
             row.push(Some(c));
-            if interrupted(&interrupt) {
+            if opts.interrupted() {
                 row.resize_with(pols.len(), || None);
                 rows.push(row);
                 break 'cells;
@@ -81,7 +80,7 @@ pub fn run(
     if format == Format::Text {
         print_matrix(&rows, &pols, trace);
     }
-    if interrupted(&interrupt) {
+    if opts.interrupted() {
         eprintln!("kvmmu: interrupted after {finished} of {total} cells (the last one cut short)");
         return ExitCode::from(130);
     }
@@ -111,10 +110,6 @@ fn cell_json(c: &Cell) -> serde_json::Value {
         "schedules": r.executions,
         "expected": c.matches,
     })
-}
-
-fn interrupted(f: &std::sync::atomic::AtomicBool) -> bool {
-    f.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The matrix; cells not run (interrupted) show `-`.

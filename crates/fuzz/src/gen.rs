@@ -2,15 +2,16 @@
 //! range and sometimes just outside it.
 
 use std::fmt::Write;
+use std::sync::LazyLock;
 use world::SplitMix64;
 
 /// Backing names, from the format itself.
-fn backings() -> Vec<&'static str> {
+static BACKINGS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
     scenario::Backing::ALL
         .iter()
         .map(|(b, _, _)| b.name())
         .collect()
-}
+});
 
 fn pick<'a>(rng: &mut SplitMix64, xs: &[&'a str]) -> &'a str {
     xs[rng.below(xs.len())]
@@ -35,7 +36,7 @@ pub fn scenario(rng: &mut SplitMix64) -> String {
     let nmaps = 1 + rng.below(3);
     let mut pages = Vec::new();
     for m in 0..nmaps {
-        let backing = pick(rng, &backings());
+        let backing = pick(rng, &BACKINGS);
         let p = around(rng, 1, 6);
         pages.push(p);
         let _ = writeln!(

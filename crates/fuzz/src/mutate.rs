@@ -1,5 +1,6 @@
 //! Mutations of a scenario text at the character, token and table level.
 
+use std::sync::LazyLock;
 use world::SplitMix64;
 
 /// Numbers at and around the format's limits.
@@ -53,7 +54,7 @@ const ODD: [&str; 13] = [
 ];
 
 /// Every name the format knows (backings, actions, eras, oracles, outcomes) and [`ODD`].
-fn strings_known() -> Vec<&'static str> {
+static KNOWN: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
     let mut v: Vec<&'static str> = ODD.to_vec();
     v.extend(scenario::Backing::ALL.iter().map(|(b, _, _)| b.name()));
     v.extend(scenario::ACTIONS);
@@ -61,7 +62,7 @@ fn strings_known() -> Vec<&'static str> {
     v.extend(scenario::ORACLES);
     v.extend(scenario::OUTCOMES);
     v
-}
+});
 
 /// Apply one to four mutations to `base` (`other` supplies spliced lines).
 pub fn mutate(base: &str, other: &str, rng: &mut SplitMix64) -> String {
@@ -154,8 +155,7 @@ fn replace_string(t: &str, rng: &mut SplitMix64) -> String {
         return t.to_string();
     }
     let (s, e) = ss[rng.below(ss.len())];
-    let known = strings_known();
-    format!("{}{}{}", &t[..s], known[rng.below(known.len())], &t[e..])
+    format!("{}{}{}", &t[..s], KNOWN[rng.below(KNOWN.len())], &t[e..])
 }
 
 fn long_string(t: &str, rng: &mut SplitMix64) -> String {

@@ -113,10 +113,8 @@ pub fn combine(parts: Vec<Vec<Level>>) -> Option<Report> {
     for p in parts {
         for (d, l) in p.into_iter().enumerate() {
             if d < levels.len() {
-                let so_far = std::mem::replace(
-                    &mut levels[d],
-                    Report::empty(l.report.strategy, l.bound),
-                );
+                let so_far =
+                    std::mem::replace(&mut levels[d], Report::empty(l.report.strategy, l.bound));
                 levels[d] = merge_parts(so_far, l.report);
             } else {
                 levels.push(l.report);

@@ -151,6 +151,10 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = ModeArg::Native)]
         mode: ModeArg,
     },
+    /// Run one probe plan in this fresh process (JSON on stdin, result as JSON on stdout):
+    /// how `probe` and `diff` isolate every real-KVM run.
+    #[command(hide = true)]
+    ProbeChild,
 }
 
 /// The first error writing standard output, other than a reader that went away.
@@ -205,5 +209,6 @@ fn run_command(cli: Cli) -> ExitCode {
             format,
             mode,
         } => diff::diff(&scenarios, format, mode),
+        Cmd::ProbeChild => ::probe::child_main(),
     }
 }

@@ -56,6 +56,7 @@ pub fn plan(sc: &Scenario, mode: Mode) -> Result<Adapted, String> {
         let (kind, prot_write) = match m.backing {
             b if !b.realizable() => return Err(format!("mapping {:?}: backing {} is model-only", m.name, b.name())),
             Backing::Vvar => (BackingKind::Vvar, false),
+            Backing::VvarVclock => (BackingKind::VvarVclock, false),
             Backing::Hole => (BackingKind::Hole, true),
             Backing::ProtNone | Backing::AnonPrivate if !m.read && !m.write => (BackingKind::ProtNone, false),
             // A prot-none backing given r or rw is plain private anon on both sides.
@@ -128,7 +129,7 @@ pub fn plan(sc: &Scenario, mode: Mode) -> Result<Adapted, String> {
         let m = sc
             .mapping(h.action.mapping())
             .expect("validated mapping name");
-        if m.backing == Backing::Vvar && !matches!(h.action, HostAction::Read { .. }) {
+        if m.backing.is_vdso() && !matches!(h.action, HostAction::Read { .. }) {
             return Err(format!(
                 "host step {k} ({}) changes [vvar], which the probe never does",
                 action_name(&h.action)
@@ -162,7 +163,7 @@ pub fn plan(sc: &Scenario, mode: Mode) -> Result<Adapted, String> {
         host,
         mode,
         timeout_ms: 0,
-        squat_holes: false,
+        inject: Default::default(),
     };
     // One validation for every command: what the model accepts but the probe cannot run
     // is said here, as the reason the probe skips it.

@@ -123,15 +123,16 @@ fn clean_cells_are_proved_and_exit_status_follows_the_expectations() {
 
     // A scenario file that expects the wrong thing: exit 1, and the cell says so.
     let dir = tmpdir("expect");
-    let text = scenario::BUILTIN
+    let orig = scenario::BUILTIN
         .iter()
         .find(|(n, _)| *n == "vgpu-reset-race")
         .unwrap()
-        .1
-        .replace(
-            "\"linux-4.8\" = { violations = [\"refcount-sane\"] }",
-            "\"linux-4.8\" = { violations = [] }",
-        );
+        .1;
+    let text = orig.replace(
+        "\"linux-4.8\" = { violations = [\"refcount-sane\"],",
+        "\"linux-4.8\" = { violations = [],",
+    );
+    assert_ne!(text, orig, "the expectation to break is in the file");
     let f = dir.join("wrong.toml");
     std::fs::write(&f, text).unwrap();
     let o = kvmmu(&[

@@ -15,14 +15,17 @@
 compile_error!("the probe crate drives /dev/kvm and supports Linux x86-64 only");
 
 mod backing;
+mod clock;
 mod exits;
 mod guest;
 mod hostio;
+mod isolated;
 mod layout;
 mod mmu;
 mod outcome;
 mod plan;
 mod region;
+mod resident;
 mod run;
 mod timing;
 mod uffd;
@@ -32,8 +35,11 @@ mod vm;
 mod vvar;
 mod watchdog;
 
+pub use isolated::{child_main, run_isolated};
 pub use outcome::{AccessResult, Attempt, Exit, ProbeError, ProbeResult, Stats, Timing, UffdEvent};
-pub use plan::{Backing, BackingKind, GuestOp, HostAction, Memslot, Mode, Plan, Step, Vcpu};
+pub use plan::{
+    Backing, BackingKind, GuestOp, HostAction, Inject, Memslot, Mode, Plan, Step, Vcpu,
+};
 pub use run::{check, run};
 pub use timing::measure_first_touch;
 

@@ -1,10 +1,11 @@
 //! What a probe run observed, and its errors.
 
 use crate::plan::{BackingKind, GuestOp, Mode};
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// One vCPU exit (or KVM_RUN error) seen while performing an access.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Exit {
     /// The guest's read completed; the value it read (reported through the report page).
     Value(u64),
@@ -27,14 +28,14 @@ pub enum Exit {
 }
 
 /// One attempt at an access (kept for API compatibility; results store `Exit`s directly).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
     /// What happened.
     pub exit: Exit,
 }
 
 /// Everything seen while one guest access was performed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessResult {
     /// vCPU index in the plan.
     pub vcpu: usize,
@@ -48,7 +49,7 @@ pub struct AccessResult {
 }
 
 /// One userfaultfd page-fault message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UffdEvent {
     /// The Userfault backing.
     pub backing: String,
@@ -59,7 +60,7 @@ pub struct UffdEvent {
 }
 
 /// The result of [`crate::run`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeResult {
     /// Plan name.
     pub plan: String,
@@ -78,7 +79,7 @@ pub struct ProbeResult {
 }
 
 /// Why a probe run could not be done.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ProbeError {
     /// `/dev/kvm` is missing or unusable.
     NoKvm(String),

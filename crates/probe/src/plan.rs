@@ -1,11 +1,12 @@
 //! What a probe run is asked to do: backings, memslots, guest programs and host steps.
 
+use serde::{Deserialize, Serialize};
 /// How the guest code runs.
 ///
 /// realkvm.md §0: on this PVM host only 64-bit CPL3 code runs natively and takes shadow-MMU
 /// faults through `kvm_faultin_pfn` → `hva_to_pfn`; CPL0 (and real mode) is executed by KVM's
 /// instruction emulator, which reaches the slot's hva with `copy_{from,to}_user` instead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Mode {
     /// 64-bit paged, CS/SS DPL 3: the MMU path (hva_to_pfn).
     Native,
@@ -14,7 +15,7 @@ pub enum Mode {
 }
 
 /// The host memory behind a backing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum BackingKind {
     /// `MAP_PRIVATE | MAP_ANONYMOUS`.
     AnonPrivate,
@@ -39,7 +40,7 @@ pub enum BackingKind {
 }
 
 /// One host mapping that memslots can point into.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Backing {
     /// Name used by memslots and host steps.
     pub name: String,
@@ -55,7 +56,7 @@ pub struct Backing {
 }
 
 /// One KVM memslot from the plan.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Memslot {
     /// KVM slot id, used as-is (100 and 101 are reserved for the probe's code/page-table slots).
     pub slot: u32,
@@ -72,7 +73,7 @@ pub struct Memslot {
 }
 
 /// One guest access.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum GuestOp {
     /// Load `size` (1, 2, 4, 8) bytes from `gpa`.
     Read { gpa: u64, size: u8 },
@@ -97,7 +98,7 @@ impl GuestOp {
 }
 
 /// Something the host does to a backing while the guest is stopped at a known point.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HostAction {
     /// Host store through its own mapping (fault-safe: an unwritable page is an error, not a
     /// crash). On a Userfault backing a store to a missing page raises a uffd event itself.
@@ -161,14 +162,14 @@ impl HostAction {
 }
 
 /// One vCPU and the accesses it performs, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Vcpu {
     /// The guest program.
     pub program: Vec<GuestOp>,
 }
 
 /// A host action and when it happens.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
     /// `Some((vcpu, access))`: after that access's final exit, or after its first EFAULT
     /// (then the access is retried). `None`: before the vCPUs start.
@@ -178,7 +179,7 @@ pub struct Step {
 }
 
 /// A complete probe scenario: one VM.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     /// Scenario name, copied into the result.
     pub name: String,
@@ -194,8 +195,21 @@ pub struct Plan {
     pub mode: Mode,
     /// Watchdog per KVM_RUN in ms; 0 means the default 2000 ms.
     pub timeout_ms: u64,
-    /// Fault injection for tests: once the holes are punched, map a page of the probe's
-    /// own into each, as a thread stack landing there would. The run must then fail as
-    /// invalid, never report a guest outcome.
+    /// Fault injection, for tests of the probe's own guards.
+    pub inject: Inject,
+}
+
+/// Faults the probe's guards must catch: each makes the run `ProbeError::Invalid`, never a
+/// guest outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inject {
+    /// Once the holes are punched, map a page of the probe's own into each, as a thread
+    /// stack landing there would.
     pub squat_holes: bool,
+    /// Right before the first KVM_RUN, read every page of every backing the probe maps, as
+    /// an allocator or a stray read behind the guest's back would.
+    pub touch_behind_back: bool,
+    /// Right before the first KVM_RUN, read the clock through the vDSO
+    /// (`std::time::Instant::now()`), which maps `[vvar]` page 0.
+    pub read_vdso_clock: bool,
 }

@@ -89,7 +89,7 @@ fn before_start(plan: &Plan, backings: &Mutex<Backings>) -> Result<(), ProbeErro
             .filter(|hb| hb.spec.kind == BackingKind::Hole)
     {
         hb.make_hole()?;
-        if plan.squat_holes {
+        if plan.inject.squat_holes {
             hb.squat_holes()?;
         }
     }
@@ -97,6 +97,22 @@ fn before_start(plan: &Plan, backings: &Mutex<Backings>) -> Result<(), ProbeErro
         b.apply(&s.action)?;
     }
     Ok(())
+}
+
+/// Fault injection right before the first KVM_RUN (see [`crate::plan::Inject`]).
+fn inject_before_run(plan: &Plan, backings: &Backings) {
+    if plan.inject.read_vdso_clock {
+        std::hint::black_box(std::time::Instant::now());
+    }
+    if plan.inject.touch_behind_back {
+        for hb in &backings.0 {
+            for p in 0..hb.spec.pages {
+                if hb.readable_range(p * PAGE, 1) {
+                    let _ = hostio::read(hb.base + (p * PAGE) as usize, &mut [0u8; 1]);
+                }
+            }
+        }
+    }
 }
 
 /// The final host view of every distinct (backing, offset) the guest accessed in a slot.
@@ -138,9 +154,22 @@ fn host_reads(
 }
 
 /// Runs a plan on the real /dev/kvm.
+///
+/// Right before the first `KVM_RUN`, every page of every backing the scenario did not make
+/// present must be absent from this process's page tables ([`crate::resident`]), or the run
+/// is `Invalid`. A `[vvar]` page is present for the rest of the process once anything read it
+/// (a vDSO clock read, or a guest access of an earlier run), so a run that needs one absent
+/// belongs in a fresh process: [`crate::isolated`].
 pub fn run(plan: &Plan) -> Result<ProbeResult, ProbeError> {
-    crate::validate::plan(plan)?;
     let _serial = lock();
+    run_locked(plan, false)
+}
+
+/// [`run`] under the caller's serialization. `detector`: the presence detector's own run,
+/// which neither checks presence nor reads the host's final view (a host read of a `[vvar]`
+/// page would fault it in).
+pub(crate) fn run_locked(plan: &Plan, detector: bool) -> Result<ProbeResult, ProbeError> {
+    crate::validate::plan(plan)?;
     let (codes, code_bytes) = assemble_all(plan)?;
     let events = Arc::new(Mutex::new(Vec::new()));
     let mut list = Vec::with_capacity(plan.backings.len());
@@ -216,7 +245,14 @@ pub fn run(plan: &Plan) -> Result<ProbeResult, ProbeError> {
         }
         let setup = match spawn_err {
             Some(e) => Err(e),
-            None => before_start(plan, &backings),
+            None => before_start(plan, &backings).and_then(|()| {
+                if detector {
+                    return Ok(());
+                }
+                let b = backings.lock().unwrap_or_else(|e| e.into_inner());
+                inject_before_run(plan, &b);
+                crate::resident::check(plan, &b)
+            }),
         };
         gate.set(setup.is_ok());
         let results: Vec<_> = handles
@@ -234,7 +270,11 @@ pub fn run(plan: &Plan) -> Result<ProbeResult, ProbeError> {
         accesses.extend(r?);
     }
     let mut b = backings.lock().unwrap_or_else(|e| e.into_inner());
-    let host_reads = host_reads(plan, &accesses, &mut b);
+    let host_reads = if detector {
+        Vec::new()
+    } else {
+        host_reads(plan, &accesses, &mut b)
+    };
     drop(b);
     let uffd_events = std::mem::take(&mut *events.lock().unwrap_or_else(|e| e.into_inner()));
     drop(vm);

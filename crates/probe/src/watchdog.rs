@@ -6,11 +6,17 @@
 //! The kick is repeated every millisecond until the vCPU disarms: a signal that lands just
 //! before the thread enters KVM_RUN is consumed in userspace, and the next one finds it inside.
 //! So no cross-thread write into `kvm_run.immediate_exit` is needed.
+//!
+//! Deadlines use [`crate::clock`] and the timer sleeps on a futex with a relative timeout:
+//! `Instant` and std's timed waits read the vDSO clock, which would fault `[vvar]` page 0
+//! into this process behind the guest's back.
 
+use crate::clock;
 use crate::outcome::{sys, ProbeError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
@@ -30,19 +36,25 @@ fn kick_signal() -> Result<libc::c_int, ProbeError> {
 #[derive(Default)]
 struct State {
     /// Deadline and target thread while a KVM_RUN is in progress.
-    armed: Option<(Instant, libc::pthread_t)>,
+    armed: Option<(Duration, libc::pthread_t)>,
     fired: bool,
     stop: bool,
 }
 
 struct Shared {
     state: Mutex<State>,
-    cv: Condvar,
+    /// Bumped (and woken) on every change of `state`; the timer sleeps on it.
+    changed: AtomicU32,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn notify(&self) {
+        self.changed.fetch_add(1, Ordering::SeqCst);
+        clock::futex_wake(&self.changed);
     }
 }
 
@@ -58,7 +70,7 @@ impl Watchdog {
         let sig = kick_signal()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
-            cv: Condvar::new(),
+            changed: AtomicU32::new(0),
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
@@ -76,10 +88,10 @@ impl Watchdog {
         // SAFETY: pthread_self has no preconditions.
         let me = unsafe { libc::pthread_self() };
         let mut st = self.shared.lock();
-        st.armed = Some((Instant::now() + timeout, me));
+        st.armed = Some((clock::now() + timeout, me));
         st.fired = false;
         drop(st);
-        self.shared.cv.notify_all();
+        self.shared.notify();
         Armed { dog: self }
     }
 }
@@ -108,38 +120,39 @@ impl Drop for Armed<'_> {
 }
 
 fn timer(s: &Shared, sig: libc::c_int) {
-    let mut st = s.lock();
     loop {
+        // Read the change counter before the state: a change after this read makes the
+        // futex wait return at once.
+        let seen = s.changed.load(Ordering::SeqCst);
+        let mut st = s.lock();
         if st.stop {
             return;
         }
-        st = match st.armed {
-            None => s.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
+        let wait = match st.armed {
+            None => None,
             Some((deadline, tid)) => {
-                let now = Instant::now();
+                let now = clock::now();
                 if now >= deadline {
                     st.fired = true;
                     // SAFETY: `tid` is alive: it is armed, and a thread disarms (under this
                     // same lock, which we hold) before it can exit. The signal has a no-op
                     // handler, so delivery only interrupts a blocking call.
                     unsafe { libc::pthread_kill(tid, sig) };
-                    s.cv.wait_timeout(st, Duration::from_millis(1))
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
+                    Some(Duration::from_millis(1))
                 } else {
-                    s.cv.wait_timeout(st, deadline - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
+                    Some(deadline - now)
                 }
             }
         };
+        drop(st);
+        clock::futex_wait(&s.changed, seen, wait);
     }
 }
 
 impl Drop for Watchdog {
     fn drop(&mut self) {
         self.shared.lock().stop = true;
-        self.shared.cv.notify_all();
+        self.shared.notify();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -154,13 +167,13 @@ mod tests {
     fn a_blocking_call_is_interrupted_after_the_deadline() {
         let dog = Watchdog::new().unwrap();
         let (r, _w) = rustix::pipe::pipe().unwrap();
-        let t0 = Instant::now();
+        let t0 = clock::now();
         let armed = dog.arm(Duration::from_millis(50));
         let mut b = [0u8; 1];
         let e = rustix::io::read(&r, &mut b).unwrap_err();
         assert!(armed.disarm());
         assert_eq!(e, rustix::io::Errno::INTR);
-        assert!(t0.elapsed() >= Duration::from_millis(50));
+        assert!(clock::now() - t0 >= Duration::from_millis(50));
         let armed = dog.arm(Duration::from_secs(5));
         assert!(!armed.disarm());
     }

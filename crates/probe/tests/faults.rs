@@ -313,7 +313,7 @@ fn a_three_page_hole_efaults_and_reaches_nothing_of_ours() {
     // ...and when something of ours is mapped there anyway, the run is refused as invalid
     // instead of reporting what the guest saw.
     let mut p = p;
-    p.squat_holes = true;
+    p.inject.squat_holes = true;
     match probe::run(&p) {
         Err(probe::ProbeError::Invalid(why)) => {
             assert!(why.contains("backing 'd'"), "{why}")

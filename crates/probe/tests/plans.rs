@@ -160,7 +160,7 @@ fn two_vcpus_two_slots_with_offsets() {
         host: vec![after(1, 0, host_write("b", 4, 0xBB))],
         mode: Mode::Native,
         timeout_ms: 1000,
-        squat_holes: false,
+        inject: Default::default(),
     };
     let res = probe::run(&p).unwrap();
     assert_eq!(

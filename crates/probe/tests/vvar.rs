@@ -1,7 +1,18 @@
 //! realkvm.md §3: memslots over this process's own [vvar] / [vvar_vclock].
+//!
+//! Runs whose outcome depends on a `[vvar]` page being absent go through a fresh process
+//! (`isolated`): this test process has read the vDSO clock, and every guest access of a
+//! `[vvar]` page leaves its PTE behind for the rest of the process.
 mod common;
 use common::*;
-use probe::{BackingKind as K, Exit, Mode, ProbeError};
+use probe::{BackingKind as K, Exit, Mode, Plan, ProbeError, ProbeResult};
+
+fn isolated(p: &Plan) -> Result<ProbeResult, ProbeError> {
+    probe::run_isolated(
+        p,
+        &mut std::process::Command::new(env!("CARGO_BIN_EXE_kvmmu-probe-child")),
+    )
+}
 
 fn pages_of(name: &str) -> Option<u64> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
@@ -42,7 +53,7 @@ fn vvar_page0_reads_host_value_write_is_mmio_page1_efaults() {
                 vec![],
                 mode,
             );
-            let res = probe::run(&p).unwrap();
+            let res = isolated(&p).unwrap();
             let host0 = hread(&res, "v", 4).expect("host reads vvar page 0");
             let host2 = hread(&res, "v", 0x2004).expect("host reads vvar page 2");
             assert_ne!(host0, 0x9999_9999);
@@ -98,7 +109,7 @@ fn vvar_vclock_page1_efaults() {
             vec![],
             mode,
         );
-        let res = probe::run(&p).unwrap();
+        let res = isolated(&p).unwrap();
         let h = hread(&res, "v", 0).unwrap();
         let last = match mode {
             Mode::Native => vec![Exit::Efault],
@@ -127,6 +138,46 @@ fn vvar_vclock_page1_efaults() {
             ],
             "{mode:?}"
         );
+    }
+}
+
+/// The seed's own path on real KVM: a guest *write* as the first access of an untouched
+/// `[vvar]` page 0 finds no PTE, so `hva_to_pfn_remapped` calls `fixup_user_fault` with
+/// `FAULT_FLAG_WRITE`, which the read-only vma refuses: EFAULT, nothing installed. A read then
+/// faults the page in (host value), and the write becomes MMIO (present read-only PTE). In
+/// emulated mode the emulator's `copy_to_user` fails and the write is an MMIO exit at once.
+/// With the page already present (the process read the vDSO clock) the first write would be
+/// MMIO: the probe refuses such a run (tests/resident.rs).
+#[test]
+fn vvar_untouched_page0_first_write_efaults_natively() {
+    let t = "vvar_untouched_page0_first_write_efaults_natively";
+    if skip(t) {
+        return;
+    }
+    for mode in MODES {
+        let p = one(
+            "vvar-write-first",
+            backing("v", K::Vvar, 1, false, None),
+            false,
+            vec![w(D + 4, 0x9999_9999), r(D + 4), w(D + 4, 0x9999_9999)],
+            vec![],
+            mode,
+        );
+        let res = isolated(&p).unwrap();
+        let h = hread(&res, "v", 4).unwrap();
+        let mmio = vec![
+            Exit::MmioWrite {
+                gpa: D + 4,
+                len: 4,
+                data: 0x9999_9999,
+            },
+            Exit::Done,
+        ];
+        let first = match mode {
+            Mode::Native => vec![Exit::Efault],
+            Mode::Emulated => mmio.clone(),
+        };
+        assert_eq!(exits(&res), vec![first, v(h), mmio], "{mode:?}");
     }
 }
 

@@ -17,6 +17,18 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../scenarios/vvar-write.toml"),
     ),
     (
+        "vvar-write-untouched",
+        include_str!("../../../scenarios/vvar-write-untouched.toml"),
+    ),
+    (
+        "vvar-getrandom",
+        include_str!("../../../scenarios/vvar-getrandom.toml"),
+    ),
+    (
+        "vvar-vclock",
+        include_str!("../../../scenarios/vvar-vclock.toml"),
+    ),
+    (
         "usbfs-tail",
         include_str!("../../../scenarios/usbfs-tail.toml"),
     ),

@@ -17,6 +17,9 @@ pub enum Backing {
     FileShared,
     /// The process's `[vvar]` (`VM_IO|VM_PFNMAP`, filled by `vmf_insert_pfn`).
     Vvar,
+    /// The process's `[vvar_vclock]` (`VM_IO|VM_PFNMAP`): the pvclock page, then the Hyper-V
+    /// TSC page (SIGBUS on this host).
+    VvarVclock,
     /// Private anonymous memory registered with userfaultfd (MISSING), with a handler
     /// thread that records each first access and fills the page.
     Userfault,
@@ -37,7 +40,7 @@ pub enum Backing {
 }
 
 impl Backing {
-    pub const ALL: [(Backing, &'static str, &'static str); 14] = [
+    pub const ALL: [(Backing, &'static str, &'static str); 15] = [
         (
             Backing::AnonPrivate,
             "anon-private",
@@ -63,6 +66,11 @@ impl Backing {
             Backing::Vvar,
             "vvar",
             "the process's [vvar] (VM_IO|VM_PFNMAP, vmf_insert_pfn, read-only)",
+        ),
+        (
+            Backing::VvarVclock,
+            "vvar-vclock",
+            "the process's [vvar_vclock] (VM_IO|VM_PFNMAP: pvclock page, then a SIGBUS page)",
         ),
         (
             Backing::Userfault,
@@ -107,6 +115,20 @@ impl Backing {
 
     pub fn from_name(s: &str) -> Option<Backing> {
         Backing::ALL.iter().find(|b| b.1 == s).map(|b| b.0)
+    }
+
+    /// The vDSO's own data mappings: read-only kernel data, never written by the host.
+    pub fn is_vdso(self) -> bool {
+        matches!(self, Backing::Vvar | Backing::VvarVclock)
+    }
+
+    /// Pages the kernel gives the mapping, if fixed (`[vvar]` 4, `[vvar_vclock]` 2).
+    pub fn fixed_pages(self) -> Option<u64> {
+        match self {
+            Backing::Vvar => Some(4),
+            Backing::VvarVclock => Some(2),
+            _ => None,
+        }
     }
 
     /// Whether real KVM can run it (the model-only drivers cannot).

@@ -114,22 +114,27 @@ pub(crate) fn validate(
             return cx.err(m.pages.span(), "pages must be between 1 and 64");
         }
         let default = match backing {
-            Backing::Vvar => (true, false),
+            Backing::Vvar | Backing::VvarVclock => (true, false),
             Backing::ProtNone => (false, false),
             _ => (true, true),
         };
         let (read, write) = prot(&cx, &m.prot, default)?;
-        if backing == Backing::Vvar && write {
-            return cx.err(span, "[vvar] is read-only: prot must be \"r\"");
+        let vdso = if backing == Backing::Vvar {
+            "[vvar]"
+        } else {
+            "[vvar_vclock]"
+        };
+        if backing.is_vdso() && write {
+            return cx.err(span, format!("{vdso} is read-only: prot must be \"r\""));
         }
-        if let (Backing::Vvar, Some(f)) = (backing, &m.fill) {
+        if let (true, Some(f)) = (backing.is_vdso(), &m.fill) {
             return cx.err(
                 f.span(),
-                "[vvar] holds the kernel's vDSO data: it cannot be filled",
+                format!("{vdso} holds the kernel's vDSO data: it cannot be filled"),
             );
         }
-        if backing == Backing::Vvar && pages > 4 {
-            return cx.err(m.pages.span(), "[vvar] has 4 pages");
+        if let Some(n) = backing.fixed_pages().filter(|&n| pages > n) {
+            return cx.err(m.pages.span(), format!("{vdso} has {n} pages"));
         }
         if m.touch.len() > MAX_TOUCHES {
             return cx.err(

@@ -10,8 +10,11 @@
 //!   page 1 (the time-namespace slot) is `VM_FAULT_SIGBUS` for a task in the root time
 //!   namespace, page 2 is the getrandom data page (x86-64 selects `VDSO_GETRANDOM`), page 3
 //!   (arch data; x86 has none) and beyond are `VM_FAULT_SIGBUS`.
-//! * `[vvar_vclock]`, 2 pages: the pvclock and Hyper-V TSC pages, both `VM_FAULT_SIGBUS` on
-//!   a host that is not itself a kvmclock/Hyper-V guest using them as its vDSO clock.
+//! * `[vvar_vclock]`, 2 pages: page 0 is the pvclock page (`pvclock_get_pvti_cpu0_va()`),
+//!   inserted when the host is a KVM guest whose vDSO has used kvmclock
+//!   (`vclock_was_used(VDSO_CLOCKMODE_PVCLOCK)`), as on this machine (realkvm.md: page 0
+//!   reads the host's bytes); page 1, the Hyper-V TSC page, is `VM_FAULT_SIGBUS` (not a
+//!   Hyper-V guest).
 //!
 //! The mapping is private but has no `VM_MAYWRITE`, so `is_cow_mapping()` is false and
 //! `vmf_insert_pfn` does not BUG; `vm_page_prot` is read-only, so the PTEs are read-only
@@ -19,9 +22,12 @@
 //! returns -EFAULT). The data pages are kernel RAM: `pfn_valid`, `PageReserved`, refcount
 //! 1, owned by `Kernel("vdso time")` / `Kernel("vdso rng")`.
 //!
-//! Page 0's content: every 32-bit word is [`TIME_PAGE_PATTERN`] except `seq` at offset 0
-//! (2, even: no update in progress) and `clock_mode` at offset 4 (1,
-//! `VDSO_CLOCKMODE_TSC`), so offset 4 reads 0x1 as on the real machine (realkvm.md).
+//! Contents: the model knows only what does not change on a running host: `clock_mode` at
+//! offset 4 of the time page (1, `VDSO_CLOCKMODE_TSC`, as on the real machine). Everything
+//! else (`seq` and the clock bases, the getrandom state, the pvclock record) is kernel data
+//! the model does not know; those bytes hold placeholders ([`TIME_PAGE_PATTERN`], `seq` 2,
+//! [`RNG_PAGE_PATTERN`], [`PVCLOCK_PAGE_PATTERN`]) and a guest load of them is reported as
+//! `KernelData`, never as a predicted value (`Frames::set_known`).
 //!
 //! Simplifications: no time namespaces (page 1 is always SIGBUS and page 0 always the real
 //! time page); `VM_SEALED_SYSMAP` is not modelled (no mseal); the datastore is not
@@ -39,6 +45,10 @@ use world::{Access, Cx};
 pub const TIME_PAGE_PATTERN: u32 = 0x7476_7672;
 /// Fill pattern of the getrandom data page.
 pub const RNG_PAGE_PATTERN: u32 = 0x6e67_7272;
+/// Fill pattern of the pvclock page.
+pub const PVCLOCK_PAGE_PATTERN: u32 = 0x6b6c_6370;
+/// The bytes of the time page the model knows: `clock_mode`.
+const TIME_PAGE_KNOWN: &[(u64, u64)] = &[(4, 8)];
 /// `VDSO_CLOCKMODE_TSC`.
 pub const VDSO_CLOCKMODE_TSC: u64 = 1;
 /// Pages of `[vvar]` (`VDSO_NR_PAGES` with the generic datastore).
@@ -53,10 +63,15 @@ pub struct Vvar {
     mm: Weak<Mm>,
     time: Pfn,
     rng: Pfn,
+    /// Allocated when `[vvar_vclock]` is mapped (so a `[vvar]`-only world's frames are
+    /// numbered as before).
+    pvclock: std::cell::Cell<Option<Pfn>>,
 }
 
 /// `vvar_vclock_mapping.fault`.
-struct VclockOps;
+struct VclockOps {
+    pvclock: Pfn,
+}
 
 impl VmOps for VclockOps {
     fn name(&self) -> &str {
@@ -66,15 +81,18 @@ impl VmOps for VclockOps {
     fn fault<'a>(&'a self, cx: &'a Cx, vmf: &'a VmFaultArgs) -> LocalBoxFuture<'a, FaultResult> {
         Box::pin(async move {
             let _f = cx.func("vvar_vclock_fault");
+            if vmf.pgoff == 0 {
+                // `vmf_insert_pfn_prot(.., pgprot_decrypted(vm_page_prot))`: the same
+                // read-only special PTE as vmf_insert_pfn here (no memory encryption).
+                cx.emit_str("pgoff 0: pvclock page (kvmclock used by the vDSO)");
+                return FaultResult::ret(
+                    vmf_insert_pfn(cx, &vmf.vma, vmf.address, self.pvclock).await,
+                );
+            }
             world::emit!(
                 cx,
-                "pgoff {}: no {} page in use on this host: VM_FAULT_SIGBUS",
-                vmf.pgoff,
-                if vmf.pgoff == 0 {
-                    "pvclock"
-                } else {
-                    "Hyper-V TSC"
-                }
+                "pgoff {}: no Hyper-V TSC page on this host: VM_FAULT_SIGBUS",
+                vmf.pgoff
             );
             FaultResult::ret(VmFault::VM_FAULT_SIGBUS)
         })
@@ -101,12 +119,15 @@ impl Vvar {
         frames.fill(time, TIME_PAGE_PATTERN);
         frames.write(time, 0, 4, 2);
         frames.write(time, 4, 4, VDSO_CLOCKMODE_TSC);
+        frames.set_known(time, TIME_PAGE_KNOWN);
         frames.fill(rng, RNG_PAGE_PATTERN);
+        frames.set_known(rng, &[]);
         Ok(Rc::new(Vvar {
             frames: frames.clone(),
             mm: Rc::downgrade(mm),
             time,
             rng,
+            pvclock: std::cell::Cell::new(None),
         }))
     }
 
@@ -118,6 +139,11 @@ impl Vvar {
     /// The getrandom data page.
     pub fn rng_pfn(&self) -> Pfn {
         self.rng
+    }
+
+    /// The pvclock page (`[vvar_vclock]` page 0), once `[vvar_vclock]` is mapped.
+    pub fn pvclock_pfn(&self) -> Option<Pfn> {
+        self.pvclock.get()
     }
 
     /// The flags `_install_special_mapping` gives both vmas.
@@ -143,15 +169,29 @@ impl Vvar {
         })
     }
 
-    /// Install `[vvar_vclock]` at `start` (2 pages, both SIGBUS on this host).
+    /// Install `[vvar_vclock]` at `start` (2 pages: the pvclock page, then a SIGBUS hole).
     pub fn mmap_vclock(self: &Rc<Self>, start: Hva) -> Result<Rc<Vma>, Errno> {
+        let pvclock = match self.pvclock.get() {
+            Some(p) => p,
+            None => {
+                let p = self
+                    .frames
+                    .alloc(0, Owner::Kernel("pvclock".into()), false)
+                    .ok_or(ENOMEM)?;
+                self.frames.set_reserved(p, true);
+                self.frames.fill(p, PVCLOCK_PAGE_PATTERN);
+                self.frames.set_known(p, &[]);
+                self.pvclock.set(Some(p));
+                p
+            }
+        };
         self.mm().mmap(MmapArgs {
             name: "[vvar_vclock]".into(),
             start,
             pages: VCLOCK_PAGES,
             flags: Self::vm_flags(),
             pgoff: 0,
-            ops: Some(Rc::new(VclockOps) as Rc<dyn VmOps>),
+            ops: Some(Rc::new(VclockOps { pvclock }) as Rc<dyn VmOps>),
             file: None,
         })
     }

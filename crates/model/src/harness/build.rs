@@ -198,6 +198,11 @@ fn map_one(
             v.mmap(base).map_err(e)?;
             Backend::Vvar(v)
         }
+        Backing::VvarVclock => {
+            let v = Vvar::new(frames, mm).map_err(e)?;
+            v.mmap_vclock(base).map_err(e)?;
+            Backend::Vvar(v)
+        }
         Backing::Userfault => {
             Backend::Userfault(Userfault::new(w, mm, base, m.pages, m.user_mode_only).map_err(e)?)
         }

@@ -47,6 +47,9 @@ impl fmt::Display for GuestOp {
 pub enum Outcome {
     /// The load completed with this value.
     Value(u64),
+    /// The load completed from kernel data whose contents the model does not know (the
+    /// vDSO's `[vvar]` pages): the value is the model's placeholder, not a prediction.
+    KernelData(u64),
     /// The store completed.
     Done,
     /// The store completed, emulated by KVM through the host mapping (`RET_PF_EMULATE`): the
@@ -70,6 +73,7 @@ impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Outcome::Value(v) => write!(f, "{v:#x}"),
+            Outcome::KernelData(_) => f.write_str("kernel data"),
             Outcome::Done => f.write_str("done"),
             Outcome::Emulated => f.write_str("done (emulated)"),
             Outcome::MmioRead { .. } => f.write_str("MMIO read"),
@@ -263,7 +267,11 @@ impl Vcpu {
                                 size,
                                 value: v,
                             }));
-                            Outcome::Value(v)
+                            if kvm.frames.known(s.pfn, off, size) {
+                                Outcome::Value(v)
+                            } else {
+                                Outcome::KernelData(v)
+                            }
                         }
                         GuestOp::Write { size, value, .. } => {
                             kvm.frames.write(s.pfn, off, size, value);

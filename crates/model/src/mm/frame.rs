@@ -77,6 +77,9 @@ pub struct Frame {
     pub content: Content,
     /// Bumped at every allocation, so holders can tell a reused frame from the one they got.
     pub generation: u32,
+    /// Kernel data whose real contents the model does not know (the vDSO pages): only these
+    /// byte ranges `[start, end)` hold the kernel's values; `None`: every byte is modelled.
+    pub known: Option<&'static [(u64, u64)]>,
 }
 
 /// A refcount misuse, recorded instead of crashing so oracles can name it.
@@ -167,6 +170,7 @@ const UNUSED: Frame = Frame {
     shape: Shape::Single,
     content: Content::ZERO,
     generation: 0,
+    known: None,
 };
 
 impl Table {
@@ -511,6 +515,7 @@ impl Frames {
                 f.owner = Some(owner.clone());
                 f.reserved = false;
                 f.content = Content::ZERO;
+                f.known = None;
                 f.generation += 1;
                 f.refcount = i64::from(i == 0);
                 f.shape = match (i, compound, order) {
@@ -674,6 +679,24 @@ impl Frames {
     }
 
     /// Mark frames `PageReserved` (driver-owned memory set up with `SetPageReserved`).
+    /// Marks a frame as kernel data the model knows only in `ranges` (byte `[start, end)`);
+    /// its other bytes hold a placeholder, which guest loads report as unknown.
+    pub fn set_known(&self, pfn: Pfn, ranges: &'static [(u64, u64)]) {
+        audit::write(self.obj(pfn));
+        self.table.get_mut(pfn, |f| f.known = Some(ranges));
+    }
+
+    /// Whether bytes `off..off + size` of `pfn` hold the kernel's real values in the model.
+    /// Not a shared access: `known` is set while the world is built and never changes while
+    /// actors run (only kernel data pages have it, and they are never freed).
+    pub fn known(&self, pfn: Pfn, off: u64, size: u8) -> bool {
+        let end = off + u64::from(size);
+        match self.table.get(pfn, |f| f.known).flatten() {
+            None => true,
+            Some(r) => r.iter().any(|&(a, b)| a <= off && end <= b),
+        }
+    }
+
     pub fn set_reserved(&self, pfn: Pfn, reserved: bool) {
         audit::write(self.obj(pfn));
         self.table.get_mut(pfn, |f| f.reserved = reserved);

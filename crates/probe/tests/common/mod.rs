@@ -67,6 +67,15 @@ pub fn before(action: HostAction) -> Step {
     }
 }
 
+/// A host read of a backing page (a scenario's `touch`).
+pub fn touch(b: &str, page: u64) -> HostAction {
+    HostAction::Read {
+        backing: b.into(),
+        offset: page * 0x1000,
+        size: 4,
+    }
+}
+
 pub fn mmap_fixed(b: &str, pages: u64, fill: Option<u32>) -> HostAction {
     HostAction::MmapFixedAnon {
         backing: b.into(),
@@ -113,7 +122,7 @@ pub fn one(
         host,
         mode,
         timeout_ms: 0,
-        squat_holes: false,
+        inject: Default::default(),
     }
 }
 

@@ -1,0 +1,237 @@
+//! Right before the first `KVM_RUN`: no page of a backing is present in this process's page
+//! tables unless the scenario put it there.
+//!
+//! A page the probe itself touched (a clock read through the vDSO maps `[vvar]` page 0, an
+//! allocation or a thread stack can land in anonymous memory) would let the guest's first
+//! access find a present PTE and skip the path under test (`fixup_user_fault`, the
+//! userfaultfd handler, the zero page), so the run would not measure what the scenario says.
+//!
+//! Two observers, because the kernel's page-table walkers skip `VM_PFNMAP` vmas
+//! (`walk_page_test` reports them as holes: `/proc/self/pagemap` shows 0 and `mincore` shows 1
+//! for `[vvar]` whether or not its PTEs are present, measured on this machine):
+//! * the probe's own memory: `/proc/self/pagemap` bit 63 (present) or 62 (swapped);
+//! * `[vvar]`/`[vvar_vclock]`: a throwaway native guest *writes* each page. The vma has no
+//!   `VM_WRITE`, so with no PTE `hva_to_pfn_remapped` → `fixup_user_fault` refuses the write
+//!   (`-EFAULT`) before any fault handler runs: nothing is installed. With a present read-only
+//!   PTE, `follow_pfnmap_start` succeeds and KVM emulates the write as MMIO. So EFAULT means
+//!   absent, an MMIO exit means present, and the check changes nothing either way.
+
+use crate::backing::Backings;
+use crate::layout::PAGE;
+use crate::outcome::{sys, Exit, ProbeError};
+use crate::plan::{Backing, BackingKind, GuestOp, HostAction, Memslot, Mode, Plan, Vcpu};
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::FileExt;
+
+/// The pages of each backing the scenario has made present before the vCPUs start: the fill
+/// the host stores through its mapping, and the steps scheduled before the start, in order.
+pub(crate) fn expected(plan: &Plan) -> BTreeMap<&str, BTreeSet<u64>> {
+    let mut out: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
+    for b in &plan.backings {
+        let stored = matches!(
+            b.kind,
+            BackingKind::AnonPrivate
+                | BackingKind::AnonShared
+                | BackingKind::Memfd
+                | BackingKind::ProtNone
+        );
+        let pages = if stored && b.fill.is_some() {
+            (0..b.pages).collect()
+        } else {
+            BTreeSet::new()
+        };
+        out.insert(&b.name, pages);
+    }
+    let span = |off: u64, len: u64| off / PAGE..(off + len).div_ceil(PAGE);
+    for s in plan.host.iter().filter(|s| s.after.is_none()) {
+        let Some(set) = out.get_mut(s.action.backing()) else {
+            continue;
+        };
+        match s.action {
+            HostAction::Write { offset, size, .. } | HostAction::Read { offset, size, .. } => {
+                set.extend(span(offset, u64::from(size)));
+            }
+            HostAction::MadviseDontneed {
+                offset_pages,
+                pages,
+                ..
+            }
+            | HostAction::Munmap {
+                offset_pages,
+                pages,
+                ..
+            }
+            | HostAction::MmapFixedAnon {
+                offset_pages,
+                pages,
+                fill: None,
+                ..
+            } => {
+                for p in offset_pages..offset_pages + pages {
+                    set.remove(&p);
+                }
+            }
+            HostAction::MmapFixedAnon {
+                offset_pages,
+                pages,
+                fill: Some(_),
+                ..
+            } => set.extend(offset_pages..offset_pages + pages),
+            HostAction::Mprotect { .. } => {}
+        }
+    }
+    out
+}
+
+/// Fails the run (`Invalid`) when a page the scenario did not make present is present.
+pub(crate) fn check(plan: &Plan, backings: &Backings) -> Result<(), ProbeError> {
+    let want = expected(plan);
+    let pagemap =
+        std::fs::File::open("/proc/self/pagemap").map_err(|e| sys("open /proc/self/pagemap", e))?;
+    let mut vvar = Vec::new();
+    for hb in &backings.0 {
+        let allowed = want.get(hb.spec.name.as_str());
+        let untouched = |p: &u64| allowed.is_none_or(|a| !a.contains(p));
+        if matches!(hb.spec.kind, BackingKind::Vvar | BackingKind::VvarVclock) {
+            let pages: Vec<u64> = (0..hb.spec.pages).filter(untouched).collect();
+            if !pages.is_empty() {
+                vvar.push((&hb.spec, pages));
+            }
+            continue;
+        }
+        for p in (0..hb.spec.pages).filter(untouched) {
+            let va = hb.base as u64 + p * PAGE;
+            let mut e = [0u8; 8];
+            pagemap
+                .read_exact_at(&mut e, va / PAGE * 8)
+                .map_err(|e| sys("read /proc/self/pagemap", e))?;
+            let e = u64::from_le_bytes(e);
+            if e & (3 << 62) != 0 {
+                return Err(present(&hb.spec.name, p));
+            }
+        }
+    }
+    for (spec, pages) in vvar {
+        if let Some(p) = pfnmap_present(spec, &pages)? {
+            return Err(present(&spec.name, p));
+        }
+    }
+    Ok(())
+}
+
+fn present(name: &str, page: u64) -> ProbeError {
+    ProbeError::Invalid(format!(
+        "page {page} of backing '{name}' is present in the probe's page tables before the \
+         first KVM_RUN, but the scenario did not touch it: the guest would not take the \
+         first-access path"
+    ))
+}
+
+/// Runs the write detector over `pages` of a `[vvar]`-kind backing; the first present page.
+fn pfnmap_present(spec: &Backing, pages: &[u64]) -> Result<Option<u64>, ProbeError> {
+    const GPA: u64 = 0x10000;
+    let plan = Plan {
+        name: format!("presence of {}", spec.name),
+        backings: vec![Backing {
+            fill: None,
+            ..spec.clone()
+        }],
+        memslots: vec![Memslot {
+            slot: 1,
+            gpa: GPA,
+            backing: spec.name.clone(),
+            offset_pages: 0,
+            pages: spec.pages,
+            readonly: false,
+        }],
+        vcpus: vec![Vcpu {
+            program: pages
+                .iter()
+                .map(|&p| GuestOp::Write {
+                    gpa: GPA + p * PAGE,
+                    size: 4,
+                    value: 0,
+                })
+                .collect(),
+        }],
+        host: Vec::new(),
+        mode: Mode::Native,
+        timeout_ms: 0,
+        inject: Default::default(),
+    };
+    let r = crate::run::run_locked(&plan, true)?;
+    for a in &r.accesses {
+        match a.attempts.first() {
+            Some(Exit::Efault) => {}
+            Some(Exit::MmioWrite { .. }) => return Ok(Some(pages[a.index])),
+            other => return Err(ProbeError::Sys(format!(
+                "presence check of '{}' page {}: expected EFAULT or an MMIO write, got {other:?}",
+                spec.name, pages[a.index]
+            ))),
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Step;
+
+    #[test]
+    fn fill_and_early_steps_make_pages_expected_and_zaps_unmake_them() {
+        let b = |name: &str, kind, fill| Backing {
+            name: name.into(),
+            kind,
+            pages: 4,
+            prot_write: true,
+            fill,
+        };
+        let plan = Plan {
+            name: "x".into(),
+            backings: vec![
+                b("a", BackingKind::AnonPrivate, Some(1)),
+                b("f", BackingKind::FileShared, Some(1)),
+                b("v", BackingKind::Vvar, None),
+            ],
+            memslots: vec![],
+            vcpus: vec![],
+            host: vec![
+                Step {
+                    after: None,
+                    action: HostAction::MadviseDontneed {
+                        backing: "a".into(),
+                        offset_pages: 1,
+                        pages: 2,
+                    },
+                },
+                Step {
+                    after: None,
+                    action: HostAction::Read {
+                        backing: "v".into(),
+                        offset: 0xffe,
+                        size: 4,
+                    },
+                },
+                Step {
+                    after: Some((0, 0)),
+                    action: HostAction::Read {
+                        backing: "f".into(),
+                        offset: 0,
+                        size: 4,
+                    },
+                },
+            ],
+            mode: Mode::Native,
+            timeout_ms: 0,
+            inject: Default::default(),
+        };
+        let e = expected(&plan);
+        assert_eq!(e["a"], BTreeSet::from([0, 3]));
+        // A file's fill is written with write(2), not through the mapping; a later step is
+        // not before the start.
+        assert!(e["f"].is_empty());
+        // A read across a page boundary touches both pages.
+        assert_eq!(e["v"], BTreeSet::from([0, 1]));
+    }
+}

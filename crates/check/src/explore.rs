@@ -366,6 +366,10 @@ pub fn merge_parts(mut lo: Report, hi: Report) -> Report {
             }
         }
     }
+    lo.joint_truncated |= hi.joint_truncated;
+    for j in hi.joint {
+        crate::add_joint(&mut lo, &j);
+    }
     lo.divergence = lo.divergence.or(hi.divergence);
     lo
 }
@@ -814,6 +818,9 @@ impl Acc {
             if !self.report.observed[i].contains(v) {
                 self.report.observed[i].push(v.clone());
             }
+        }
+        if !obs.outcomes.is_empty() {
+            crate::add_joint(&mut self.report, &obs.outcomes);
         }
     }
 

@@ -286,6 +286,12 @@ pub struct Report {
     pub outcomes: BTreeMap<Outcome, u64>,
     /// Per observed item (access, nested map): the distinct values, in first-seen order.
     pub observed: Vec<Vec<String>>,
+    /// The distinct whole observations (every item of one execution together), at most
+    /// [`JOINT_CAP`]; collected with [`Options::observe`]. What `kvmmu diff` checks a real
+    /// run against: one of the things the model says can happen.
+    pub joint: std::collections::BTreeSet<Vec<String>>,
+    /// More distinct whole observations existed than [`JOINT_CAP`].
+    pub joint_truncated: bool,
     pub elapsed: Duration,
     /// A diverged execution, if any, as (schedule, steps) for diagnosis.
     pub divergence: Option<Vec<usize>>,
@@ -306,6 +312,8 @@ impl Report {
             found: Vec::new(),
             outcomes: BTreeMap::new(),
             observed: Vec::new(),
+            joint: std::collections::BTreeSet::new(),
+            joint_truncated: false,
             elapsed: Duration::ZERO,
             divergence: None,
         }
@@ -341,6 +349,21 @@ impl Report {
     pub fn rate(&self) -> f64 {
         self.executions as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
+}
+
+/// At most this many distinct whole observations are kept per report.
+pub const JOINT_CAP: usize = 4096;
+
+/// Adds one whole observation to a report's set, within [`JOINT_CAP`].
+pub(crate) fn add_joint(r: &mut Report, obs: &[String]) {
+    if r.joint.contains(obs) {
+        return;
+    }
+    if r.joint.len() >= JOINT_CAP {
+        r.joint_truncated = true;
+        return;
+    }
+    r.joint.insert(obs.to_vec());
 }
 
 /// Progress of a running exploration, for a progress line.

@@ -1,17 +1,21 @@
-//! `kvmmu diff`: the model's prediction next to what real KVM did, access by access.
+//! `kvmmu diff`: is what real KVM did one of the things the model says can happen?
 //!
-//! The model side is one deterministic run under policy linux-6.13 (the host kernel here is
-//! 6.18, whose `hva_to_pfn` is the 6.13 code, kernel-history §c) with the `vcpus-last`
-//! schedule: host steps sequenced with `after` run exactly where the probe runs them, and
-//! steps without `after` run before the vCPUs start, as the probe must run them. The real
-//! side is [`crate::probe::run_plan`] of the adapted plan ([`crate::plan`]), in a fresh process.
+//! The model side explores every interleaving of the scenario under policy linux-6.13 (the
+//! host kernel here is 6.18, whose `hva_to_pfn` is the 6.13 code, kernel-history §c) with the
+//! checker (dpor; the scenario's `[check]` bound if it declares one; at most
+//! [`MODEL_EXECUTIONS`] executions) and keeps every distinct *whole observation*: each
+//! access's attempts and the userfaultfd messages of one execution together. The real side
+//! runs the adapted plan ([`crate::plan`]) `--repeat N` times, each in a fresh process
+//! ([`crate::probe::run_plan`]), in whatever order its threads take.
 //!
-//! Outcomes are compared after normalisation ([`crate::probe::Norm`]): a value read, a
-//! completed write (the model's `Emulated` — KVM wrote through the host mapping without an
-//! exit — is a completed write to the VMM too), an MMIO exit with the same address, length
-//! and (for writes) data, or EFAULT; each access's attempts (first try, then re-runs after a
-//! host repair) must match one for one. The userfaultfd first-access events (mapping, page,
-//! write flag) must match too: in order for one vCPU, as a multiset for several.
+//! A real run is *allowed* when its whole observation equals one of the model's, after
+//! normalisation ([`crate::probe::Norm`]): a value read, a completed write (the model's
+//! `Emulated`, KVM writing through the host mapping without an exit, is a completed write to
+//! the VMM too), an MMIO exit with the same address, length and data, EFAULT; a load of
+//! kernel data the model does not know (the vDSO pages) matches any value. The verdict is
+//! "allowed" when every real run is, and the coverage says how many of the model's
+//! observations real KVM was seen to produce. Per access, the table shows the distinct
+//! values on each side.
 //!
 //! `--mode emulated` runs the guest at CPL0, where KVM's instruction emulator (not
 //! `hva_to_pfn`) reaches guest memory and inaccessible memory becomes MMIO instead of
@@ -19,133 +23,235 @@
 //! comparison is printed, labelled "emulated: model predicts the native path", and a
 //! difference is not a failure.
 //!
-//! Exit status: 0 when every compared scenario agrees (or in emulated mode), 1 on a
-//! disagreement or a failed probe run, 2 on bad input or unusable KVM.
+//! Exit status: 0 when every compared scenario is allowed (or in emulated mode), 1 on a
+//! real run the model does not allow or a failed probe run, 2 on bad input or unusable KVM.
 
 use crate::plan::Adapted;
-use crate::probe::{attempts_text, error_status, mode_name, norm_exits, prepare, uffd_text, Norm};
+use crate::probe::{attempts_text, error_status, mode_name, norm_exits, prepare};
 use crate::text::Pad;
 use crate::{Format, ModeArg};
 use ::probe::{Mode, ProbeResult};
-use model::harness::{run_once, ScheduleKind, SingleRun};
-use model::kvm::vcpu::Outcome;
+use check::{Options, Strategy};
+use model::harness::{uffd_item, CellProgram};
 use model::kvm::PolicyId;
-use scenario::Scenario;
+use scenario::{Backing, Scenario};
 use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 
-/// The policy the model runs: the real host's `hva_to_pfn` era.
+/// The policy the model runs by default: the real host's `hva_to_pfn` era. `--policy`
+/// compares real KVM with another era's model instead (which real KVM should then refute).
 pub const POLICY: PolicyId = PolicyId::Linux6_13;
+/// At most this many model executions per scenario (every built-in needs far fewer).
+pub const MODEL_EXECUTIONS: u64 = 200_000;
 const EMULATED_LABEL: &str = "emulated: model predicts the native path";
 
-/// A model outcome in the probe's terms.
-pub fn norm_outcome(o: &Outcome) -> Norm {
-    match o {
-        Outcome::Value(v) => Norm::Value(*v),
-        Outcome::KernelData(_) => Norm::KernelData,
-        Outcome::Done | Outcome::Emulated => Norm::Done,
-        Outcome::MmioRead { gpa, len } => Norm::MmioRead {
-            gpa: *gpa,
-            len: *len,
-        },
-        Outcome::MmioWrite { gpa, len, data } => Norm::MmioWrite {
-            gpa: *gpa,
-            len: *len,
-            data: *data,
-        },
-        Outcome::Efault => Norm::Efault,
-        Outcome::Intr => Norm::Other("EINTR".into()),
-        Outcome::Sigbus => Norm::Other("SIGBUS".into()),
-        Outcome::HostBug => Norm::Other("BUG".into()),
-    }
+/// One whole observation: per access (vCPU order, then program order) its attempts in the
+/// probe's words (`0x1`, `EFAULT -> 0x600d600d`), then the userfaultfd item if the scenario
+/// has a userfault mapping (`uffd ram:0:r ...`).
+pub type Observation = Vec<String>;
+
+/// What the model says can happen.
+pub struct ModelSet {
+    pub observations: BTreeSet<Observation>,
+    pub executions: u64,
+    /// Every interleaving (within the scenario's declared bound) was explored and every
+    /// distinct observation kept.
+    pub complete: bool,
+    /// The scenario's `[check]` preemption bound, if it declares one.
+    pub bound: Option<u32>,
+    /// Oracles linux-6.13 violates on this scenario (a note: the model itself is broken).
+    pub violations: Vec<&'static str>,
 }
 
-/// One compared access.
-pub struct Row {
-    pub vcpu: usize,
-    pub index: usize,
-    pub op: String,
-    pub model: Vec<Norm>,
-    pub kvm: Vec<Norm>,
+/// Explores the scenario on the model and collects its distinct whole observations.
+pub fn model_set(sc: &Scenario, policy: PolicyId) -> Result<ModelSet, String> {
+    let bound = sc.check.as_ref().map(|c| c.preemptions);
+    let opts = Options {
+        strategy: Strategy::Dpor,
+        preemptions: bound,
+        max_executions: Some(MODEL_EXECUTIONS),
+        counterexamples: false,
+        observe: true,
+        ..Options::default()
+    };
+    let mut prog = CellProgram::new(sc, policy);
+    let r = check::explore(&mut prog, &opts, &mut |_| {}).map_err(|e| e.to_string())?;
+    let keep = |item: &String| item.starts_with("vcpu") || item.starts_with("uffd");
+    let observations = r
+        .joint
+        .iter()
+        .map(|o| {
+            o.iter()
+                .filter(|i| keep(i))
+                .map(|i| model_item(i))
+                .collect()
+        })
+        .collect();
+    let only_bound = r.cuts.iter().all(|c| *c == check::Cut::Bound);
+    Ok(ModelSet {
+        observations,
+        executions: r.executions,
+        complete: only_bound && !r.joint_truncated,
+        bound,
+        violations: r.oracles(),
+    })
 }
 
-impl Row {
-    pub fn agree(&self) -> bool {
-        self.model.len() == self.kvm.len()
-            && self.model.iter().zip(&self.kvm).all(|(m, k)| m.agrees(k))
-    }
+/// A model item in the probe's words: `vcpu0 write32 0x10000 = 0x5: done (emulated)` is a
+/// completed write to the VMM.
+fn model_item(item: &str) -> String {
+    item.replace("done (emulated)", "done")
 }
 
-/// One scenario compared.
-pub struct Compared {
-    pub rows: Vec<Row>,
-    pub uffd_model: Vec<(String, u64, bool)>,
-    pub uffd_kvm: Vec<(String, u64, bool)>,
-    pub uffd_agree: bool,
-    pub notes: Vec<String>,
-}
-
-impl Compared {
-    pub fn agree(&self) -> bool {
-        self.uffd_agree && self.rows.iter().all(Row::agree)
-    }
-}
-
-/// The model's run for comparison with real KVM.
-pub fn model_run(sc: &Scenario) -> Result<SingleRun, String> {
-    run_once(
-        sc,
-        POLICY,
-        ScheduleKind::VcpusLast,
-        false,
-        model::harness::step_bound(sc),
-    )
-}
-
-/// Compare a model run with a probe result of the same scenario.
-pub fn compare(sc: &Scenario, a: &Adapted, m: &SingleRun, r: &ProbeResult) -> Compared {
-    let mut rows = Vec::new();
+/// A real run's whole observation, in the model's item format.
+pub fn real_observation(sc: &Scenario, r: &ProbeResult) -> Observation {
+    let mut out = Vec::new();
     for (v, cpu) in sc.vcpus.iter().enumerate() {
         for (i, op) in cpu.program.iter().enumerate() {
-            let model = m
-                .raw_outcomes
-                .get(v)
-                .and_then(|x| x.get(i))
-                .map(|x| x.iter().map(norm_outcome).collect())
-                .unwrap_or_default();
-            let kvm = r
+            let atts = r
                 .accesses
                 .iter()
                 .find(|x| x.vcpu == v && x.index == i)
                 .map(|x| norm_exits(&x.attempts))
                 .unwrap_or_default();
-            rows.push(Row {
-                vcpu: v,
-                index: i,
-                op: op.to_string(),
-                model,
-                kvm,
-            });
+            out.push(format!("vcpu{v} {op}: {}", attempts_text(&atts)));
         }
     }
-    let uffd_model = m.uffd.clone();
-    let uffd_kvm: Vec<(String, u64, bool)> = r
-        .uffd_events
-        .iter()
-        .map(|e| (e.backing.clone(), e.page, e.write))
-        .collect();
-    let uffd_agree = if sc.vcpus.len() == 1 {
-        uffd_model == uffd_kvm
-    } else {
-        let (mut a, mut b) = (uffd_model.clone(), uffd_kvm.clone());
-        a.sort();
-        b.sort();
-        a == b
+    if sc.mappings.iter().any(|m| m.backing == Backing::Userfault) {
+        let ev: Vec<(String, u64, bool)> = r
+            .uffd_events
+            .iter()
+            .map(|e| (e.backing.clone(), e.page, e.write))
+            .collect();
+        out.push(uffd_item(&ev, sc.vcpus.len() > 1));
+    }
+    out
+}
+
+/// The value part of an item (`EFAULT -> 0x1` of `vcpu0 read32 0x10000: EFAULT -> 0x1`).
+fn value_of(item: &str) -> &str {
+    item.split_once(": ").map_or(item, |(_, v)| v)
+}
+
+/// Whether a real item is allowed by a model item: equal, or equal but where the model
+/// read kernel data it does not know and real KVM read some value.
+fn item_allows(model: &str, real: &str) -> bool {
+    if model == real {
+        return true;
+    }
+    let (Some((mo, mv)), Some((ro, rv))) = (model.split_once(": "), real.split_once(": ")) else {
+        return false;
     };
-    let mut notes = a.notes.clone();
-    if rows
+    let (ma, ra): (Vec<&str>, Vec<&str>) = (mv.split(" -> ").collect(), rv.split(" -> ").collect());
+    mo == ro
+        && ma.len() == ra.len()
+        && ma
+            .iter()
+            .zip(&ra)
+            .all(|(m, r)| m == r || (*m == "kernel data" && r.starts_with("0x")))
+}
+
+fn observation_allows(model: &Observation, real: &Observation) -> bool {
+    model.len() == real.len() && model.iter().zip(real).all(|(m, r)| item_allows(m, r))
+}
+
+/// One access (or the userfaultfd messages) compared: the distinct values on each side.
+pub struct Row {
+    pub label: String,
+    pub model: Vec<String>,
+    pub kvm: Vec<String>,
+    /// Every real value is allowed by one of the model's.
+    pub agree: bool,
+}
+
+/// One scenario compared.
+pub struct Compared {
+    pub rows: Vec<Row>,
+    pub runs: usize,
+    /// Real runs whose whole observation the model allows.
+    pub allowed_runs: usize,
+    /// Distinct real observations, with how many runs showed each and whether allowed.
+    pub real: Vec<(Observation, usize, bool)>,
+    pub model_observations: usize,
+    /// Model observations real KVM was seen to produce.
+    pub covered: usize,
+    pub model_executions: u64,
+    pub model_complete: bool,
+    pub notes: Vec<String>,
+}
+
+impl Compared {
+    /// Every real run is one of the things the model says can happen.
+    pub fn agree(&self) -> bool {
+        self.allowed_runs == self.runs
+    }
+}
+
+/// Compares the model's set with the real runs of the same scenario.
+pub fn compare(sc: &Scenario, a: &Adapted, m: &ModelSet, runs: &[ProbeResult]) -> Compared {
+    let mut real: BTreeMap<Observation, usize> = BTreeMap::new();
+    for r in runs {
+        *real.entry(real_observation(sc, r)).or_insert(0) += 1;
+    }
+    let allowed = |o: &Observation| m.observations.iter().any(|x| observation_allows(x, o));
+    let real: Vec<(Observation, usize, bool)> = real
+        .into_iter()
+        .map(|(o, n)| {
+            let ok = allowed(&o);
+            (o, n, ok)
+        })
+        .collect();
+    let covered = m
+        .observations
         .iter()
-        .any(|r| r.model.iter().any(|n| *n == Norm::KernelData))
+        .filter(|x| real.iter().any(|(o, _, _)| observation_allows(x, o)))
+        .count();
+    let width = m
+        .observations
+        .iter()
+        .chain(real.iter().map(|(o, _, _)| o))
+        .map(Vec::len)
+        .max()
+        .unwrap_or(0);
+    let mut rows = Vec::new();
+    for k in 0..width {
+        let distinct = |it: &mut dyn Iterator<Item = &Observation>| {
+            let mut v: Vec<String> = Vec::new();
+            for o in it {
+                if let Some(x) = o.get(k) {
+                    let x = x.to_string();
+                    if !v.contains(&x) {
+                        v.push(x);
+                    }
+                }
+            }
+            v
+        };
+        let mi = distinct(&mut m.observations.iter());
+        let ri = distinct(&mut real.iter().map(|(o, _, _)| o));
+        let label = mi
+            .first()
+            .or(ri.first())
+            .map(|x| {
+                x.split_once(": ")
+                    .map_or(x.as_str(), |(l, _)| l)
+                    .to_string()
+            })
+            .unwrap_or_default();
+        let agree = ri.iter().all(|r| mi.iter().any(|x| item_allows(x, r)));
+        rows.push(Row {
+            label,
+            model: mi.iter().map(|x| value_of(x).to_string()).collect(),
+            kvm: ri.iter().map(|x| value_of(x).to_string()).collect(),
+            agree,
+        });
+    }
+    let mut notes = a.notes.clone();
+    if m.observations
+        .iter()
+        .flatten()
+        .any(|i| i.contains("kernel data"))
     {
         notes.push(
             "loads of kernel data (the vDSO pages) are compared as outcomes only: the model \
@@ -153,33 +259,29 @@ pub fn compare(sc: &Scenario, a: &Adapted, m: &SingleRun, r: &ProbeResult) -> Co
                 .into(),
         );
     }
+    if !m.complete {
+        notes.push(format!(
+            "the model's set is not complete: {} executions{}",
+            m.executions,
+            m.bound
+                .map(|b| format!(", schedules with at most {b} preemptions"))
+                .unwrap_or_default()
+        ));
+    }
     if !m.violations.is_empty() {
-        let v: Vec<String> = m.violations.iter().map(|v| v.to_string()).collect();
-        notes.push(format!("the model run violates: {}", v.join("; ")));
+        notes.push(format!("the model violates: {}", m.violations.join(", ")));
     }
     Compared {
         rows,
-        uffd_model,
-        uffd_kvm,
-        uffd_agree,
+        runs: runs.len(),
+        allowed_runs: real.iter().filter(|r| r.2).map(|r| r.1).sum(),
+        model_observations: m.observations.len(),
+        covered,
+        model_executions: m.executions,
+        model_complete: m.complete,
+        real,
         notes,
     }
-}
-
-fn uffd_list(ev: &[(String, u64, bool)]) -> String {
-    if ev.is_empty() {
-        return "none".into();
-    }
-    ev.iter()
-        .map(|(m, p, w)| uffd_text(m, *p, *w))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn uffd_json(ev: &[(String, u64, bool)]) -> Vec<serde_json::Value> {
-    ev.iter()
-        .map(|(m, p, w)| json!({"mapping": m, "page": p, "write": w}))
-        .collect()
 }
 
 enum Verdict {
@@ -188,8 +290,39 @@ enum Verdict {
     Failed(String, u8),
 }
 
-pub fn diff(args: &[String], format: Format, mode: ModeArg) -> ExitCode {
+/// Runs one scenario on both sides.
+fn one(sc: &Scenario, a: &Adapted, policy: PolicyId, repeat: usize) -> Verdict {
+    let m = match model_set(sc, policy) {
+        Ok(m) => m,
+        Err(e) => return Verdict::Failed(format!("model: {e}"), 2),
+    };
+    let mut runs = Vec::with_capacity(repeat);
+    for _ in 0..repeat {
+        match crate::probe::run_plan(&a.plan) {
+            Ok(r) => runs.push(r),
+            Err(e) => return Verdict::Failed(format!("real KVM: {e}"), error_status(&e)),
+        }
+    }
+    let mmu = runs.first().map(|r| r.mmu.clone()).unwrap_or_default();
+    Verdict::Compared(compare(sc, a, &m, &runs), mmu)
+}
+
+pub fn diff(
+    args: &[String],
+    format: Format,
+    mode: ModeArg,
+    policy: &str,
+    repeat: usize,
+) -> ExitCode {
     let mode = mode.probe();
+    let Some(policy) = PolicyId::from_name(policy) else {
+        let names: Vec<&str> = PolicyId::ALL.iter().map(|p| p.name()).collect();
+        eprintln!(
+            "kvmmu: unknown policy {policy:?}; expected one of {}",
+            names.join(", ")
+        );
+        return ExitCode::from(2);
+    };
     let adapted = match prepare(args, mode) {
         Ok(a) => a,
         Err(code) => return code,
@@ -201,14 +334,7 @@ pub fn diff(args: &[String], format: Format, mode: ModeArg) -> ExitCode {
     for (sc, a) in &adapted {
         let v = match a {
             Err(reason) => Verdict::Skipped(reason.clone()),
-            Ok(a) => match (model_run(sc), crate::probe::run_plan(&a.plan)) {
-                (Err(e), _) => Verdict::Failed(format!("model: {e}"), 2),
-                (_, Err(e)) => Verdict::Failed(format!("real KVM: {e}"), error_status(&e)),
-                (Ok(m), Ok(r)) => {
-                    let c = compare(sc, a, &m, &r);
-                    Verdict::Compared(c, r.mmu)
-                }
-            },
+            Ok(a) => one(sc, a, policy, repeat),
         };
         match &v {
             Verdict::Compared(c, _) if c.agree() => agree += 1,
@@ -225,8 +351,8 @@ pub fn diff(args: &[String], format: Format, mode: ModeArg) -> ExitCode {
             }
         }
         match format {
-            Format::Text => text(&mut o, sc, mode, &v),
-            Format::Json => outln!(o, "{}", to_json(sc, mode, &mmu, &v)),
+            Format::Text => text(&mut o, sc, mode, policy, &v),
+            Format::Json => outln!(o, "{}", to_json(sc, mode, policy, &mmu, &v)),
         }
     }
     if format == Format::Text {
@@ -237,7 +363,7 @@ pub fn diff(args: &[String], format: Format, mode: ModeArg) -> ExitCode {
         };
         outln!(
             o,
-            "\n{} scenario(s), {}{label}: {agree} agree, {differ} disagree, {skipped} skipped (not realizable), {failed} failed",
+            "\n{} scenario(s), {}, {repeat} real run(s) each{label}: {agree} allowed by the model, {differ} not allowed, {skipped} skipped (not realizable), {failed} failed",
             adapted.len(),
             mode_name(mode)
         );
@@ -246,7 +372,7 @@ pub fn diff(args: &[String], format: Format, mode: ModeArg) -> ExitCode {
     ExitCode::from(status)
 }
 
-fn text(o: &mut String, sc: &Scenario, mode: Mode, v: &Verdict) {
+fn text(o: &mut String, sc: &Scenario, mode: Mode, policy: PolicyId, v: &Verdict) {
     let (c, real_mmu) = match v {
         Verdict::Skipped(r) => {
             outln!(o, "{}: skip: {r}", sc.name);
@@ -265,44 +391,38 @@ fn text(o: &mut String, sc: &Scenario, mode: Mode, v: &Verdict) {
     };
     outln!(
         o,
-        "{}  [{}; mmu: {real_mmu}; model: {}, host steps before vCPUs{label}]",
+        "{}  [{}; mmu: {real_mmu}; model: {}, {} observation(s) over {} execution(s){label}]",
         sc.name,
         mode_name(mode),
-        POLICY.name()
+        policy.name(),
+        c.model_observations,
+        c.model_executions
     );
     for n in &c.notes {
         outln!(o, "  note: {n}");
     }
     let mut lines: Vec<[String; 4]> = vec![[
         "access".into(),
-        "model".into(),
-        "real KVM".into(),
-        "agree".into(),
+        "model (any of)".into(),
+        "real KVM (seen)".into(),
+        "allowed".into(),
     ]];
     for r in &c.rows {
         lines.push([
-            format!("vcpu{} {}", r.vcpu, r.op),
-            attempts_text(&r.model),
-            attempts_text(&r.kvm),
-            yes(r.agree()).into(),
-        ]);
-    }
-    if !c.uffd_model.is_empty()
-        || !c.uffd_kvm.is_empty()
-        || sc
-            .mappings
-            .iter()
-            .any(|m| m.backing == scenario::Backing::Userfault)
-    {
-        lines.push([
-            "uffd events".into(),
-            uffd_list(&c.uffd_model),
-            uffd_list(&c.uffd_kvm),
-            yes(c.uffd_agree).into(),
+            r.label.clone(),
+            r.model.join(" | "),
+            r.kvm.join(" | "),
+            yes(r.agree).into(),
         ]);
     }
     let w: Vec<usize> = (0..3)
-        .map(|j| lines.iter().map(|l| l[j].len()).max().unwrap_or(0))
+        .map(|j| {
+            lines
+                .iter()
+                .map(|l| l[j].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     for l in &lines {
         outln!(
@@ -315,11 +435,18 @@ fn text(o: &mut String, sc: &Scenario, mode: Mode, v: &Verdict) {
         );
     }
     let verdict = match (c.agree(), mode) {
-        (true, _) => "agree",
-        (false, Mode::Native) => "DISAGREE",
-        (false, Mode::Emulated) => "differ (expected in emulated mode: not a failure)",
+        (true, _) => "allowed by the model",
+        (false, Mode::Native) => "NOT ALLOWED by the model",
+        (false, Mode::Emulated) => "differs (expected in emulated mode: not a failure)",
     };
-    outln!(o, "  => {verdict}");
+    outln!(
+        o,
+        "  => {verdict}: {} of {} real run(s) allowed; real KVM produced {} of the model's {} observation(s)",
+        c.allowed_runs,
+        c.runs,
+        c.covered,
+        c.model_observations
+    );
 }
 
 fn yes(b: bool) -> &'static str {
@@ -330,18 +457,23 @@ fn yes(b: bool) -> &'static str {
     }
 }
 
-fn to_json(sc: &Scenario, mode: Mode, mmu: &str, v: &Verdict) -> serde_json::Value {
+fn to_json(
+    sc: &Scenario,
+    mode: Mode,
+    policy: PolicyId,
+    mmu: &str,
+    v: &Verdict,
+) -> serde_json::Value {
     let base = |agree: bool, skipped: Option<&str>, error: Option<&str>| {
         json!({
             "scenario": sc.name,
             "agree": agree,
             "mode": mode_name(mode),
             "mmu": mmu,
-            "model_policy": POLICY.name(),
+            "model_policy": policy.name(),
             "prediction": "native",
             "fails": false,
             "accesses": [],
-            "uffd": {"model": [], "kvm": [], "agree": true},
             "notes": [],
             "skipped": skipped,
             "error": error,
@@ -359,21 +491,31 @@ fn to_json(sc: &Scenario, mode: Mode, mmu: &str, v: &Verdict) -> serde_json::Val
             j["mmu"] = json!(real_mmu);
             j["fails"] = json!(!c.agree() && mode == Mode::Native);
             j["notes"] = json!(c.notes);
+            j["runs"] = json!(c.runs);
+            j["allowed_runs"] = json!(c.allowed_runs);
+            j["model"] = json!({
+                "executions": c.model_executions,
+                "complete": c.model_complete,
+                "observations": c.model_observations,
+            });
+            j["coverage"] = json!({"seen": c.covered, "of": c.model_observations});
+            j["real"] = c
+                .real
+                .iter()
+                .map(|(o, n, ok)| json!({"observation": o, "runs": n, "allowed": ok}))
+                .collect();
             j["accesses"] = c
                 .rows
                 .iter()
                 .map(|r| {
                     json!({
-                        "vcpu": r.vcpu,
-                        "index": r.index,
-                        "op": r.op,
-                        "model": attempts_text(&r.model),
-                        "kvm": attempts_text(&r.kvm),
-                        "agree": r.agree(),
+                        "access": r.label,
+                        "model": r.model,
+                        "kvm": r.kvm,
+                        "agree": r.agree,
                     })
                 })
                 .collect();
-            j["uffd"] = json!({"model": uffd_json(&c.uffd_model), "kvm": uffd_json(&c.uffd_kvm), "agree": c.uffd_agree});
             if mode == Mode::Emulated {
                 j["label"] = json!(EMULATED_LABEL);
             }
@@ -385,35 +527,62 @@ fn to_json(sc: &Scenario, mode: Mode, mmu: &str, v: &Verdict) -> serde_json::Val
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::Norm;
+    use model::kvm::vcpu::Outcome;
 
     #[test]
-    fn model_outcomes_normalise_like_the_probe() {
-        assert_eq!(norm_outcome(&Outcome::Emulated), Norm::Done);
+    fn model_items_read_like_the_probe() {
+        // The model's Display of its outcomes is the probe's Norm Display, except that a
+        // write KVM emulated through the host mapping is a completed write to the VMM.
         assert_eq!(
-            norm_outcome(&Outcome::MmioRead {
-                gpa: 0x11000,
-                len: 4
-            }),
-            Norm::MmioRead {
-                gpa: 0x11000,
-                len: 4
-            }
+            Outcome::Value(0x1).to_string(),
+            Norm::Value(0x1).to_string()
         );
         assert_eq!(
-            norm_outcome(&Outcome::MmioWrite {
+            Outcome::MmioWrite {
                 gpa: 0x10004,
                 len: 4,
                 data: 0x99999999
-            })
+            }
             .to_string(),
-            "MMIO write 0x99999999"
+            Norm::MmioWrite {
+                gpa: 0x10004,
+                len: 4,
+                data: 0x99999999
+            }
+            .to_string()
+        );
+        assert_eq!(Outcome::Efault.to_string(), Norm::Efault.to_string());
+        assert_eq!(
+            Outcome::MmioRead { gpa: 1, len: 4 }.to_string(),
+            Norm::MmioRead { gpa: 1, len: 4 }.to_string()
+        );
+        assert_eq!(Outcome::Done.to_string(), Norm::Done.to_string());
+        assert_eq!(
+            model_item("vcpu0 write32 0x1 = 0x5: done (emulated)"),
+            "vcpu0 write32 0x1 = 0x5: done"
         );
     }
 
     #[test]
-    fn the_model_orders_unsequenced_host_steps_before_the_vcpus() {
-        // Without `after` the host's store races the guest's read; the probe (and the
-        // vcpus-last schedule) run it first.
+    fn kernel_data_allows_any_value_and_nothing_else() {
+        let m = "vcpu0 read32 0x12000: kernel data";
+        assert!(item_allows(m, "vcpu0 read32 0x12000: 0x318"));
+        assert!(!item_allows(m, "vcpu0 read32 0x12000: EFAULT"));
+        assert!(!item_allows(m, "vcpu0 read32 0x12004: 0x318"));
+        assert!(item_allows(
+            "vcpu0 read32 0x1: EFAULT -> kernel data",
+            "vcpu0 read32 0x1: EFAULT -> 0x7"
+        ));
+        assert!(!item_allows(
+            "vcpu0 read32 0x1: 0x7",
+            "vcpu0 read32 0x1: 0x8"
+        ));
+    }
+
+    #[test]
+    fn a_race_gives_the_model_several_observations_and_real_runs_need_only_one() {
+        // The host's store races the guest's read: the model allows both values.
         let text = r#"
 name = "x"
 [[mapping]]
@@ -434,7 +603,13 @@ mapping = "ram"
 value = 0x22222222
 "#;
         let sc = scenario::parse("x.toml", text).unwrap();
-        let m = model_run(&sc).unwrap();
-        assert_eq!(m.raw_outcomes[0][0], vec![Outcome::Value(0x2222_2222)]);
+        let m = model_set(&sc, POLICY).unwrap();
+        assert!(m.complete);
+        let values: BTreeSet<&str> = m.observations.iter().map(|o| value_of(&o[0])).collect();
+        assert_eq!(values, BTreeSet::from(["0x11111111", "0x22222222"]));
+        let real: Observation = vec!["vcpu0 read32 0x10000: 0x22222222".into()];
+        assert!(m.observations.iter().any(|o| observation_allows(o, &real)));
+        let wrong: Observation = vec!["vcpu0 read32 0x10000: 0x33333333".into()];
+        assert!(!m.observations.iter().any(|o| observation_allows(o, &wrong)));
     }
 }

@@ -138,11 +138,12 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = ModeArg::Native)]
         mode: ModeArg,
     },
-    /// Compare the model (linux-6.13, host steps before the vCPUs) with real KVM, per access.
+    /// Check that what real KVM did is one of the things the model (linux-6.13, every
+    /// interleaving) says can happen, per access and as a whole.
     ///
-    /// Exit status 1 on any disagreement in native mode, 2 on bad input or unusable KVM. In
-    /// emulated mode the model still predicts the native path: differences are printed,
-    /// labelled, and are not failures.
+    /// Exit status 1 when a real run is not allowed by the model in native mode, 2 on bad
+    /// input or unusable KVM. In emulated mode the model still predicts the native path:
+    /// differences are printed, labelled, and are not failures.
     Diff {
         /// Built-in scenario names or scenario files (default: every built-in scenario).
         scenarios: Vec<String>,
@@ -150,6 +151,13 @@ enum Cmd {
         format: Format,
         #[arg(long, value_enum, default_value_t = ModeArg::Native)]
         mode: ModeArg,
+        /// Run each scenario this many times on real KVM (each in a fresh process): races
+        /// show their orders, and every run must be one the model allows.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        repeat: u16,
+        /// The era whose model real KVM is compared with (this host runs linux-6.13's code).
+        #[arg(long, value_name = "P", default_value_t = diff::POLICY.name().to_string())]
+        policy: String,
     },
     /// Run one probe plan in this fresh process (JSON on stdin, result as JSON on stdout):
     /// how `probe` and `diff` isolate every real-KVM run.
@@ -208,7 +216,9 @@ fn run_command(cli: Cli) -> ExitCode {
             scenarios,
             format,
             mode,
-        } => diff::diff(&scenarios, format, mode),
+            repeat,
+            policy,
+        } => diff::diff(&scenarios, format, mode, &policy, usize::from(repeat)),
         Cmd::ProbeChild => ::probe::child_main(),
     }
 }

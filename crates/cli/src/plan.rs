@@ -81,6 +81,7 @@ pub fn plan(sc: &Scenario, mode: Mode) -> Result<Adapted, String> {
             pages: m.pages,
             prot_write,
             fill: m.fill,
+            uffd_delay_ms: m.handler_delay_ms,
         });
     }
     let mut memslots = Vec::new();

@@ -33,8 +33,6 @@ pub fn run_plan(plan: &::probe::Plan) -> Result<ProbeResult, ProbeError> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Norm {
     Value(u64),
-    /// A load of kernel data the model does not know (the vDSO pages): any value agrees.
-    KernelData,
     Done,
     MmioRead {
         gpa: u64,
@@ -50,22 +48,10 @@ pub enum Norm {
     Other(String),
 }
 
-impl Norm {
-    /// Whether a model attempt (`self`) agrees with a real one: equal, or a load of kernel
-    /// data the model does not know against any value real KVM read.
-    pub fn agrees(&self, real: &Norm) -> bool {
-        match (self, real) {
-            (Norm::KernelData, Norm::Value(_) | Norm::KernelData) => true,
-            (a, b) => a == b,
-        }
-    }
-}
-
 impl fmt::Display for Norm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Norm::Value(v) => write!(f, "{v:#x}"),
-            Norm::KernelData => f.write_str("kernel data"),
             Norm::Done => f.write_str("done"),
             Norm::MmioRead { .. } => f.write_str("MMIO read"),
             Norm::MmioWrite { data, .. } => write!(f, "MMIO write {data:#x}"),

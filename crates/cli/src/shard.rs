@@ -190,6 +190,9 @@ impl LevelPart {
                 found,
                 outcomes,
                 observed: self.observed.clone(),
+                // Whole observations are for `kvmmu diff`; shard files do not carry them.
+                joint: Default::default(),
+                joint_truncated: false,
                 elapsed: Duration::from_secs_f64(self.elapsed_ms.max(0.0) / 1e3),
                 divergence: self.divergence.clone(),
             },

@@ -133,6 +133,7 @@ impl HostBacking {
                     r.base(),
                     spec.pages,
                     spec.fill,
+                    std::time::Duration::from_millis(spec.uffd_delay_ms),
                     events.clone(),
                 )?);
                 Some(r)

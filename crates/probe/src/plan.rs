@@ -53,6 +53,10 @@ pub struct Backing {
     /// The host writes this 32-bit value repeated over every page before the run
     /// (for Userfault: the handler's UFFDIO_COPY source; None = byte 0xA0+page index).
     pub fill: Option<u32>,
+    /// Userfault: the handler sleeps this long after reading a message, before its
+    /// `UFFDIO_COPY`, so other vCPUs can fault the same page meanwhile (realkvm.md §9).
+    #[serde(default)]
+    pub uffd_delay_ms: u64,
 }
 
 /// One KVM memslot from the plan.

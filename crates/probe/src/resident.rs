@@ -164,10 +164,12 @@ fn pfnmap_present(spec: &Backing, pages: &[u64]) -> Result<Option<u64>, ProbeErr
         match a.attempts.first() {
             Some(Exit::Efault) => {}
             Some(Exit::MmioWrite { .. }) => return Ok(Some(pages[a.index])),
-            other => return Err(ProbeError::Sys(format!(
+            other => {
+                return Err(ProbeError::Sys(format!(
                 "presence check of '{}' page {}: expected EFAULT or an MMIO write, got {other:?}",
                 spec.name, pages[a.index]
-            ))),
+            )))
+            }
         }
     }
     Ok(None)
@@ -186,6 +188,7 @@ mod tests {
             pages: 4,
             prot_write: true,
             fill,
+            uffd_delay_ms: 0,
         };
         let plan = Plan {
             name: "x".into(),

@@ -84,6 +84,7 @@ pub fn measure_first_touch(
         pages: if vvar { 1 } else { pages },
         prot_write: true,
         fill: None,
+        uffd_delay_ms: 0,
     };
     let hb = HostBacking::create(&spec, &events)?;
     let (mut first, mut mapped, mut rt) = (Vec::new(), Vec::new(), Vec::new());

@@ -110,6 +110,8 @@ struct Target {
     base: usize,
     pages: u64,
     fill: Option<u32>,
+    /// Between reading a message and resolving it.
+    delay: Duration,
 }
 
 impl Uffd {
@@ -119,6 +121,7 @@ impl Uffd {
         base: usize,
         pages: u64,
         fill: Option<u32>,
+        delay: Duration,
         events: Arc<Mutex<Vec<UffdEvent>>>,
     ) -> Result<Uffd, ProbeError> {
         let fd = open()?;
@@ -151,6 +154,7 @@ impl Uffd {
             base,
             pages,
             fill,
+            delay,
         };
         let st = stop.clone();
         let thread = std::thread::Builder::new()
@@ -227,6 +231,10 @@ fn handler(
                 let b = 0xA0u8.wrapping_add(page as u8);
                 src.fill_u32(0..1, u32::from_ne_bytes([b; 4]));
             }
+        }
+        if !t.delay.is_zero() {
+            // nanosleep: no clock read (see crate::clock).
+            std::thread::sleep(t.delay);
         }
         resolve(&fd, page_addr, src.base() as u64);
     }

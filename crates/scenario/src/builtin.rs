@@ -8,6 +8,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../scenarios/userfault.toml"),
     ),
     (
+        "uffd-two-vcpus",
+        include_str!("../../../scenarios/uffd-two-vcpus.toml"),
+    ),
+    (
         "vgpu-first-touch",
         include_str!("../../../scenarios/vgpu-first-touch.toml"),
     ),

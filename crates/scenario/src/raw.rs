@@ -58,6 +58,8 @@ pub struct RawMapping {
     pub insert_mixed: bool,
     #[serde(default)]
     pub user_mode_only: bool,
+    #[serde(default)]
+    pub handler_delay_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]

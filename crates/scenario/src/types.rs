@@ -165,6 +165,10 @@ pub struct Mapping {
     pub insert_mixed: bool,
     /// userfault: `UFFD_USER_MODE_ONLY`.
     pub user_mode_only: bool,
+    /// userfault: the handler thread waits this long between reading a message and
+    /// `UFFDIO_COPY`, so that on real KVM other vCPUs fault the page meanwhile. The model has
+    /// no time: it explores every order anyway, so it ignores the delay.
+    pub handler_delay_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

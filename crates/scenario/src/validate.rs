@@ -176,6 +176,19 @@ pub(crate) fn validate(
             fault_retry: m.fault_retry,
             insert_mixed: m.insert_mixed,
             user_mode_only: m.user_mode_only,
+            handler_delay_ms: match &m.handler_delay_ms {
+                None => 0,
+                Some(d) if backing != Backing::Userfault => {
+                    return cx.err(
+                        d.span(),
+                        "handler_delay_ms is the userfaultfd handler's: only userfault mappings have one",
+                    )
+                }
+                Some(d) if *d.get_ref() > 1000 => {
+                    return cx.err(d.span(), "handler_delay_ms must be at most 1000")
+                }
+                Some(d) => *d.get_ref(),
+            },
         });
     }
     let find = |s: &Spanned<String>| -> Result<&Mapping, ScenarioError> {

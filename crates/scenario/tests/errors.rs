@@ -225,6 +225,29 @@ fn region_index_is_a_bar_of_a_device_mapping() {
 }
 
 #[test]
+fn handler_delay_is_the_userfault_handlers_and_bounded() {
+    let e = err(&GOOD.replace(
+        "pages = 1\n[[memslot]]",
+        "pages = 1\nhandler_delay_ms = 20\n[[memslot]]",
+    ));
+    assert!(e.message.contains("only userfault mappings"), "{e}");
+    let uffd = GOOD.replace("\"anon-private\"", "\"userfault\"");
+    let t = uffd.replace(
+        "pages = 1\n[[memslot]]",
+        "pages = 1\nhandler_delay_ms = 1001\n[[memslot]]",
+    );
+    let e = err(&t);
+    assert!(e.message.contains("at most 1000"), "{e}");
+    at(&t, &e, "1001");
+    let ok = uffd.replace(
+        "pages = 1\n[[memslot]]",
+        "pages = 1\nhandler_delay_ms = 20\n[[memslot]]",
+    );
+    let sc = scenario::parse("x.toml", &ok).unwrap();
+    assert_eq!(sc.mappings[0].handler_delay_ms, 20);
+}
+
+#[test]
 fn after_takes_digits_only() {
     let t = with_host("action = \"read\"\nmapping = \"ram\"\nafter = \"vcpu+0:+0\"\n");
     let e = err(&t);

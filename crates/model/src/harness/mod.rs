@@ -9,6 +9,6 @@ pub mod oracle;
 mod run;
 
 pub use build::{build, build_with, Backend, BuildOptions, MappingState, Sys};
-pub use monitor::{step_bound, CellMonitor, CellProgram, Headline};
+pub use monitor::{step_bound, uffd_item, CellMonitor, CellProgram, Headline};
 pub use oracle::{Oracle, Violation};
 pub use run::{expectation_met, run_once, ScheduleKind, SingleRun};

@@ -192,6 +192,22 @@ impl CellMonitor {
     }
 }
 
+/// The observed item of a cell's userfaultfd messages: `uffd: ram:0:r ram:2:w`, `uffd: none`;
+/// `sorted` (several vCPUs, whose messages arrive in any order): as a multiset.
+pub fn uffd_item(events: &[(String, u64, bool)], sorted: bool) -> String {
+    if events.is_empty() {
+        return "uffd: none".into();
+    }
+    let mut v: Vec<String> = events
+        .iter()
+        .map(|(m, p, w)| format!("{m}:{p}:{}", if *w { "w" } else { "r" }))
+        .collect();
+    if sorted {
+        v.sort_unstable();
+    }
+    format!("uffd: {}", v.join(" "))
+}
+
 /// What a cell's executions ended in, most serious first: what the matrix prints when no
 /// oracle failed, and what `[expect] outcome` names.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -334,6 +350,14 @@ impl Monitor for CellMonitor {
             }
             for (i, n) in nested.iter().enumerate() {
                 outcomes.push(format!("nested{i} {n}"));
+            }
+            if self
+                .sys
+                .mappings
+                .iter()
+                .any(|m| matches!(m.backend, Backend::Userfault(_)))
+            {
+                outcomes.push(uffd_item(&self.uffd(), self.sys.vcpus.len() > 1));
             }
         }
         Observation {

@@ -27,6 +27,7 @@ pub fn backing(
         pages,
         prot_write,
         fill,
+        uffd_delay_ms: 0,
     }
 }
 

@@ -447,6 +447,7 @@ fn cell_json(a: &CheckArgs, d: &Done) -> serde_json::Value {
                 "step": s.step,
                 "actor": ce.actors.get(s.actor).cloned().unwrap_or_default(),
                 "what": s.what,
+                "func": s.func,
                 "lines": s.lines,
             })).collect::<Vec<_>>(),
             "replay": replay,

@@ -154,7 +154,7 @@ pub fn compare(sc: &Scenario, a: &Adapted, m: &SingleRun, r: &ProbeResult) -> Co
     }
 }
 
-fn uffd_list(ev: &[(String, u64, bool)]) -> String {
+pub fn uffd_list(ev: &[(String, u64, bool)]) -> String {
     if ev.is_empty() {
         return "none".into();
     }
@@ -170,34 +170,64 @@ fn uffd_json(ev: &[(String, u64, bool)]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-enum Verdict {
+/// One scenario's comparison: compared (with the real MMU), not realizable, or failed (with
+/// the exit status it asks for).
+pub enum Verdict {
     Compared(Compared, String),
     Skipped(String),
     Failed(String, u8),
 }
 
-pub fn diff(args: &[String], format: Format, mode: ModeArg) -> ExitCode {
+/// Run `sc` on the model and (when realizable) on real KVM, and compare.
+pub fn compare_one(sc: &Scenario, a: &Result<Adapted, String>) -> Verdict {
+    match a {
+        Err(reason) => Verdict::Skipped(reason.clone()),
+        Ok(a) => match (model_run(sc), ::probe::run(&a.plan)) {
+            (Err(e), _) => Verdict::Failed(format!("model: {e}"), 2),
+            (_, Err(e)) => Verdict::Failed(format!("real KVM: {e}"), error_status(&e)),
+            (Ok(m), Ok(r)) => {
+                let c = compare(sc, a, &m, &r);
+                Verdict::Compared(c, r.mmu)
+            }
+        },
+    }
+}
+
+/// Whether the comparison shows the userfaultfd events (the scenario has a uffd mapping or
+/// either side saw one).
+pub fn shows_uffd(sc: &Scenario, c: &Compared) -> bool {
+    !c.uffd_model.is_empty()
+        || !c.uffd_kvm.is_empty()
+        || sc
+            .mappings
+            .iter()
+            .any(|m| m.backing == scenario::Backing::Userfault)
+}
+
+pub fn diff(
+    args: &[String],
+    format: Format,
+    mode: ModeArg,
+    report: Option<&std::path::Path>,
+) -> ExitCode {
     let mode = mode.probe();
     let adapted = match prepare(args, mode) {
         Ok(a) => a,
         Err(code) => return code,
     };
+    if let Some(dir) = report {
+        if let Err(e) = crate::reportdata::prepare_dir(dir) {
+            eprintln!("kvmmu: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let mmu = ::probe::mmu_description();
     let mut o = String::new();
     let (mut agree, mut differ, mut skipped, mut failed) = (0, 0, 0, 0);
     let mut status = 0u8;
+    let mut verdicts = Vec::new();
     for (sc, a) in &adapted {
-        let v = match a {
-            Err(reason) => Verdict::Skipped(reason.clone()),
-            Ok(a) => match (model_run(sc), ::probe::run(&a.plan)) {
-                (Err(e), _) => Verdict::Failed(format!("model: {e}"), 2),
-                (_, Err(e)) => Verdict::Failed(format!("real KVM: {e}"), error_status(&e)),
-                (Ok(m), Ok(r)) => {
-                    let c = compare(sc, a, &m, &r);
-                    Verdict::Compared(c, r.mmu)
-                }
-            },
-        };
+        let v = compare_one(sc, a);
         match &v {
             Verdict::Compared(c, _) if c.agree() => agree += 1,
             Verdict::Compared(..) => {
@@ -216,6 +246,7 @@ pub fn diff(args: &[String], format: Format, mode: ModeArg) -> ExitCode {
             Format::Text => text(&mut o, sc, mode, &v),
             Format::Json => outln!(o, "{}", to_json(sc, mode, &mmu, &v)),
         }
+        verdicts.push(v);
     }
     if format == Format::Text {
         let label = if mode == Mode::Emulated {
@@ -231,6 +262,13 @@ pub fn diff(args: &[String], format: Format, mode: ModeArg) -> ExitCode {
         );
     }
     crate::emit(&o);
+    if let Some(dir) = report {
+        let scs: Vec<Scenario> = adapted.iter().map(|(sc, _)| sc.clone()).collect();
+        if let Err(e) = crate::reportcmd::write_compared(&scs, mode, &verdicts, dir) {
+            eprintln!("kvmmu: {e}");
+            return ExitCode::from(2);
+        }
+    }
     ExitCode::from(status)
 }
 
@@ -275,13 +313,7 @@ fn text(o: &mut String, sc: &Scenario, mode: Mode, v: &Verdict) {
             yes(r.agree()).into(),
         ]);
     }
-    if !c.uffd_model.is_empty()
-        || !c.uffd_kvm.is_empty()
-        || sc
-            .mappings
-            .iter()
-            .any(|m| m.backing == scenario::Backing::Userfault)
-    {
+    if shows_uffd(sc, c) {
         lines.push([
             "uffd events".into(),
             uffd_list(&c.uffd_model),

@@ -75,7 +75,9 @@ pub fn render(r: &Report) -> Site {
 }
 
 fn has_cells(r: &Report) -> bool {
-    r.scenarios.iter().any(|s| s.cells.iter().any(Option::is_some))
+    r.scenarios
+        .iter()
+        .any(|s| s.cells.iter().any(Option::is_some))
 }
 
 fn summary(o: &mut String, r: &Report) {
@@ -225,13 +227,7 @@ fn kvm_summary(o: &mut String, r: &Report) {
     o.push_str("</table>\n");
 }
 
-fn scenario(
-    o: &mut String,
-    r: &Report,
-    i: usize,
-    s: &Scenario,
-    svgs: &mut Vec<(String, String)>,
-) {
+fn scenario(o: &mut String, r: &Report, i: usize, s: &Scenario, svgs: &mut Vec<(String, String)>) {
     let _ = writeln!(
         o,
         "<section id=\"{}\"><h3>{}</h3>\n<p>{} <span class=\"meta\">({})</span></p>",
@@ -287,10 +283,9 @@ fn scenario(
                 c.executions
             );
             if let Some(t) = &v.timeline {
-                let replay = t
-                    .replay
-                    .as_ref()
-                    .map_or(String::new(), |p| format!(" · replay: <code>{}</code>", esc(p)));
+                let replay = t.replay.as_ref().map_or(String::new(), |p| {
+                    format!(" · replay: <code>{}</code>", esc(p))
+                });
                 let _ = writeln!(
                     o,
                     "<p class=\"meta\">Counterexample: {} preemption(s), {} steps, {}{replay}</p>",
@@ -320,7 +315,11 @@ fn scenario(
 }
 
 fn comparison(o: &mut String, i: usize, c: &Comparison) {
-    let _ = write!(o, "<h4 id=\"{}-kvm\">Model vs real KVM</h4>", scenario_id(i));
+    let _ = write!(
+        o,
+        "<h4 id=\"{}-kvm\">Model vs real KVM</h4>",
+        scenario_id(i)
+    );
     match c {
         Comparison::Skipped(why) => {
             let _ = writeln!(o, "<p class=\"meta\">Not run on real KVM: {}</p>", esc(why));

@@ -19,19 +19,64 @@ fn race() -> Timeline {
         actors: vec!["vcpu0".into(), "reset".into()],
         steps: vec![
             step(0, 0, "", "start", &[]),
-            step(1, 0, "guest", "guest access", &["kvm_mmu_page_fault: gpa 0x100000 read"]),
-            step(2, 0, "follow_pte", "lock", &["follow_pte: lock ptl", "follow_pte: 0x7f0000000000 -> pfn 0x1 rw"]),
+            step(
+                1,
+                0,
+                "guest",
+                "guest access",
+                &["kvm_mmu_page_fault: gpa 0x100000 read"],
+            ),
+            step(
+                2,
+                0,
+                "follow_pte",
+                "lock",
+                &[
+                    "follow_pte: lock ptl",
+                    "follow_pte: 0x7f0000000000 -> pfn 0x1 rw",
+                ],
+            ),
             step(3, 0, "follow_pfn", "unlock", &["follow_pfn: unlock ptl"]),
             step(4, 1, "", "start", &[]),
             step(5, 1, "vgpu_reset", "lock", &["vgpu_reset: lock vgpu->lock"]),
-            step(6, 1, "unmap_mapping_range", "lock", &[
-                "unmap_mapping_range: lock bar0.i_mmap_rwsem (read)",
-                "mmu_notifier_invalidate_range_start: [0x7f0000000000, 0x7f0000001000) Clear",
-            ]),
-            step(7, 1, "zap_page_range_single", "ptep_get_and_clear", &["zap_page_range_single: clear pte 0x7f0000000000 (was pfn 0x1)"]),
-            step(8, 1, "vgpu_reset", "put_page_testzero", &["vgpu_reset: put_page(pfn 0x1): refcount 1 -> 0"]),
-            step(9, 1, "vgpu_reset", "trylock", &["vgpu_reset: trylock other failed"]),
-            step(10, 0, "kvm_get_pfn", "page_ref_inc", &["kvm_get_pfn: get_page(pfn 0x1): refcount 0 -> 1"]),
+            step(
+                6,
+                1,
+                "unmap_mapping_range",
+                "lock",
+                &[
+                    "unmap_mapping_range: lock bar0.i_mmap_rwsem (read)",
+                    "mmu_notifier_invalidate_range_start: [0x7f0000000000, 0x7f0000001000) Clear",
+                ],
+            ),
+            step(
+                7,
+                1,
+                "zap_page_range_single",
+                "ptep_get_and_clear",
+                &["zap_page_range_single: clear pte 0x7f0000000000 (was pfn 0x1)"],
+            ),
+            step(
+                8,
+                1,
+                "vgpu_reset",
+                "put_page_testzero",
+                &["vgpu_reset: put_page(pfn 0x1): refcount 1 -> 0"],
+            ),
+            step(
+                9,
+                1,
+                "vgpu_reset",
+                "trylock",
+                &["vgpu_reset: trylock other failed"],
+            ),
+            step(
+                10,
+                0,
+                "kvm_get_pfn",
+                "page_ref_inc",
+                &["kvm_get_pfn: get_page(pfn 0x1): refcount 0 -> 1"],
+            ),
         ],
         failing_step: 10,
         oracle: "refcount-sane".into(),
@@ -106,7 +151,8 @@ fn every_box_names_its_kernel_function_and_every_actor_has_a_lane() {
     assert!(svg.contains("✗ violates refcount-sane"));
     assert_eq!(svg.matches("class=\"fail\"").count(), 1);
     // A notifier call is an arrow to the vCPU's lane.
-    assert_eq!(svg.matches("notifier → KVM: invalidate_range_start").count(), 1);
+    assert_eq!(svg.matches("mmu notifier → KVM</text>").count(), 1);
+    assert_eq!(svg.matches(">invalidate_range_start</text>").count(), 1);
 }
 
 #[test]
@@ -170,7 +216,9 @@ fn strings_from_input_are_escaped_everywhere() {
         assert!(!text.contains('\u{1}'), "{name}");
         assert!(!text.contains("\"'&"), "{name}");
     }
-    assert!(site.index.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;"));
+    assert!(site
+        .index
+        .contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;"));
     // Exactly the page's own script.
     assert_eq!(site.index.matches("<script>").count(), 1);
 }
@@ -192,8 +240,12 @@ fn the_page_fetches_nothing() {
 fn matrix_cells_are_coloured_by_verdict_and_link_to_their_detail() {
     let r = report("vgpu-reset-race");
     let site = render(&r);
-    assert!(site.index.contains("<td class=\"v-expected\"><a href=\"#c-0-0\""));
-    assert!(site.index.contains("<td class=\"v-efault\"><a href=\"#c-0-1\""));
+    assert!(site
+        .index
+        .contains("<td class=\"v-expected\"><a href=\"#c-0-0\""));
+    assert!(site
+        .index
+        .contains("<td class=\"v-efault\"><a href=\"#c-0-1\""));
     for id in ["c-0-0", "c-0-1", "s-0"] {
         assert!(site.index.contains(&format!("id=\"{id}\"")), "{id}");
     }
@@ -245,7 +297,11 @@ fn costs_plot_shows_both_sides_or_says_what_is_missing() {
         seconds: 1.0,
     });
     let site = render(&r);
-    let (_, svg) = site.svgs.iter().find(|(n, _)| n == "svg/costs.svg").unwrap();
+    let (_, svg) = site
+        .svgs
+        .iter()
+        .find(|(n, _)| n == "svg/costs.svg")
+        .unwrap();
     assert!(svg.contains("1.20 µs"));
     assert!(svg.contains("real KVM: not measured"));
 }

@@ -22,7 +22,7 @@ const PAD: f64 = 6.0;
 const GAP: f64 = 4.0;
 /// Lane text width bounds, in characters.
 const MIN_CHARS: usize = 28;
-const MAX_CHARS: usize = 64;
+const MAX_CHARS: usize = 72;
 /// Trace lines shown per box.
 const MAX_LINES: usize = 6;
 /// The annotation column for the violating step.
@@ -241,7 +241,10 @@ pub fn render(t: &Timeline) -> String {
             Some(here)
         })
         .collect();
-    let lanes_end = lane_x.last().zip(lane_w.last()).map_or(GUTTER, |(x, w)| x + w);
+    let lanes_end = lane_x
+        .last()
+        .zip(lane_w.last())
+        .map_or(GUTTER, |(x, w)| x + w);
     let note_x = lanes_end + 16.0;
     let width = note_x + NOTE_CHARS as f64 * CH + 20.0;
     // Rows.
@@ -358,10 +361,7 @@ pub fn render(t: &Timeline) -> String {
             // Keep the bold function part when it fits whole.
             let fcount = f.chars().count();
             let (fb, rb) = if shown.chars().count() > fcount {
-                (
-                    f.clone(),
-                    shown.chars().skip(fcount).collect::<String>(),
-                )
+                (f.clone(), shown.chars().skip(fcount).collect::<String>())
             } else {
                 (shown.clone(), String::new())
             };
@@ -408,17 +408,22 @@ pub fn render(t: &Timeline) -> String {
                 if a == s.actor || !name(a).starts_with("vcpu") {
                     continue;
                 }
-                let (x0, x1) = if m > l {
-                    (bx + bw, lane_x[m] + BARS + 30.0)
+                // The arrow ends inside the vCPU's lane, which is empty on this row (one
+                // step per row); the label sits beside its head.
+                let (x0, x1, tx, anchor) = if m > l {
+                    let x1 = lane_x[m] + lane_w[m] * 0.65;
+                    (bx + bw, x1, x1 - 6.0, "end")
                 } else {
-                    (bx, lane_x[m] + lane_w[m] - 30.0)
+                    let x1 = lane_x[m] + lane_w[m] * 0.35;
+                    (bx, x1, x1 + 6.0, "start")
                 };
                 let _ = writeln!(
                     o,
                     "<line class=\"ntf\" x1=\"{x0:.1}\" y1=\"{ym:.1}\" x2=\"{x1:.1}\" y2=\"{ym:.1}\" marker-end=\"url(#ah)\"/>\
-<text class=\"ntft\" x=\"{:.1}\" y=\"{:.1}\">notifier → KVM: {call}</text>",
-                    x0.min(x1) + 6.0,
-                    ym - 4.0
+<text class=\"ntft\" text-anchor=\"{anchor}\" x=\"{tx:.1}\" y=\"{:.1}\">mmu notifier → KVM</text>\
+<text class=\"ntft\" text-anchor=\"{anchor}\" x=\"{tx:.1}\" y=\"{:.1}\">{call}</text>",
+                    ym - 4.0,
+                    ym + 11.0
                 );
             }
         }
@@ -454,10 +459,7 @@ pub fn render(t: &Timeline) -> String {
     );
     lx += 90.0;
     for (i, n) in lock_names.iter().enumerate() {
-        let (cx, cy) = (
-            lx + (i % 4) as f64 * 230.0,
-            ly + (i / 4) as f64 * 16.0,
-        );
+        let (cx, cy) = (lx + (i % 4) as f64 * 230.0, ly + (i / 4) as f64 * 16.0);
         let _ = writeln!(
             o,
             "<rect x=\"{cx:.1}\" y=\"{:.1}\" width=\"14\" height=\"5\" fill=\"{}\"/><text x=\"{:.1}\" y=\"{cy:.1}\">{}</text>",

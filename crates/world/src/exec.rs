@@ -554,7 +554,13 @@ impl World {
             let (performed, rec) = {
                 let mut pending = self.core.pending.borrow_mut();
                 let op = pending[who].take().expect("enabled actor has an op");
-                let func = self.core.funcs.borrow().get(who).and_then(|s| s.last()).copied();
+                let func = self
+                    .core
+                    .funcs
+                    .borrow()
+                    .get(who)
+                    .and_then(|s| s.last())
+                    .copied();
                 let rec = StepRecord {
                     actor: who,
                     kind: op.kind,

@@ -35,7 +35,7 @@ fn us(x: f64) -> String {
 
 /// First-touch cost per backing, model and real KVM side by side.
 pub fn costs(c: &Costs) -> String {
-    let (label_w, plot_w, row_h) = (250.0, 560.0, 20.0);
+    let (label_w, plot_w, row_h) = (320.0, 560.0, 20.0);
     let max = c
         .rows
         .iter()
@@ -85,7 +85,7 @@ pub fn costs(c: &Costs) -> String {
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" font-weight=\"bold\">{}</text>",
             label_w - 12.0,
             y + row_h,
-            esc(&cut(&r.backing, 34))
+            esc(&cut(&r.backing, 40))
         );
         for (s, colour, who) in [(r.model, MODEL, "model"), (r.real, REAL, "real KVM")] {
             let cy = y + row_h / 2.0 + 2.0;

@@ -143,8 +143,12 @@ fn every_box_names_its_kernel_function_and_every_actor_has_a_lane() {
     // A start box names the function its actor starts in.
     assert!(svg.contains("start</tspan> → guest"), "{svg}");
     assert!(svg.contains("start</tspan> → vgpu_reset"), "{svg}");
+    assert_eq!(
+        svg.matches("class=\"hd\"").count(),
+        t.actors.len(),
+        "one lane per actor"
+    );
     for a in &t.actors {
-        assert!(svg.contains(&format!("class=\"hd\" x=")), "lane header");
         assert!(svg.contains(&format!(">{a}</text>")), "lane for {a}");
     }
     // The violating step is marked with the oracle, and is the only red box.

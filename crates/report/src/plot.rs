@@ -91,29 +91,24 @@ pub fn costs(c: &Costs) -> String {
             let cy = y + row_h / 2.0 + 2.0;
             match s {
                 Some(Spread { median, lo, hi, n }) => {
+                    // Whisker from the lower to the upper quartile, ticks at both ends,
+                    // the median as a dot.
+                    let (xl, xh, xm) = (x(lo), x(hi), x(median));
+                    let (t0, t1) = (cy - 4.0, cy + 4.0);
                     let _ = writeln!(
                         o,
                         "<g><title>{who}: median {} µs, quartiles {}–{} µs, {n} samples</title>\
-<line x1=\"{:.1}\" y1=\"{cy:.1}\" x2=\"{:.1}\" y2=\"{cy:.1}\" stroke=\"{colour}\" stroke-width=\"2\"/>\
-<line x1=\"{0:.1}\" y1=\"{2:.1}\" x2=\"{0:.1}\" y2=\"{3:.1}\" stroke=\"{colour}\"/>\
-<circle cx=\"{:.1}\" cy=\"{cy:.1}\" r=\"5\" fill=\"{colour}\"/>\
+<line x1=\"{xl:.1}\" y1=\"{cy:.1}\" x2=\"{xh:.1}\" y2=\"{cy:.1}\" stroke=\"{colour}\" stroke-width=\"2\"/>\
+<line x1=\"{xl:.1}\" y1=\"{t0:.1}\" x2=\"{xl:.1}\" y2=\"{t1:.1}\" stroke=\"{colour}\"/>\
+<line x1=\"{xh:.1}\" y1=\"{t0:.1}\" x2=\"{xh:.1}\" y2=\"{t1:.1}\" stroke=\"{colour}\"/>\
+<circle cx=\"{xm:.1}\" cy=\"{cy:.1}\" r=\"5\" fill=\"{colour}\"/>\
 <text x=\"{:.1}\" y=\"{:.1}\" fill=\"{colour}\">{} µs</text></g>",
                         us(median),
                         us(lo),
                         us(hi),
-                        x(lo),
-                        x(hi),
-                        x(median),
-                        x(hi).max(x(median)) + 8.0,
+                        xh.max(xm) + 8.0,
                         cy + 4.0,
                         us(median),
-                    );
-                    let _ = writeln!(
-                        o,
-                        "<line x1=\"{0:.1}\" y1=\"{1:.1}\" x2=\"{0:.1}\" y2=\"{2:.1}\" stroke=\"{colour}\"/>",
-                        x(hi),
-                        cy - 4.0,
-                        cy + 4.0
                     );
                 }
                 None => {

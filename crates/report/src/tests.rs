@@ -307,5 +307,10 @@ fn costs_plot_shows_both_sides_or_says_what_is_missing() {
         .find(|(n, _)| n == "svg/costs.svg")
         .unwrap();
     assert!(svg.contains("1.20 µs"));
+    // Every line (grid, whiskers, ticks) is drawn in the plot area, right of the labels.
+    for part in svg.split("<line x1=\"").skip(1) {
+        let x: f64 = part[..part.find('"').unwrap()].parse().unwrap();
+        assert!(x >= 320.0, "a line at x = {x}");
+    }
     assert!(svg.contains("real KVM: not measured"));
 }

@@ -218,6 +218,8 @@ pub struct StepView {
     pub actor: usize,
     /// What the scheduling point was (`lock`, `put_page_testzero`, ...).
     pub what: String,
+    /// The kernel function the actor was in at that point (empty outside any).
+    pub func: String,
     /// Trace lines the step emitted: `kernel function: text`.
     pub lines: Vec<String>,
 }

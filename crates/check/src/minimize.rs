@@ -313,6 +313,7 @@ pub fn replay(
             step: k,
             actor: rec.actor,
             what: rec.what.to_string(),
+            func: rec.func.to_string(),
             lines: r
                 .trace
                 .entries

@@ -86,6 +86,9 @@ pub struct CheckArgs {
     /// No progress line on stderr (it is also hidden when stderr is not a terminal).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Also write the HTML report (index.html and svg/, see docs/report.md) to DIR.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
 }
 
 fn parse_shard(s: &str) -> Result<(usize, usize), String> {
@@ -172,14 +175,75 @@ pub fn check(a: &CheckArgs) -> ExitCode {
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
         |j| j as usize,
     );
+    if let Some(dir) = a.report.as_ref().filter(|_| shard.is_none()) {
+        if let Err(e) = crate::reportdata::prepare_dir(dir) {
+            eprintln!("kvmmu: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let interrupt = crate::signals::interrupt_flag();
     let start = Instant::now();
+    let (done, parts) = match explore_cells(a, &srcs, &pols, shard, jobs, &interrupt, start) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    if shard.is_none() {
+        if let Some(dir) = &a.report {
+            if let Err(e) = crate::reportcmd::write_checked(a, &srcs, &pols, &done, dir) {
+                eprintln!("kvmmu: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let total = srcs.len() * pols.len();
+    if interrupt.load(std::sync::atomic::Ordering::Relaxed) {
+        // What finished (the last cell cut short, not complete), then a non-zero exit.
+        let _ = report(a, &done, start.elapsed());
+        eprintln!(
+            "kvmmu: interrupted after {} of {total} cells (the last one cut short)",
+            done.len()
+        );
+        return ExitCode::from(130);
+    }
+    if let Some((k, n)) = shard {
+        let file = shard::ShardFile {
+            format: shard::FORMAT.to_string(),
+            kvmmu: env!("CARGO_PKG_VERSION").to_string(),
+            shard: k,
+            shards: n,
+            campaign: campaign(a),
+            cells: parts,
+        };
+        let text = serde_json::to_string(&file).expect("serialisable") + "\n";
+        return match output(a, &text) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kvmmu: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    report(a, &done, start.elapsed())
+}
+
+/// Explore every (scenario, policy) cell (or this shard's share of them), writing replay
+/// files as `a` says; the cells' results, and a shard's parts.
+#[allow(clippy::too_many_arguments)]
+pub fn explore_cells(
+    a: &CheckArgs,
+    srcs: &[Source],
+    pols: &[model::kvm::PolicyId],
+    shard: Option<(usize, usize)>,
+    jobs: usize,
+    interrupt: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    start: Instant,
+) -> Result<(Vec<Done>, Vec<shard::CellPart>), ExitCode> {
     let total = srcs.len() * pols.len();
     let bar = progress_bar(a.quiet);
     let mut done: Vec<Done> = Vec::new();
     let mut parts: Vec<shard::CellPart> = Vec::new();
-    'cells: for src in &srcs {
-        for &p in &pols {
+    'cells: for src in srcs {
+        for &p in pols {
             if interrupt.load(std::sync::atomic::Ordering::Relaxed) {
                 break 'cells;
             }
@@ -245,7 +309,7 @@ pub fn check(a: &CheckArgs) -> ExitCode {
                 Err(e) => {
                     bar.finish_and_clear();
                     eprintln!("kvmmu: {} / {}: {e}", src.scenario.name, p.name());
-                    return ExitCode::from(2);
+                    return Err(ExitCode::from(2));
                 }
             };
             if shard.is_some() {
@@ -262,7 +326,7 @@ pub fn check(a: &CheckArgs) -> ExitCode {
                 Err(e) => {
                     bar.finish_and_clear();
                     eprintln!("kvmmu: {e}");
-                    return ExitCode::from(2);
+                    return Err(ExitCode::from(2));
                 }
             };
             let estimate = match a.estimate_dfs {
@@ -274,7 +338,7 @@ pub fn check(a: &CheckArgs) -> ExitCode {
                         Err(e) => {
                             bar.finish_and_clear();
                             eprintln!("kvmmu: {} / {}: {e}", src.scenario.name, p.name());
-                            return ExitCode::from(2);
+                            return Err(ExitCode::from(2));
                         }
                     }
                 }
@@ -288,34 +352,7 @@ pub fn check(a: &CheckArgs) -> ExitCode {
         }
     }
     bar.finish_and_clear();
-    if interrupt.load(std::sync::atomic::Ordering::Relaxed) {
-        // What finished (the last cell cut short, not complete), then a non-zero exit.
-        let _ = report(a, &done, start.elapsed());
-        eprintln!(
-            "kvmmu: interrupted after {} of {total} cells (the last one cut short)",
-            done.len()
-        );
-        return ExitCode::from(130);
-    }
-    if let Some((k, n)) = shard {
-        let file = shard::ShardFile {
-            format: shard::FORMAT.to_string(),
-            kvmmu: env!("CARGO_PKG_VERSION").to_string(),
-            shard: k,
-            shards: n,
-            campaign: campaign(a),
-            cells: parts,
-        };
-        let text = serde_json::to_string(&file).expect("serialisable") + "\n";
-        return match output(a, &text) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("kvmmu: {e}");
-                ExitCode::from(2)
-            }
-        };
-    }
-    report(a, &done, start.elapsed())
+    Ok((done, parts))
 }
 
 /// What every shard of a campaign must agree on.
@@ -447,6 +484,7 @@ fn cell_json(a: &CheckArgs, d: &Done) -> serde_json::Value {
                 "step": s.step,
                 "actor": ce.actors.get(s.actor).cloned().unwrap_or_default(),
                 "what": s.what,
+                "func": s.func,
                 "lines": s.lines,
             })).collect::<Vec<_>>(),
             "replay": replay,

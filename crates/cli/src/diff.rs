@@ -167,6 +167,8 @@ pub struct Row {
 
 /// One scenario compared.
 pub struct Compared {
+    /// The era whose model was compared.
+    pub policy: PolicyId,
     pub rows: Vec<Row>,
     pub runs: usize,
     /// Real runs whose whole observation the model allows.
@@ -185,6 +187,14 @@ impl Compared {
     /// Every real run is one of the things the model says can happen.
     pub fn agree(&self) -> bool {
         self.allowed_runs == self.runs
+    }
+
+    /// `2 of 3 real run(s) allowed; real KVM produced 1 of the model's 2 observation(s)`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} of {} real run(s) allowed; real KVM produced {} of the model's {} observation(s)",
+            self.allowed_runs, self.runs, self.covered, self.model_observations
+        )
     }
 }
 
@@ -272,6 +282,7 @@ pub fn compare(sc: &Scenario, a: &Adapted, m: &ModelSet, runs: &[ProbeResult]) -
         notes.push(format!("the model violates: {}", m.violations.join(", ")));
     }
     Compared {
+        policy: POLICY,
         rows,
         runs: runs.len(),
         allowed_runs: real.iter().filter(|r| r.2).map(|r| r.1).sum(),
@@ -284,14 +295,26 @@ pub fn compare(sc: &Scenario, a: &Adapted, m: &ModelSet, runs: &[ProbeResult]) -
     }
 }
 
-enum Verdict {
+/// One scenario's comparison: compared (with the real MMU), not realizable, or failed (with
+/// the exit status it asks for).
+pub enum Verdict {
     Compared(Compared, String),
     Skipped(String),
     Failed(String, u8),
 }
 
-/// Runs one scenario on both sides.
-fn one(sc: &Scenario, a: &Adapted, policy: PolicyId, repeat: usize) -> Verdict {
+/// Runs `sc` on the model (every interleaving) and, when realizable, `repeat` times on real
+/// KVM, and compares.
+pub fn compare_one(
+    sc: &Scenario,
+    a: &Result<Adapted, String>,
+    policy: PolicyId,
+    repeat: usize,
+) -> Verdict {
+    let a = match a {
+        Err(reason) => return Verdict::Skipped(reason.clone()),
+        Ok(a) => a,
+    };
     let m = match model_set(sc, policy) {
         Ok(m) => m,
         Err(e) => return Verdict::Failed(format!("model: {e}"), 2),
@@ -304,7 +327,9 @@ fn one(sc: &Scenario, a: &Adapted, policy: PolicyId, repeat: usize) -> Verdict {
         }
     }
     let mmu = runs.first().map(|r| r.mmu.clone()).unwrap_or_default();
-    Verdict::Compared(compare(sc, a, &m, &runs), mmu)
+    let mut c = compare(sc, a, &m, &runs);
+    c.policy = policy;
+    Verdict::Compared(c, mmu)
 }
 
 pub fn diff(
@@ -313,6 +338,7 @@ pub fn diff(
     mode: ModeArg,
     policy: &str,
     repeat: usize,
+    report: Option<&std::path::Path>,
 ) -> ExitCode {
     let mode = mode.probe();
     let Some(policy) = PolicyId::from_name(policy) else {
@@ -327,15 +353,19 @@ pub fn diff(
         Ok(a) => a,
         Err(code) => return code,
     };
+    if let Some(dir) = report {
+        if let Err(e) = crate::reportdata::prepare_dir(dir) {
+            eprintln!("kvmmu: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let mmu = ::probe::mmu_description();
     let mut o = String::new();
     let (mut agree, mut differ, mut skipped, mut failed) = (0, 0, 0, 0);
     let mut status = 0u8;
+    let mut verdicts = Vec::new();
     for (sc, a) in &adapted {
-        let v = match a {
-            Err(reason) => Verdict::Skipped(reason.clone()),
-            Ok(a) => one(sc, a, policy, repeat),
-        };
+        let v = compare_one(sc, a, policy, repeat);
         match &v {
             Verdict::Compared(c, _) if c.agree() => agree += 1,
             Verdict::Compared(..) => {
@@ -354,6 +384,7 @@ pub fn diff(
             Format::Text => text(&mut o, sc, mode, policy, &v),
             Format::Json => outln!(o, "{}", to_json(sc, mode, policy, &mmu, &v)),
         }
+        verdicts.push(v);
     }
     if format == Format::Text {
         let label = if mode == Mode::Emulated {
@@ -369,6 +400,13 @@ pub fn diff(
         );
     }
     crate::emit(&o);
+    if let Some(dir) = report {
+        let scs: Vec<Scenario> = adapted.iter().map(|(sc, _)| sc.clone()).collect();
+        if let Err(e) = crate::reportcmd::write_compared(&scs, mode, policy, &verdicts, dir) {
+            eprintln!("kvmmu: {e}");
+            return ExitCode::from(2);
+        }
+    }
     ExitCode::from(status)
 }
 
@@ -439,14 +477,7 @@ fn text(o: &mut String, sc: &Scenario, mode: Mode, policy: PolicyId, v: &Verdict
         (false, Mode::Native) => "NOT ALLOWED by the model",
         (false, Mode::Emulated) => "differs (expected in emulated mode: not a failure)",
     };
-    outln!(
-        o,
-        "  => {verdict}: {} of {} real run(s) allowed; real KVM produced {} of the model's {} observation(s)",
-        c.allowed_runs,
-        c.runs,
-        c.covered,
-        c.model_observations
-    );
+    outln!(o, "  => {verdict}: {}", c.summary());
 }
 
 fn yes(b: bool) -> &'static str {

@@ -1,6 +1,6 @@
 //! `kvmmu`: run scenarios on the model (`run`), explore every interleaving (`check`, and
 //! `replay` a counterexample), list what is built in (`list`), run them on the real
-//! `/dev/kvm` (`probe`) and compare the two (`diff`).
+//! `/dev/kvm` (`probe`), compare the two (`diff`), and show it all as HTML (`report`).
 #![forbid(unsafe_code)]
 
 /// `print!` into a `String` (output is written in one go, so a closed pipe is not a panic).
@@ -14,6 +14,7 @@ macro_rules! outln {
 
 mod cell;
 mod checkcmd;
+mod cost;
 mod diff;
 mod input;
 mod list;
@@ -21,6 +22,8 @@ mod merge;
 mod plan;
 mod probe;
 mod replay;
+mod reportcmd;
+mod reportdata;
 mod run;
 mod shard;
 mod signals;
@@ -101,6 +104,9 @@ enum Cmd {
         /// Print the step trace of each cell (its counterexample if it has one).
         #[arg(long)]
         trace: bool,
+        /// Also write the HTML report (index.html and svg/, see docs/report.md) to DIR.
+        #[arg(long, value_name = "DIR")]
+        report: Option<std::path::PathBuf>,
     },
     /// Explore every interleaving of each cell: prove clean cells, minimise counterexamples.
     ///
@@ -124,6 +130,13 @@ enum Cmd {
         #[arg(long)]
         trace: bool,
     },
+    /// Write the HTML report: the scenario × policy matrix, every counterexample as a
+    /// timeline, the real-KVM comparison and (with --measure) fault-cost plots.
+    ///
+    /// Explores every interleaving (as `kvmmu check`) unless --sampled. Exit status 0 when
+    /// every cell matches its scenario's [expect], 1 otherwise (the report is written
+    /// either way), 2 on bad input or an unwritable --out.
+    Report(reportcmd::ReportArgs),
     /// List the built-in scenarios, the policies and the oracles.
     List,
     /// Run scenarios on this machine's real /dev/kvm and print what happened per access.
@@ -158,6 +171,9 @@ enum Cmd {
         /// The era whose model real KVM is compared with (this host runs linux-6.13's code).
         #[arg(long, value_name = "P", default_value_t = diff::POLICY.name().to_string())]
         policy: String,
+        /// Also write the HTML report of the comparison to DIR.
+        #[arg(long, value_name = "DIR")]
+        report: Option<std::path::PathBuf>,
     },
     /// Run one probe plan in this fresh process (JSON on stdin, result as JSON on stdout):
     /// how `probe` and `diff` isolate every real-KVM run.
@@ -199,7 +215,17 @@ fn run_command(cli: Cli) -> ExitCode {
             schedules,
             format,
             trace,
-        } => run::run(&scenarios, &policies, seed, schedules, format, trace),
+            report,
+        } => run::run(
+            &scenarios,
+            &policies,
+            seed,
+            schedules,
+            format,
+            trace,
+            report.as_deref(),
+        ),
+        Cmd::Report(a) => reportcmd::report(&a),
         Cmd::Check(a) => checkcmd::check(&a),
         Cmd::Merge(m) => merge::merge(&m),
         Cmd::Replay { file, trace } => replay::replay(&file, trace),
@@ -218,7 +244,15 @@ fn run_command(cli: Cli) -> ExitCode {
             mode,
             repeat,
             policy,
-        } => diff::diff(&scenarios, format, mode, &policy, usize::from(repeat)),
+            report,
+        } => diff::diff(
+            &scenarios,
+            format,
+            mode,
+            &policy,
+            usize::from(repeat),
+            report.as_deref(),
+        ),
         Cmd::ProbeChild => ::probe::child_main(),
     }
 }

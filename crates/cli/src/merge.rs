@@ -269,5 +269,6 @@ fn view_args(m: &MergeArgs, f: &ShardFile, strategy: Strategy) -> CheckArgs {
         out: m.out.clone(),
         split_above: f.campaign.split_above,
         quiet: true,
+        report: None,
     }
 }

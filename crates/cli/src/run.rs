@@ -17,6 +17,7 @@ pub fn run(
     schedules: usize,
     format: Format,
     trace: bool,
+    report: Option<&std::path::Path>,
 ) -> ExitCode {
     let (scs, pols) = match (input::scenarios(scenarios), input::policies(policies)) {
         (Ok(s), Ok(p)) => (s, p),
@@ -25,11 +26,18 @@ pub fn run(
             return ExitCode::from(2);
         }
     };
+    if let Some(dir) = report {
+        if let Err(e) = crate::reportdata::prepare_dir(dir) {
+            eprintln!("kvmmu: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let opts = Options {
         strategy: Strategy::Sample,
         seed,
         samples: schedules as u64,
-        counterexamples: trace,
+        // The report shows every violation's counterexample as a timeline.
+        counterexamples: trace || report.is_some(),
         interrupt: Some(crate::signals::interrupt_flag()),
         ..Options::default()
     };
@@ -79,6 +87,12 @@ pub fn run(
     bar.finish_and_clear();
     if format == Format::Text {
         print_matrix(&rows, &pols, trace);
+    }
+    if let Some(dir) = report {
+        if let Err(e) = crate::reportcmd::write_sampled(&rows, &pols, schedules, dir) {
+            eprintln!("kvmmu: {e}");
+            return ExitCode::from(2);
+        }
     }
     if opts.interrupted() {
         eprintln!("kvmmu: interrupted after {finished} of {total} cells (the last one cut short)");

@@ -23,9 +23,18 @@ use crate::plan::{Backing, BackingKind, GuestOp, HostAction, Memslot, Mode, Plan
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::FileExt;
 
-/// The pages of each backing the scenario has made present before the vCPUs start: the fill
-/// the host stores through its mapping, and the steps scheduled before the start, in order.
-pub(crate) fn expected(plan: &Plan) -> BTreeMap<&str, BTreeSet<u64>> {
+/// Pages a read fault of a file or shmem mapping may map at once (`fault_around_bytes`).
+const FAULT_AROUND_PAGES: u64 = 16;
+
+/// The pages of each backing the scenario may have made present before the vCPUs start: the
+/// fill the host stores through its mapping, and the steps scheduled before the start, in
+/// order (a read of a file or shmem page with its fault-around window).
+/// `first_vpn(name)`: the virtual page number of the backing's first page (the fault-around
+/// window is aligned in the address space, not in the file).
+pub(crate) fn expected<'a>(
+    plan: &'a Plan,
+    first_vpn: &dyn Fn(&str) -> u64,
+) -> BTreeMap<&'a str, BTreeSet<u64>> {
     let mut out: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
     for b in &plan.backings {
         let stored = matches!(
@@ -43,13 +52,42 @@ pub(crate) fn expected(plan: &Plan) -> BTreeMap<&str, BTreeSet<u64>> {
         out.insert(&b.name, pages);
     }
     let span = |off: u64, len: u64| off / PAGE..(off + len).div_ceil(PAGE);
+    // Backings whose read faults map around (`vm_ops->map_pages`: files and shmem), with
+    // their sizes.
+    let page_cache: BTreeMap<&str, u64> = plan
+        .backings
+        .iter()
+        .filter(|b| {
+            matches!(
+                b.kind,
+                BackingKind::AnonShared
+                    | BackingKind::Memfd
+                    | BackingKind::FilePrivate
+                    | BackingKind::FileShared
+            )
+        })
+        .map(|b| (b.name.as_str(), b.pages))
+        .collect();
     for s in plan.host.iter().filter(|s| s.after.is_none()) {
         let Some(set) = out.get_mut(s.action.backing()) else {
             continue;
         };
         match s.action {
-            HostAction::Write { offset, size, .. } | HostAction::Read { offset, size, .. } => {
-                set.extend(span(offset, u64::from(size)));
+            HostAction::Write { offset, size, .. } => set.extend(span(offset, u64::from(size))),
+            HostAction::Read { offset, size, .. } => {
+                let pages = span(offset, u64::from(size));
+                match page_cache.get(s.action.backing()) {
+                    // do_read_fault → do_fault_around also maps the cached pages of the
+                    // aligned fault-around window (fault_around_bytes, 64 KiB by default).
+                    Some(&n) => {
+                        let v0 = first_vpn(s.action.backing());
+                        let (a, b) = (v0 + pages.start, v0 + pages.end);
+                        let lo = a / FAULT_AROUND_PAGES * FAULT_AROUND_PAGES;
+                        let hi = b.div_ceil(FAULT_AROUND_PAGES) * FAULT_AROUND_PAGES;
+                        set.extend(lo.max(v0) - v0..hi.min(v0 + n) - v0);
+                    }
+                    None => set.extend(pages),
+                }
             }
             HostAction::MadviseDontneed {
                 offset_pages,
@@ -85,7 +123,8 @@ pub(crate) fn expected(plan: &Plan) -> BTreeMap<&str, BTreeSet<u64>> {
 
 /// Fails the run (`Invalid`) when a page the scenario did not make present is present.
 pub(crate) fn check(plan: &Plan, backings: &Backings) -> Result<(), ProbeError> {
-    let want = expected(plan);
+    let base = |name: &str| backings.get(name).map_or(0, |hb| hb.base as u64 / PAGE);
+    let want = expected(plan, &base);
     let pagemap =
         std::fs::File::open("/proc/self/pagemap").map_err(|e| sys("open /proc/self/pagemap", e))?;
     let mut vvar = Vec::new();
@@ -229,12 +268,19 @@ mod tests {
             timeout_ms: 0,
             inject: Default::default(),
         };
-        let e = expected(&plan);
+        let e = expected(&plan, &|_| 0);
         assert_eq!(e["a"], BTreeSet::from([0, 3]));
         // A file's fill is written with write(2), not through the mapping; a later step is
         // not before the start.
         assert!(e["f"].is_empty());
         // A read across a page boundary touches both pages.
         assert_eq!(e["v"], BTreeSet::from([0, 1]));
+        let mut p = plan.clone();
+        p.host[2].after = None;
+        // A file read maps its fault-around window: the aligned 16 pages of the address
+        // space around it, clipped to the mapping.
+        assert_eq!(expected(&p, &|_| 0)["f"], BTreeSet::from([0, 1, 2, 3]));
+        assert_eq!(expected(&p, &|_| 15)["f"], BTreeSet::from([0]));
+        assert_eq!(expected(&p, &|_| 14)["f"], BTreeSet::from([0, 1]));
     }
 }

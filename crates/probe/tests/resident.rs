@@ -44,15 +44,16 @@ fn an_undeclared_touch_of_own_memory_makes_the_run_invalid() {
         K::FileShared,
         K::Userfault,
     ] {
-        // Unfilled, page 1 touched by the scenario: clean. (Files are filled on disk with
-        // write(2), which maps nothing.)
+        // Unfilled, page 17 touched by the scenario: clean. (Files are filled on disk with
+        // write(2), which maps nothing; a read of a file or shmem page may map its 16-page
+        // fault-around window, 16..20 here, never page 0.)
         let fill = matches!(kind, K::FilePrivate | K::FileShared).then_some(7);
         let mut p = one(
             "clean",
-            backing("d", kind, 2, true, fill),
+            backing("d", kind, 20, true, fill),
             false,
             vec![r(D)],
-            vec![before(touch("d", 1))],
+            vec![before(touch("d", 17))],
             Mode::Native,
         );
         probe::run(&p).unwrap_or_else(|e| panic!("{kind:?}: {e}"));

@@ -65,6 +65,8 @@ pub struct StepRecord {
     pub fp: FpSet,
     /// What the step was: `lock`, `unlock`, `start`, `wait`, or an access's description.
     pub what: &'static str,
+    /// The kernel function the actor was in at the scheduling point (`""` outside any).
+    pub func: &'static str,
 }
 
 /// Result of [`World::run`].
@@ -552,11 +554,19 @@ impl World {
             let (performed, rec) = {
                 let mut pending = self.core.pending.borrow_mut();
                 let op = pending[who].take().expect("enabled actor has an op");
+                let func = self
+                    .core
+                    .funcs
+                    .borrow()
+                    .get(who)
+                    .and_then(|s| s.last())
+                    .copied();
                 let rec = StepRecord {
                     actor: who,
                     kind: op.kind,
                     fp: p.fp,
                     what: op.what,
+                    func: func.unwrap_or(""),
                 };
                 drop(pending);
                 (self.perform(who, &op), rec)

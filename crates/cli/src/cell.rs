@@ -1,7 +1,7 @@
 //! One (scenario, policy) cell, explored by the checker: what `run` and `check` print of it.
 
 use check::{Level, Options, Part, Progress, Report};
-use model::harness::{expectation_met, CellProgram, Headline, Oracle};
+use model::harness::{expectation_met, seen_mismatches, CellProgram, Headline, Oracle};
 use model::kvm::PolicyId;
 use scenario::Scenario;
 
@@ -12,6 +12,8 @@ pub struct Cell {
     pub report: Report,
     /// `Some(false)` when the scenario declares an expectation this cell does not meet.
     pub matches: Option<bool>,
+    /// The scenario's `[[seen]]` values this cell's executions broke, one sentence each.
+    pub seen_mismatches: Vec<String>,
 }
 
 /// Explore one cell (or the share `part` of it) with `jobs` threads; also its bound levels,
@@ -58,10 +60,19 @@ impl Cell {
             policy,
             report,
             matches: None,
+            seen_mismatches: Vec::new(),
         };
         let mut sorted = cell.oracles_with_divergence();
         sorted.sort_unstable();
         cell.matches = expectation_met(sc, policy, &sorted, cell.headline());
+        // Values are judged only where the exploration observed them (`Options::observe`,
+        // which `run` and `check` turn on for scenarios with `[[seen]]`).
+        if sc.seen.iter().any(|s| s.applies(policy.name())) && !cell.report.observed.is_empty() {
+            cell.seen_mismatches = seen_mismatches(sc, policy, &cell.report.observed);
+            if !cell.seen_mismatches.is_empty() {
+                cell.matches = Some(false);
+            }
+        }
         cell
     }
 

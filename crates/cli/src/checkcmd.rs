@@ -268,6 +268,8 @@ pub fn explore_cells(
                 samples: a.samples,
                 stop_on_failure: a.stop_on_violation,
                 minimize: !a.no_minimize,
+                // `[[seen]]` values are judged on what every execution showed.
+                observe: !src.scenario.seen.is_empty(),
                 ..Options::default()
             };
             let label = format!(
@@ -653,6 +655,9 @@ fn print_text(a: &CheckArgs, done: &[Done], elapsed: Duration) -> String {
                 d.cell.policy,
                 d.cell.text()
             );
+            for m in &d.cell.seen_mismatches {
+                outln!(o, "    {m}");
+            }
         }
     }
     for d in done.iter().filter(|d| !d.cell.report.found.is_empty()) {

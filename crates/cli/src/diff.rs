@@ -62,6 +62,8 @@ pub struct ModelSet {
     pub bound: Option<u32>,
     /// Oracles linux-6.13 violates on this scenario (a note: the model itself is broken).
     pub violations: Vec<&'static str>,
+    /// The era explored.
+    pub policy: PolicyId,
 }
 
 /// Explores the scenario on the model and collects its distinct whole observations.
@@ -95,6 +97,7 @@ pub fn model_set(sc: &Scenario, policy: PolicyId) -> Result<ModelSet, String> {
         complete: only_bound && !r.joint_truncated,
         bound,
         violations: r.oracles(),
+        policy,
     })
 }
 
@@ -181,12 +184,14 @@ pub struct Compared {
     pub model_executions: u64,
     pub model_complete: bool,
     pub notes: Vec<String>,
+    /// The scenario's `[[seen]]` values (for the compared policy) real KVM broke.
+    pub seen_mismatches: Vec<String>,
 }
 
 impl Compared {
     /// Every real run is one of the things the model says can happen.
     pub fn agree(&self) -> bool {
-        self.allowed_runs == self.runs
+        self.allowed_runs == self.runs && self.seen_mismatches.is_empty()
     }
 
     /// `2 of 3 real run(s) allowed; real KVM produced 1 of the model's 2 observation(s)`.
@@ -281,8 +286,22 @@ pub fn compare(sc: &Scenario, a: &Adapted, m: &ModelSet, runs: &[ProbeResult]) -
     if !m.violations.is_empty() {
         notes.push(format!("the model violates: {}", m.violations.join(", ")));
     }
+    // The real runs against the scenario's own `[[seen]]` values, item by item.
+    let observed: Vec<Vec<String>> = (0..width)
+        .map(|k| {
+            let mut v: Vec<String> = Vec::new();
+            for (o, _, _) in &real {
+                if let Some(x) = o.get(k).filter(|x| !v.contains(x)) {
+                    v.push(x.clone());
+                }
+            }
+            v
+        })
+        .collect();
+    let seen_mismatches = model::harness::seen_mismatches(sc, m.policy, &observed);
     Compared {
-        policy: POLICY,
+        policy: m.policy,
+        seen_mismatches,
         rows,
         runs: runs.len(),
         allowed_runs: real.iter().filter(|r| r.2).map(|r| r.1).sum(),
@@ -327,9 +346,7 @@ pub fn compare_one(
         }
     }
     let mmu = runs.first().map(|r| r.mmu.clone()).unwrap_or_default();
-    let mut c = compare(sc, a, &m, &runs);
-    c.policy = policy;
-    Verdict::Compared(c, mmu)
+    Verdict::Compared(compare(sc, a, &m, &runs), mmu)
 }
 
 pub fn diff(
@@ -474,9 +491,15 @@ fn text(o: &mut String, sc: &Scenario, mode: Mode, policy: PolicyId, v: &Verdict
     }
     let verdict = match (c.agree(), mode) {
         (true, _) => "allowed by the model",
+        (false, Mode::Native) if c.allowed_runs == c.runs => {
+            "allowed by the model, but NOT the scenario's [[seen]] values"
+        }
         (false, Mode::Native) => "NOT ALLOWED by the model",
         (false, Mode::Emulated) => "differs (expected in emulated mode: not a failure)",
     };
+    for m in &c.seen_mismatches {
+        outln!(o, "  [[seen]] broken by real KVM: {m}");
+    }
     outln!(o, "  => {verdict}: {}", c.summary());
 }
 
@@ -530,6 +553,7 @@ fn to_json(
                 "observations": c.model_observations,
             });
             j["coverage"] = json!({"seen": c.covered, "of": c.model_observations});
+            j["seen_mismatches"] = json!(c.seen_mismatches);
             j["real"] = c
                 .real
                 .iter()

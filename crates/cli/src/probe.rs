@@ -53,8 +53,8 @@ impl fmt::Display for Norm {
         match self {
             Norm::Value(v) => write!(f, "{v:#x}"),
             Norm::Done => f.write_str("done"),
-            Norm::MmioRead { .. } => f.write_str("MMIO read"),
-            Norm::MmioWrite { data, .. } => write!(f, "MMIO write {data:#x}"),
+            Norm::MmioRead { gpa, len } => write!(f, "MMIO read @{gpa:#x}/{len}"),
+            Norm::MmioWrite { gpa, len, data } => write!(f, "MMIO write {data:#x} @{gpa:#x}/{len}"),
             Norm::Efault => f.write_str("EFAULT"),
             Norm::Other(s) => f.write_str(s),
         }

@@ -185,6 +185,9 @@ fn print_matrix(rows: &[Vec<Option<Cell>>], pols: &[model::kvm::PolicyId], trace
         outln!(o, "\n(!) differs from the scenario's [expect]:");
         for c in mismatches {
             outln!(o, "  {} / {}: got {}", c.scenario.name, c.policy, c.text());
+            for m in &c.seen_mismatches {
+                outln!(o, "    {m}");
+            }
         }
     }
     let violated: Vec<&Cell> = rows

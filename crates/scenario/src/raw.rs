@@ -29,6 +29,26 @@ pub struct RawScenario {
     pub expect: BTreeMap<String, RawExpect>,
     #[serde(default)]
     pub check: Option<Spanned<RawCheck>>,
+    #[serde(default)]
+    pub seen: Vec<Spanned<RawSeen>>,
+}
+
+/// `[[seen]]`: what an access (or the userfaultfd handler) must have shown.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSeen {
+    pub access: Spanned<String>,
+    #[serde(default)]
+    pub policies: Vec<Spanned<String>>,
+    pub is: Spanned<OneOrMany>,
+}
+
+/// One value or a list of alternatives.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]

@@ -315,6 +315,55 @@ pub struct Expect {
     pub outcome: Option<String>,
 }
 
+/// What a `[[seen]]` entry is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SeenItem {
+    /// vCPU `vcpu`'s access `index` (0-based, as `after`).
+    Access { vcpu: usize, index: usize },
+    /// The userfaultfd messages the handlers read.
+    Uffd,
+}
+
+/// `[[seen]]`: the values an item must show under every explored schedule, for some
+/// policies. A value is said as `kvmmu run --trace` and `diff` say it: `0x1`, `done`,
+/// `EFAULT -> 0x55555555`, `MMIO write 0x99999999`, `kernel data`; userfaultfd messages as
+/// `ram:0:r ram:2:w` (mapping:page:r|w, in order for one vCPU, sorted for several) or
+/// `none`. Hex numbers are compared by value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub item: SeenItem,
+    /// Policy names it holds for; empty: every policy.
+    pub policies: Vec<String>,
+    /// The allowed values (canonical form, [`canonical_value`]); an execution must show one.
+    pub values: Vec<String>,
+}
+
+impl Seen {
+    pub fn applies(&self, policy: &str) -> bool {
+        self.policies.is_empty() || self.policies.iter().any(|p| p == policy)
+    }
+}
+
+/// A value with every hex number written as the tools write it (`0x0001` → `0x1`, also in
+/// an MMIO exit's `@0x0010004/4`), and single spaces.
+pub fn canonical_value(s: &str) -> String {
+    let hex = |w: &str| {
+        w.strip_prefix("0x")
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .map_or_else(|| w.to_string(), |v| format!("{v:#x}"))
+    };
+    s.split_whitespace()
+        .map(|w| match w.strip_prefix('@') {
+            Some(at) => match at.split_once('/') {
+                Some((a, len)) => format!("@{}/{len}", hex(a)),
+                None => format!("@{}", hex(at)),
+            },
+            None => hex(w),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A bound `kvmmu check` explores the scenario under by default, for a scenario whose whole
 /// interleaving space is too large to cover, with the reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -341,6 +390,8 @@ pub struct Scenario {
     pub expect: BTreeMap<String, Expect>,
     /// `[check]`: the bound exhaustive checking uses by default.
     pub check: Option<CheckBound>,
+    /// `[[seen]]`: values the accesses must show.
+    pub seen: Vec<Seen>,
 }
 
 impl Scenario {

@@ -546,6 +546,68 @@ pub(crate) fn validate(
             })
         }
     };
+    let mut seen = Vec::new();
+    for s in &raw.seen {
+        let s = s.get_ref();
+        let a = s.access.get_ref().trim();
+        let item = if a == "uffd" {
+            if !mappings.iter().any(|m| m.backing == Backing::Userfault) {
+                return cx.err(
+                    s.access.span(),
+                    "no userfault mapping: the scenario has no userfaultfd messages",
+                );
+            }
+            SeenItem::Uffd
+        } else {
+            let parsed = a
+                .strip_prefix("vcpu")
+                .and_then(|r| r.split_once(':'))
+                .and_then(|(v, i)| {
+                    let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
+                    (digits(v) && digits(i)).then(|| Some((v.parse().ok()?, i.parse().ok()?)))?
+                });
+            let Some((vcpu, index)) = parsed else {
+                return cx.err(
+                    s.access.span(),
+                    "access must look like \"vcpu0:1\" (vCPU 0's access 1) or be \"uffd\"",
+                );
+            };
+            if vcpus
+                .get(vcpu)
+                .is_none_or(|c: &Vcpu| index >= c.program.len())
+            {
+                return cx.err(
+                    s.access.span(),
+                    format!("there is no vcpu{vcpu} access {index}"),
+                );
+            }
+            SeenItem::Access { vcpu, index }
+        };
+        for p in &s.policies {
+            if !POLICIES.contains(&p.get_ref().as_str()) {
+                return cx.err(
+                    p.span(),
+                    format!(
+                        "unknown policy {:?}; expected one of {}",
+                        p.get_ref(),
+                        POLICIES.join(", ")
+                    ),
+                );
+            }
+        }
+        let values: Vec<String> = match s.is.get_ref() {
+            crate::raw::OneOrMany::One(v) => vec![v.clone()],
+            crate::raw::OneOrMany::Many(v) => v.clone(),
+        };
+        if values.is_empty() || values.iter().any(|v| v.trim().is_empty()) {
+            return cx.err(s.is.span(), "is: give a value, or a list of allowed values");
+        }
+        seen.push(Seen {
+            item,
+            policies: s.policies.iter().map(|p| p.get_ref().clone()).collect(),
+            values: values.iter().map(|v| canonical_value(v.trim())).collect(),
+        });
+    }
     Ok(Scenario {
         name: raw.name.into_inner(),
         description: raw.description,
@@ -558,6 +620,7 @@ pub(crate) fn validate(
         host,
         expect,
         check,
+        seen,
     })
 }
 

@@ -11,4 +11,4 @@ mod run;
 pub use build::{build, build_with, Backend, BuildOptions, MappingState, Sys};
 pub use monitor::{step_bound, uffd_item, CellMonitor, CellProgram, Headline};
 pub use oracle::{Oracle, Violation};
-pub use run::{expectation_met, run_once, ScheduleKind, SingleRun};
+pub use run::{expectation_met, run_once, seen_mismatches, ScheduleKind, SingleRun};

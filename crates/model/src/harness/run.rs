@@ -148,3 +148,41 @@ pub fn run_once(
         refs_taken: mon.sys.kvm.refs_taken(),
     })
 }
+
+/// The `[[seen]]` entries of `sc` for `policy` that `observed` (per observed item, the
+/// distinct values of the executions, as [`CellMonitor`] formats them: the accesses in vCPU
+/// and program order, the nested maps, then the userfaultfd item) breaks, one sentence each.
+pub fn seen_mismatches(sc: &Scenario, policy: PolicyId, observed: &[Vec<String>]) -> Vec<String> {
+    let accesses: usize = sc.vcpus.iter().map(|v| v.program.len()).sum();
+    let mut out = Vec::new();
+    for s in sc.seen.iter().filter(|s| s.applies(policy.name())) {
+        let (index, name) = match s.item {
+            scenario::SeenItem::Access { vcpu, index } => (
+                sc.vcpus[..vcpu]
+                    .iter()
+                    .map(|v| v.program.len())
+                    .sum::<usize>()
+                    + index,
+                format!(
+                    "vcpu{vcpu} access {index} ({})",
+                    sc.vcpus[vcpu].program[index]
+                ),
+            ),
+            scenario::SeenItem::Uffd => (accesses + sc.nested.len(), "userfaultfd messages".into()),
+        };
+        let Some(values) = observed.get(index) else {
+            out.push(format!("{name}: not observed"));
+            continue;
+        };
+        for v in values {
+            let got = scenario::canonical_value(v.split_once(": ").map_or(v.as_str(), |x| x.1));
+            if !s.values.contains(&got) {
+                out.push(format!(
+                    "{name}: saw {got}; [[seen]] allows {}",
+                    s.values.join(" | ")
+                ));
+            }
+        }
+    }
+    out
+}

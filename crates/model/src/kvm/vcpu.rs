@@ -76,8 +76,10 @@ impl fmt::Display for Outcome {
             Outcome::KernelData(_) => f.write_str("kernel data"),
             Outcome::Done => f.write_str("done"),
             Outcome::Emulated => f.write_str("done (emulated)"),
-            Outcome::MmioRead { .. } => f.write_str("MMIO read"),
-            Outcome::MmioWrite { data, .. } => write!(f, "MMIO write {data:#x}"),
+            Outcome::MmioRead { gpa, len } => write!(f, "MMIO read @{gpa:#x}/{len}"),
+            Outcome::MmioWrite { gpa, len, data } => {
+                write!(f, "MMIO write {data:#x} @{gpa:#x}/{len}")
+            }
             Outcome::Efault => f.write_str("EFAULT"),
             Outcome::Intr => f.write_str("EINTR"),
             Outcome::Sigbus => f.write_str("SIGBUS"),

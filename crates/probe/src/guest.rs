@@ -5,7 +5,7 @@
 //! a read reports its value to `[rdi + 8*i]`, a write is followed by `mov dword [rsi + 8*i], i`.
 //! The per-access offset lets the VMM check it is in step with the guest.
 
-use crate::layout::{mark_off, DATA_GPA, FINAL_MARK_OFF, PAGE};
+use crate::layout::{mark_off, va_of, DATA_END, DATA_GPA, FINAL_MARK_OFF, PAGE};
 use crate::plan::GuestOp;
 use iced_x86::code_asm::*;
 use iced_x86::BlockEncoderOptions;
@@ -34,10 +34,14 @@ fn asm_err(e: IcedError) -> String {
     format!("assembler: {e}")
 }
 
-/// Data-page displacement from `rbx`.
-fn disp(gpa: u64) -> i32 {
-    // Validation keeps gpa in DATA_GPA..DATA_END, so this fits easily.
-    (gpa - DATA_GPA) as i32
+/// The memory operand of an access: `rbx`-relative in the low data range, else through `r8`
+/// loaded with the gpa's virtual address (`layout::va_of`: every far page is mapped there).
+fn operand(a: &mut CodeAssembler, gpa: u64) -> Result<AsmMemoryOperand, IcedError> {
+    if (DATA_GPA..DATA_END).contains(&gpa) {
+        return Ok(rbx + (gpa - DATA_GPA) as i32);
+    }
+    a.mov(r8, va_of(gpa))?;
+    Ok(r8 + 0)
 }
 
 /// Emits one access; returns (index of the data-touching instruction, index of the block start).
@@ -47,7 +51,7 @@ fn emit(a: &mut CodeAssembler, i: usize, op: &GuestOp) -> Result<(usize, usize),
     let touch;
     match *op {
         GuestOp::Read { gpa, size } => {
-            let m = rbx + disp(gpa);
+            let m = operand(a, gpa)?;
             touch = a.instructions().len();
             match size {
                 1 => a.movzx(eax, byte_ptr(m))?,
@@ -62,7 +66,7 @@ fn emit(a: &mut CodeAssembler, i: usize, op: &GuestOp) -> Result<(usize, usize),
             }
         }
         GuestOp::Write { gpa, size, value } => {
-            let m = rbx + disp(gpa);
+            let m = operand(a, gpa)?;
             if size == 8 {
                 a.mov(rax, value)?;
             }

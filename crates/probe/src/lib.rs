@@ -94,7 +94,7 @@ pub mod testing {
         let _serial = lock();
         let code = guest::spin_code(layout::CODE_GPA).map_err(ProbeError::Sys)?;
         let dog = watchdog::Watchdog::new()?;
-        let vm = vm::GuestVm::new(&code)?;
+        let vm = vm::GuestVm::new(&code, &[])?;
         let mut vcpu = vm.vcpu(0, mode, layout::CODE_GPA)?;
         Ok(
             match exits::run_once(&mut vcpu, &dog, Duration::from_millis(timeout_ms)) {

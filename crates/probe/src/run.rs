@@ -54,6 +54,7 @@ impl Gate {
 /// guest code fits. A scenario adapter calls it to say up front what the probe cannot run.
 pub fn check(plan: &Plan) -> Result<(), ProbeError> {
     crate::validate::plan(plan)?;
+    crate::layout::page_tables(&far_pages(plan)).map_err(ProbeError::BadPlan)?;
     assemble_all(plan).map(|_| ())
 }
 
@@ -79,6 +80,21 @@ fn assemble_all(plan: &Plan) -> Result<(Vec<GuestCode>, Vec<u8>), ProbeError> {
         )));
     }
     Ok((codes, bytes))
+}
+
+/// The gpa pages above the identity-mapped 2 MiB the guest may touch: every memslot page
+/// and every accessed page (also those in no slot: an MMIO exit needs a guest mapping too).
+fn far_pages(plan: &Plan) -> Vec<u64> {
+    let mut pages = std::collections::BTreeSet::new();
+    for m in &plan.memslots {
+        pages.extend(m.gpa / PAGE..m.gpa / PAGE + m.pages);
+    }
+    for cpu in &plan.vcpus {
+        for op in &cpu.program {
+            pages.extend(op.gpa() / PAGE..(op.gpa() + u64::from(op.size())).div_ceil(PAGE));
+        }
+    }
+    pages.into_iter().filter(|&p| p >= 512).collect()
 }
 
 /// Punches holes and runs the steps scheduled before the vCPUs start.
@@ -177,7 +193,7 @@ pub(crate) fn run_locked(plan: &Plan, detector: bool) -> Result<ProbeResult, Pro
         list.push(HostBacking::create(b, &events)?);
     }
     let backings = Mutex::new(Backings(list));
-    let vm = GuestVm::new(&code_bytes)?;
+    let vm = GuestVm::new(&code_bytes, &far_pages(plan))?;
     {
         let b = backings.lock().unwrap_or_else(|e| e.into_inner());
         for m in &plan.memslots {

@@ -90,7 +90,7 @@ pub fn measure_first_touch(
     let (mut first, mut mapped, mut rt) = (Vec::new(), Vec::new(), Vec::new());
     if vvar {
         for _ in 0..pages {
-            let vm = GuestVm::new(&code)?;
+            let vm = GuestVm::new(&code, &[])?;
             vm.set_slot(0, DATA_GPA, 1, hb.base, false)
                 .map_err(ProbeError::Sys)?;
             let mut vcpu = vm.vcpu(0, mode, CODE_GPA)?;
@@ -98,7 +98,7 @@ pub fn measure_first_touch(
             mapped.extend(pass(&mut vcpu, &dog, mode, 1, &mut rt)?);
         }
     } else {
-        let vm = GuestVm::new(&code)?;
+        let vm = GuestVm::new(&code, &[])?;
         vm.set_slot(0, DATA_GPA, pages, hb.base, false)
             .map_err(ProbeError::Sys)?;
         let mut vcpu = vm.vcpu(0, mode, CODE_GPA)?;

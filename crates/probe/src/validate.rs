@@ -1,6 +1,6 @@
 //! Plan validation: every mistake is a `BadPlan` naming what is wrong, never a panic.
 
-use crate::layout::{CODE_SLOT, DATA_END, DATA_GPA, PAGE, PT_SLOT};
+use crate::layout::{usable, CODE_SLOT, PAGE, PT_SLOT, RESERVED};
 use crate::outcome::{bad, ProbeError};
 use crate::plan::{BackingKind, GuestOp, HostAction, Plan};
 use std::collections::HashSet;
@@ -27,11 +27,14 @@ fn check_size(size: u8, what: &str) -> Result<(), ProbeError> {
 fn check_op(op: &GuestOp, what: &str) -> Result<(), ProbeError> {
     check_size(op.size(), what)?;
     let (gpa, size) = (op.gpa(), u64::from(op.size()));
-    if gpa < DATA_GPA || gpa.saturating_add(size) > DATA_END {
+    if !usable(gpa, gpa.saturating_add(size)) {
         return Err(bad(format!(
-            "{what}: gpa {gpa:#x}+{size} is outside the data range {DATA_GPA:#x}..{DATA_END:#x} \
-             (below is guest code, above are page tables and the report pages)"
+            "{what}: gpa {gpa:#x}+{size} is not below 2^48 or overlaps the guest layout's own \
+             ranges {RESERVED:x?} (code, page tables, report pages)"
         )));
+    }
+    if gpa / PAGE != (gpa + size - 1) / PAGE {
+        return Err(bad(format!("{what}: gpa {gpa:#x}+{size} crosses a page")));
     }
     if let GuestOp::Write { value, size, .. } = *op {
         if !fits(value, size) {
@@ -205,9 +208,10 @@ pub(crate) fn plan(plan: &Plan) -> Result<(), ProbeError> {
             )));
         }
         let end = m.gpa.saturating_add(m.pages.saturating_mul(PAGE));
-        if m.gpa % PAGE != 0 || m.gpa < DATA_GPA || end > DATA_END {
+        if m.gpa % PAGE != 0 || !usable(m.gpa, end) {
             return Err(bad(format!(
-                "{what}: gpa {:#x}..{end:#x} must be page aligned inside {DATA_GPA:#x}..{DATA_END:#x}",
+                "{what}: gpa {:#x}..{end:#x} must be page aligned, below 2^48 and outside the guest \
+                 layout's own ranges {RESERVED:x?}",
                 m.gpa
             )));
         }

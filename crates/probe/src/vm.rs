@@ -5,12 +5,15 @@
 //! (shadow-MMU) path, DPL 0 for the emulated path. No IDT, no irqchip, no PVM MSRs.
 
 use crate::layout::{
-    page_tables, CODE_GPA, CODE_SLOT, DATA_GPA, MARK_VA, PAGE, PT_GPA, PT_PAGES, PT_SLOT, REPORT_VA,
+    page_tables, CODE_GPA, CODE_SLOT, DATA_GPA, MARK_VA, PAGE, PT_GPA, PT_SLOT, REPORT_VA,
 };
 use crate::outcome::{sys, ProbeError};
 use crate::plan::Mode;
 use crate::region::Region;
-use kvm_bindings::{kvm_regs, kvm_segment, kvm_userspace_memory_region, KVM_MEM_READONLY};
+use kvm_bindings::{
+    kvm_regs, kvm_segment, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES,
+    KVM_MEM_READONLY,
+};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
 /// A VM with its code and page-table slots. Field order matters: the VM fd is closed before
@@ -18,6 +21,9 @@ use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 pub(crate) struct GuestVm {
     /// The VM.
     pub fd: VmFd,
+    /// KVM's supported CPUID, given to every vCPU (as a VMM does): its MAXPHYADDR lets guest
+    /// page tables reach the whole 48-bit guest-physical space (without CPUID, 36 bits).
+    cpuid: CpuId,
     _code: Region,
     _pt: Region,
 }
@@ -36,9 +42,14 @@ pub(crate) fn open_kvm() -> Result<Kvm, ProbeError> {
 
 impl GuestVm {
     /// Creates a VM whose code slot at CODE_GPA holds `code` and whose page-table slot holds
-    /// the identity map.
-    pub(crate) fn new(code: &[u8]) -> Result<GuestVm, ProbeError> {
+    /// the identity map of 0..2 MiB and the `extra` gpa pages ([`page_tables`]).
+    pub(crate) fn new(code: &[u8], extra: &[u64]) -> Result<GuestVm, ProbeError> {
         let kvm = open_kvm()?;
+        let cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(|e| sys("KVM_GET_SUPPORTED_CPUID", e))?;
+        let tables = page_tables(extra).map_err(ProbeError::BadPlan)?;
+        let pt_pages = (tables.len() as u64 * 8).div_ceil(PAGE);
         let fd = kvm
             .create_vm()
             .map_err(|e| ProbeError::NoKvm(format!("KVM_CREATE_VM: {e}")))?;
@@ -46,17 +57,18 @@ impl GuestVm {
         // MAP_SHARED|MAP_ANONYMOUS as in kvmp.h.
         let code_r = Region::anon(code_pages, true).map_err(|e| sys("mmap code", e))?;
         code_r.copy_in(0, code);
-        let pt_r = Region::anon(PT_PAGES, true).map_err(|e| sys("mmap page tables", e))?;
-        let pt: Vec<u8> = page_tables().iter().flat_map(|e| e.to_le_bytes()).collect();
+        let pt_r = Region::anon(pt_pages, true).map_err(|e| sys("mmap page tables", e))?;
+        let pt: Vec<u8> = tables.iter().flat_map(|e| e.to_le_bytes()).collect();
         pt_r.copy_in(0, &pt);
         let vm = GuestVm {
             fd,
+            cpuid,
             _code: code_r,
             _pt: pt_r,
         };
         vm.set_slot(CODE_SLOT, CODE_GPA, code_pages, vm._code.base(), false)
             .map_err(|e| sys("code slot", e))?;
-        vm.set_slot(PT_SLOT, PT_GPA, PT_PAGES, vm._pt.base(), false)
+        vm.set_slot(PT_SLOT, PT_GPA, pt_pages, vm._pt.base(), false)
             .map_err(|e| sys("page-table slot", e))?;
         Ok(vm)
     }
@@ -91,6 +103,8 @@ impl GuestVm {
             .fd
             .create_vcpu(id)
             .map_err(|e| sys(format!("KVM_CREATE_VCPU {id}"), e))?;
+        v.set_cpuid2(&self.cpuid)
+            .map_err(|e| sys("KVM_SET_CPUID2", e))?;
         reset(&v, mode, rip, 0)?;
         Ok(v)
     }

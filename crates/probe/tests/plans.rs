@@ -59,7 +59,16 @@ fn bad_plans_are_rejected_with_a_reason() {
     bad(&p, "size 3");
     let mut p = base();
     p.vcpus[0].program = vec![r(0x1C0000)];
-    bad(&p, "outside the data range");
+    bad(&p, "overlaps the guest layout's own ranges");
+    let mut p = base();
+    p.vcpus[0].program = vec![r(1 << 48)];
+    bad(&p, "not below 2^48");
+    let mut p = base();
+    p.vcpus[0].program = vec![GuestOp::Read {
+        gpa: 0x1_0000_0ffe,
+        size: 4,
+    }];
+    bad(&p, "crosses a page");
     let mut p = base();
     p.vcpus[0].program = vec![GuestOp::Write {
         gpa: D,

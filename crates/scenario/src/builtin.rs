@@ -86,6 +86,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../scenarios/vvar-sigbus.toml"),
     ),
     (
+        "far-slots",
+        include_str!("../../../scenarios/far-slots.toml"),
+    ),
+    (
         "readonly-slot",
         include_str!("../../../scenarios/readonly-slot.toml"),
     ),

@@ -1,8 +1,53 @@
 //! The file format as serde reads it, with spans on everything validated later.
 
+use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use toml::Spanned;
+
+/// An unsigned 64-bit number: a TOML integer (≥ 0), or a string (`"0xffffffffffffffff"`,
+/// decimal or `0x` hex, `_` allowed) for the values above `i64::MAX` that TOML integers
+/// cannot hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Num(pub u64);
+
+impl Num {
+    pub fn parse(s: &str) -> Option<u64> {
+        let t: String = s.trim().chars().filter(|&c| c != '_').collect();
+        match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+            Some(h) if !h.is_empty() => u64::from_str_radix(h, 16).ok(),
+            Some(_) => None,
+            None if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => t.parse().ok(),
+            None => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Num {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Num;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a non-negative integer, or a string such as \"0xffffffffffffffff\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Num, E> {
+                u64::try_from(v)
+                    .map(Num)
+                    .map_err(|_| E::custom(format!("{v} is negative")))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Num, E> {
+                Ok(Num(v))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Num, E> {
+                Num::parse(s).map(Num).ok_or_else(|| {
+                    E::custom(format!("{s:?} is not a 64-bit number (decimal or 0x hex)"))
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,7 +112,7 @@ pub struct RawMapping {
     #[serde(default)]
     pub prot: Option<Spanned<String>>,
     #[serde(default)]
-    pub fill: Option<Spanned<u64>>,
+    pub fill: Option<Spanned<Num>>,
     #[serde(default)]
     pub touch: Vec<Spanned<u64>>,
     #[serde(default)]
@@ -105,11 +150,11 @@ pub struct RawVcpu {
 #[serde(deny_unknown_fields)]
 pub struct RawOp {
     #[serde(default)]
-    pub read: Option<u64>,
+    pub read: Option<Num>,
     #[serde(default)]
-    pub write: Option<u64>,
+    pub write: Option<Num>,
     #[serde(default)]
-    pub value: Option<u64>,
+    pub value: Option<Num>,
     #[serde(default)]
     pub size: Option<u8>,
 }
@@ -138,11 +183,11 @@ pub struct RawHost {
     #[serde(default)]
     pub prot: Option<Spanned<String>>,
     #[serde(default)]
-    pub value: Option<Spanned<u64>>,
+    pub value: Option<Spanned<Num>>,
     #[serde(default)]
     pub size: Option<Spanned<u64>>,
     #[serde(default)]
-    pub fill: Option<Spanned<u64>>,
+    pub fill: Option<Spanned<Num>>,
 }
 
 #[derive(Deserialize)]

@@ -71,13 +71,34 @@ fn prot(
     }
 }
 
-fn fill(cx: &Cx, f: &Option<Spanned<u64>>) -> Result<Option<u32>, ScenarioError> {
+/// Guest-physical addresses are below 2^48 (the MAXPHYADDR of this machine, which the
+/// probe gives its guests).
+pub const GPA_LIMIT: u64 = 1 << 48;
+
+/// Guest-physical ranges the probe's guest layout owns, refused to slots and accesses so that
+/// every scenario runs on the model and on real KVM alike: its code (below 0x10000), its page
+/// tables (0x1C0000..0x200000) and the unbacked pages its reports exit through.
+pub const RESERVED_GPA: [(u64, u64, &str); 3] = [
+    (0, 0x1_0000, "the probe's guest code"),
+    (0x1C_0000, 0x20_0000, "the probe's guest page tables"),
+    (0xD000_0000, 0xD000_2000, "the probe's report pages"),
+];
+
+/// Mappings have at most this many pages.
+pub const MAX_MAPPING_PAGES: u64 = 1024;
+
+/// The reserved range `[a, b)` overlaps, if any.
+fn reserved(a: u64, b: u64) -> Option<&'static (u64, u64, &'static str)> {
+    RESERVED_GPA.iter().find(|r| a < r.1 && r.0 < b)
+}
+
+fn fill(cx: &Cx, f: &Option<Spanned<Num>>) -> Result<Option<u32>, ScenarioError> {
     match f {
         None => Ok(None),
-        Some(f) if *f.get_ref() > u64::from(u32::MAX) => {
+        Some(f) if f.get_ref().0 > u64::from(u32::MAX) => {
             cx.err(f.span(), "fill is a 32-bit pattern")
         }
-        Some(f) => Ok(Some(*f.get_ref() as u32)),
+        Some(f) => Ok(Some(f.get_ref().0 as u32)),
     }
 }
 
@@ -110,8 +131,11 @@ pub(crate) fn validate(
             );
         };
         let pages = *m.pages.get_ref();
-        if pages == 0 || pages > 64 {
-            return cx.err(m.pages.span(), "pages must be between 1 and 64");
+        if pages == 0 || pages > MAX_MAPPING_PAGES {
+            return cx.err(
+                m.pages.span(),
+                format!("pages must be between 1 and {MAX_MAPPING_PAGES}"),
+            );
         }
         let default = match backing {
             Backing::Vvar | Backing::VvarVclock => (true, false),
@@ -209,10 +233,18 @@ pub(crate) fn validate(
         if gpa % 4096 != 0 {
             return cx.err(s.gpa.span(), "gpa must be page-aligned");
         }
-        if !(0x10000..0x1C0000).contains(&gpa)
-            || gpa.saturating_add(pages.saturating_mul(4096)) > 0x1C0000
-        {
-            return cx.err(s.gpa.span(), "memslots must lie in guest-physical 0x10000..0x1C0000 (the probe's guest layout owns the rest)");
+        let end = gpa.saturating_add(pages.saturating_mul(4096));
+        if end > GPA_LIMIT {
+            return cx.err(
+                s.gpa.span(),
+                "memslots must end below 2^48 (guest-physical addresses are 48 bits)",
+            );
+        }
+        if let Some(r) = reserved(gpa, end) {
+            return cx.err(
+                s.gpa.span(),
+                format!("overlaps {:#x}..{:#x}, {}", r.0, r.1, r.2),
+            );
         }
         if pages == 0 || s.offset.saturating_add(pages) > m.pages {
             return cx.err(
@@ -261,7 +293,11 @@ pub(crate) fn validate(
             if ![1, 2, 4, 8].contains(&size) {
                 return cx.err(span, "size must be 1, 2, 4 or 8");
             }
-            let op = match (o.read, o.write, o.value) {
+            let op = match (
+                o.read.map(|n| n.0),
+                o.write.map(|n| n.0),
+                o.value.map(|n| n.0),
+            ) {
                 (Some(gpa), None, None) => GuestOp::Read { gpa, size },
                 (None, Some(gpa), Some(value)) => {
                     if size < 8 && value >> (size * 8) != 0 {
@@ -286,8 +322,11 @@ pub(crate) fn validate(
             if gpa % 4096 + u64::from(size) > 4096 || gpa % u64::from(size) != 0 {
                 return cx.err(span, "an access must be naturally aligned");
             }
-            if !(0x10000..0x1C0000).contains(&gpa) {
-                return cx.err(span, "guest accesses must lie in 0x10000..0x1C0000");
+            if gpa >= GPA_LIMIT {
+                return cx.err(span, "guest accesses must lie below 2^48");
+            }
+            if let Some(r) = reserved(gpa, gpa + u64::from(size)) {
+                return cx.err(span, format!("accesses {:#x}..{:#x}, {}", r.0, r.1, r.2));
             }
             program.push(op);
         }
@@ -361,7 +400,7 @@ pub(crate) fn validate(
             Some(sz) => return cx.err(sz.span(), "size must be 1, 2, 4 or 8"),
         };
         if let Some(v) = &h.value {
-            let v_ = *v.get_ref();
+            let v_ = v.get_ref().0;
             if size < 8 && v_ >> (u32::from(size) * 8) != 0 {
                 return cx.err(
                     v.span(),
@@ -383,7 +422,7 @@ pub(crate) fn validate(
                 size,
                 value: h.value.as_ref().map_or_else(
                     || cx.err(span.clone(), "write needs a value"),
-                    |v| Ok(*v.get_ref()),
+                    |v| Ok(v.get_ref().0),
                 )?,
             },
             "read" => HostAction::Read {

@@ -73,7 +73,26 @@ fn misaligned_and_out_of_range_addresses() {
         .contains("page-aligned"));
     assert!(err(&GOOD.replace("gpa = 0x10000", "gpa = 0x1000"))
         .message
-        .contains("0x10000..0x1C0000"));
+        .contains("overlaps 0x0..0x10000, the probe's guest code"));
+    assert!(err(&GOOD.replace("gpa = 0x10000", "gpa = 0x1ff000"))
+        .message
+        .contains("the probe's guest page tables"));
+    assert!(err(&GOOD.replace("gpa = 0x10000", "gpa = 0x1000000000000"))
+        .message
+        .contains("2^48"));
+    assert!(
+        err(&GOOD.replace("{ read = 0x10000 }", "{ read = 0xd0000ff8 }"))
+            .message
+            .contains("report pages")
+    );
+    // Anywhere else in 48 bits: above 4 GiB, the last page below 2^48, just past a slot.
+    let high = GOOD
+        .replace("gpa = 0x10000", "gpa = 0xfffffffff000")
+        .replace(
+            "{ read = 0x10000 }",
+            "{ read = 0xffffffffffff, size = 1 }, { read = 0x1_0000_0000 }",
+        );
+    scenario::parse("x.toml", &high).unwrap();
     assert!(
         err(&GOOD.replace("{ read = 0x10000 }", "{ read = 0x10002 }"))
             .message
@@ -300,6 +319,34 @@ fn errors_render_as_the_compiler_does() {
 }
 
 #[test]
+fn values_with_the_top_bit_set_are_written_as_strings() {
+    let t = GOOD.replace(
+        "{ read = 0x10000 }",
+        "{ write = 0x10000, size = 8, value = \"0xffff_ffff_ffff_ffff\" }",
+    );
+    let sc = scenario::parse("x.toml", &t).unwrap();
+    assert_eq!(
+        sc.vcpus[0].program[0],
+        scenario::GuestOp::Write {
+            gpa: 0x10000,
+            size: 8,
+            value: u64::MAX
+        }
+    );
+    for bad in ["\"0xg\"", "-1", "\"\"", "\"0x1_0000_0000_0000_0000\""] {
+        let t = GOOD.replace(
+            "{ read = 0x10000 }",
+            &format!("{{ write = 0x10000, size = 8, value = {bad} }}"),
+        );
+        let e = err(&t);
+        assert!(
+            e.message.contains("64-bit number") || e.message.contains("negative"),
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[test]
 fn huge_numbers_are_refused_not_wrapped() {
     // pages * 4096 and offset + pages overflowed (a panic in debug builds, a wrong answer in
     // release ones); found by kvmmu-fuzz.
@@ -307,7 +354,7 @@ fn huge_numbers_are_refused_not_wrapped() {
         "mapping = \"ram\"\npages = 1",
         "mapping = \"ram\"\npages = 4611686018427387904",
     ));
-    assert!(e.message.contains("memslots must lie in"), "{e}");
+    assert!(e.message.contains("memslots must end below 2^48"), "{e}");
     let t = with_host("action = \"read\"\nmapping = \"ram\"\noffset = 9223372036854775807\n");
     let e = err(&t);
     assert!(e.message.contains("does not fit mapping"), "{e}");

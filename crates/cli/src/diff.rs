@@ -298,7 +298,12 @@ pub fn compare(sc: &Scenario, a: &Adapted, m: &ModelSet, runs: &[ProbeResult]) -
             v
         })
         .collect();
-    let seen_mismatches = model::harness::seen_mismatches(sc, m.policy, &observed);
+    // `[[seen]]` states the native path, as the model predicts it.
+    let seen_mismatches = if a.plan.mode == Mode::Native {
+        model::harness::seen_mismatches(sc, m.policy, &observed)
+    } else {
+        Vec::new()
+    };
     Compared {
         policy: m.policy,
         seen_mismatches,

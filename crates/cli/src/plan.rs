@@ -103,6 +103,8 @@ pub fn plan(sc: &Scenario, mode: Mode) -> Result<Adapted, String> {
         .iter()
         .map(|v| ::probe::Vcpu {
             program: v.program.iter().map(guest_op).collect(),
+            reruns: v.reruns.clone(),
+            mmio: v.mmio.clone(),
         })
         .collect();
     let mut host = Vec::new();
@@ -303,7 +305,7 @@ mod tests {
         let a = plan(&sc, Mode::Native).unwrap();
         assert_eq!(
             a.plan.host.iter().map(|s| s.after).collect::<Vec<_>>(),
-            vec![Some((0, 1)), Some((0, 3))]
+            vec![Some((0, 1, 1)), Some((0, 3, 1))]
         );
         assert!(a.notes.is_empty());
     }

@@ -45,7 +45,11 @@ fn le(data: &[u8]) -> u64 {
     u64::from_le_bytes(b)
 }
 
-fn decode(res: Result<VcpuExit<'_>, vmm_sys_util::errno::Error>) -> Result<RawExit, i32> {
+/// `mmio`: the data an MMIO read is completed with.
+fn decode(
+    res: Result<VcpuExit<'_>, vmm_sys_util::errno::Error>,
+    mmio: u64,
+) -> Result<RawExit, i32> {
     match res {
         Ok(VcpuExit::MmioWrite(gpa, data)) => {
             Ok(if (REPORT_GPA..REPORT_GPA + PAGE).contains(&gpa) {
@@ -67,7 +71,9 @@ fn decode(res: Result<VcpuExit<'_>, vmm_sys_util::errno::Error>) -> Result<RawEx
             })
         }
         Ok(VcpuExit::MmioRead(gpa, data)) => {
+            let n = data.len().min(8);
             data.fill(0);
+            data[..n].copy_from_slice(&mmio.to_le_bytes()[..n]);
             Ok(RawExit::MmioRead {
                 gpa,
                 len: data.len() as u8,
@@ -83,12 +89,13 @@ fn decode(res: Result<VcpuExit<'_>, vmm_sys_util::errno::Error>) -> Result<RawEx
     }
 }
 
-/// Runs the vCPU once. Spurious EINTRs (a late kick from an earlier run) are retried.
-pub(crate) fn run_once(vcpu: &mut VcpuFd, dog: &Watchdog, timeout: Duration) -> RawExit {
+/// Runs the vCPU once; an MMIO read is completed with `mmio`. Spurious EINTRs (a late kick
+/// from an earlier run) are retried.
+pub(crate) fn run_once(vcpu: &mut VcpuFd, dog: &Watchdog, timeout: Duration, mmio: u64) -> RawExit {
     for _ in 0..1000 {
         vcpu.get_kvm_run().exit_reason = POISON;
         let armed = dog.arm(timeout);
-        let res = decode(vcpu.run());
+        let res = decode(vcpu.run(), mmio);
         let fired = armed.disarm();
         let run = vcpu.get_kvm_run();
         return match res {

@@ -97,7 +97,7 @@ pub mod testing {
         let vm = vm::GuestVm::new(&code, &[])?;
         let mut vcpu = vm.vcpu(0, mode, layout::CODE_GPA)?;
         Ok(
-            match exits::run_once(&mut vcpu, &dog, Duration::from_millis(timeout_ms)) {
+            match exits::run_once(&mut vcpu, &dog, Duration::from_millis(timeout_ms), 0) {
                 exits::RawExit::Timeout => Exit::Timeout,
                 other => Exit::Other(format!("{other:?}")),
             },

@@ -166,18 +166,26 @@ impl HostAction {
 }
 
 /// One vCPU and the accesses it performs, in order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Vcpu {
     /// The guest program.
     pub program: Vec<GuestOp>,
+    /// Per access: after EFAULT, re-run it while it has been re-run fewer times than this;
+    /// missing entries default to the last exit a host step waits for.
+    #[serde(default)]
+    pub reruns: Vec<u32>,
+    /// Per access: the data the VMM supplies for an MMIO read (missing: 0).
+    #[serde(default)]
+    pub mmio: Vec<u64>,
 }
 
 /// A host action and when it happens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
-    /// `Some((vcpu, access))`: after that access's final exit, or after its first EFAULT
-    /// (then the access is retried). `None`: before the vCPUs start.
-    pub after: Option<(usize, usize)>,
+    /// `Some((vcpu, access, exit))`: after that access's `exit`-th attempt (from 1: an
+    /// EFAULT, or its completion), or once the access is over with fewer. `None`: before the
+    /// vCPUs start.
+    pub after: Option<(usize, usize, u32)>,
     /// What to do.
     pub action: HostAction,
 }

@@ -192,6 +192,7 @@ fn pfnmap_present(spec: &Backing, pages: &[u64]) -> Result<Option<u64>, ProbeErr
                     value: 0,
                 })
                 .collect(),
+            ..Vcpu::default()
         }],
         host: Vec::new(),
         mode: Mode::Native,
@@ -256,7 +257,7 @@ mod tests {
                     },
                 },
                 Step {
-                    after: Some((0, 0)),
+                    after: Some((0, 0, 1)),
                     action: HostAction::Read {
                         backing: "f".into(),
                         offset: 0,

@@ -217,13 +217,21 @@ pub(crate) fn run_locked(plan: &Plan, detector: bool) -> Result<ProbeResult, Pro
     });
     let mut jobs = Vec::new();
     for (i, (cpu, code)) in plan.vcpus.iter().zip(&codes).enumerate() {
-        let mut steps: BTreeMap<usize, Vec<&HostAction>> = BTreeMap::new();
+        let mut steps: BTreeMap<(usize, u32), Vec<&HostAction>> = BTreeMap::new();
+        // Re-runs after EFAULT: as the plan says, else as often as steps wait on exits.
+        let mut reruns = vec![0u32; cpu.program.len()];
         for s in &plan.host {
-            if let Some((v, a)) = s.after {
+            if let Some((v, a, k)) = s.after {
                 if v == i {
-                    steps.entry(a).or_default().push(&s.action);
+                    steps.entry((a, k)).or_default().push(&s.action);
+                    if let Some(r) = reruns.get_mut(a) {
+                        *r = (*r).max(k);
+                    }
                 }
             }
+        }
+        for (r, &given) in reruns.iter_mut().zip(&cpu.reruns) {
+            *r = given;
         }
         let vcpu = vm.vcpu(i as u64, plan.mode, code.base)?;
         jobs.push(VcpuJob {
@@ -232,6 +240,8 @@ pub(crate) fn run_locked(plan: &Plan, detector: bool) -> Result<ProbeResult, Pro
             program: &cpu.program,
             code,
             steps,
+            reruns,
+            mmio: cpu.mmio.clone(),
             timeout,
         });
     }

@@ -27,7 +27,7 @@ fn timed(vcpu: &mut VcpuFd, dog: &Watchdog) -> Result<f64, ProbeError> {
     // The syscall clock (not `Instant`): a vDSO read would map `[vvar]` page 0 and turn a
     // `[vvar]` first touch into a touch of a present page.
     let t = crate::clock::now();
-    let raw = run_once(vcpu, dog, TIMEOUT);
+    let raw = run_once(vcpu, dog, TIMEOUT, 0);
     let ns = (crate::clock::now() - t).as_nanos() as f64;
     match raw {
         RawExit::Report { .. } => Ok(ns),

@@ -227,12 +227,15 @@ pub(crate) fn plan(plan: &Plan) -> Result<(), ProbeError> {
     }
     for (k, s) in plan.host.iter().enumerate() {
         let what = format!("host step {k}");
-        if let Some((v, i)) = s.after {
+        if let Some((v, i, k)) = s.after {
             let n = plan.vcpus.get(v).map(|c| c.program.len());
             if n.is_none_or(|n| i >= n) {
                 return Err(bad(format!(
                     "{what}: after (vcpu {v}, access {i}), which does not exist"
                 )));
+            }
+            if k == 0 {
+                return Err(bad(format!("{what}: exits are counted from 1")));
             }
         }
         check_action(plan, &s.action, &what)?;

@@ -3,7 +3,9 @@
 //!
 //! realkvm.md rule: when hva_to_pfn gets no pfn, KVM_RUN returns -1/EFAULT and the
 //! instruction is retried on the next KVM_RUN; after the host repairs the mapping the same
-//! vCPU can simply be re-run. With nothing scheduled to repair it, the access is skipped.
+//! vCPU can simply be re-run. An access is re-run after EFAULT as often as the plan says
+//! (`Vcpu::reruns`; by default as often as host steps wait on its exits), with the steps due
+//! at each exit run in between; then it is skipped.
 
 use crate::backing::Backings;
 use crate::exits::{run_once, RawExit};
@@ -18,7 +20,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// A runaway guest (e.g. endless MMIO) is stopped after this many exits on one access.
-const MAX_EXITS_PER_ACCESS: usize = 64;
+const MAX_EXITS_PER_ACCESS: usize = 256;
 
 /// Everything one vCPU thread needs.
 pub(crate) struct VcpuJob<'a> {
@@ -30,8 +32,12 @@ pub(crate) struct VcpuJob<'a> {
     pub program: &'a [GuestOp],
     /// Its assembled code.
     pub code: &'a GuestCode,
-    /// Host steps keyed by access index (run once, in plan order).
-    pub steps: BTreeMap<usize, Vec<&'a HostAction>>,
+    /// Host steps keyed by (access index, exit from 1), run once, in plan order.
+    pub steps: BTreeMap<(usize, u32), Vec<&'a HostAction>>,
+    /// Per access: how many times it is re-run after EFAULT.
+    pub reruns: Vec<u32>,
+    /// Per access: the data an MMIO read is completed with.
+    pub mmio: Vec<u64>,
     /// Per-KVM_RUN timeout.
     pub timeout: Duration,
 }
@@ -46,6 +52,8 @@ struct Driver<'a, 'b> {
     job: VcpuJob<'a>,
     backings: &'b Mutex<Backings>,
     cur: usize,
+    /// Attempts of the current access that ended (EFAULT or completion).
+    exits: u32,
     attempts: Vec<Exit>,
     out: Vec<AccessResult>,
 }
@@ -61,13 +69,21 @@ impl Driver<'_, '_> {
             });
         }
         self.cur += 1;
+        self.exits = 0;
     }
 
-    /// Runs the steps scheduled after the current access; false if there were none left.
-    fn run_steps(&mut self) -> Result<bool, ProbeError> {
-        let Some(steps) = self.job.steps.remove(&self.cur) else {
-            return Ok(false);
-        };
+    /// Runs the steps due at exits `exits` of the current access.
+    fn run_steps(&mut self, exits: std::ops::RangeInclusive<u32>) -> Result<(), ProbeError> {
+        let keys: Vec<(usize, u32)> = self
+            .job
+            .steps
+            .range((self.cur, *exits.start())..=(self.cur, *exits.end()))
+            .map(|(k, _)| *k)
+            .collect();
+        let steps: Vec<&HostAction> = keys
+            .iter()
+            .flat_map(|k| self.job.steps.remove(k).unwrap_or_default())
+            .collect();
         let mut b = self.backings.lock().unwrap_or_else(|e| e.into_inner());
         for a in steps {
             b.apply(a).map_err(|e| match e {
@@ -78,13 +94,29 @@ impl Driver<'_, '_> {
                 other => other,
             })?;
         }
-        Ok(true)
+        Ok(())
     }
 
-    /// The guest completed the current access with `exit`.
+    /// The guest completed the current access with `exit`: the steps due at this exit and
+    /// at any later one it will never have run.
     fn complete(&mut self, exit: Exit) -> Result<Next, ProbeError> {
+        // A read completed after an MMIO exit must have read what the VMM supplied.
+        let exit = match (self.attempts.last(), exit) {
+            (Some(Exit::MmioRead { .. }), Exit::Value(v)) => {
+                let want = self.job.mmio.get(self.cur).copied().unwrap_or(0);
+                if v == want {
+                    Exit::Value(v)
+                } else {
+                    Exit::Other(format!(
+                        "the guest read {v:#x} after the VMM completed its MMIO read with {want:#x}"
+                    ))
+                }
+            }
+            (_, e) => e,
+        };
         self.attempts.push(exit);
-        self.run_steps()?;
+        self.exits += 1;
+        self.run_steps(self.exits..=u32::MAX)?;
         self.finish();
         Ok(Next::Continue)
     }
@@ -112,9 +144,13 @@ impl Driver<'_, '_> {
             );
             return Ok(self.stop(Exit::Other(msg)));
         }
-        if self.run_steps()? {
+        self.exits += 1;
+        let reruns = self.job.reruns.get(self.cur).copied().unwrap_or(0);
+        if self.exits <= reruns {
+            self.run_steps(self.exits..=self.exits)?;
             return Ok(Next::Continue);
         }
+        self.run_steps(self.exits..=u32::MAX)?;
         regs.rip = site.next_rip;
         self.job
             .vcpu
@@ -188,6 +224,7 @@ pub(crate) fn drive(
         job,
         backings,
         cur: 0,
+        exits: 0,
         attempts: Vec::new(),
         out: Vec::new(),
     };
@@ -209,7 +246,8 @@ pub(crate) fn drive(
         // would reach the probe's own memory through it).
         let holes = |b: &Mutex<Backings>| b.lock().unwrap_or_else(|e| e.into_inner()).check_holes();
         holes(d.backings)?;
-        let raw = run_once(&mut d.job.vcpu, dog, timeout);
+        let mmio = d.job.mmio.get(d.cur).copied().unwrap_or(0);
+        let raw = run_once(&mut d.job.vcpu, dog, timeout, mmio);
         holes(d.backings)?;
         if let Next::Stop = d.handle(raw)? {
             break;

@@ -161,9 +161,11 @@ fn two_vcpus_two_slots_with_offsets() {
         vcpus: vec![
             Vcpu {
                 program: vec![r(0x10000), w(0x11000, 0x1111), r(0x11000)],
+                ..Vcpu::default()
             },
             Vcpu {
                 program: vec![r(0x40004), r(0x40004)],
+                ..Vcpu::default()
             },
         ],
         host: vec![after(1, 0, host_write("b", 4, 0xBB))],

@@ -91,6 +91,7 @@ fn batch() {
         );
         p.vcpus.push(Vcpu {
             program: vec![r(D)],
+            ..Vcpu::default()
         });
         probe::run(&p).unwrap();
         // Bad plans, at validation and at creation time.

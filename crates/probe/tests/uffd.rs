@@ -94,6 +94,7 @@ fn uffd_two_vcpus_same_page() {
         );
         p.vcpus.push(Vcpu {
             program: vec![r(D)],
+            ..Vcpu::default()
         });
         let res = probe::run(&p).unwrap();
         assert_eq!(

@@ -86,6 +86,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../scenarios/vvar-sigbus.toml"),
     ),
     (
+        "vmm-reruns",
+        include_str!("../../../scenarios/vmm-reruns.toml"),
+    ),
+    (
         "far-slots",
         include_str!("../../../scenarios/far-slots.toml"),
     ),

@@ -157,6 +157,12 @@ pub struct RawOp {
     pub value: Option<Num>,
     #[serde(default)]
     pub size: Option<u8>,
+    /// After EFAULT, the VMM re-runs the access this many times.
+    #[serde(default)]
+    pub reruns: Option<Spanned<u32>>,
+    /// The data the VMM returns when the read exits as MMIO.
+    #[serde(default)]
+    pub mmio: Option<Spanned<Num>>,
 }
 
 #[derive(Deserialize)]

@@ -217,9 +217,15 @@ impl std::fmt::Display for GuestOp {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Vcpu {
     pub program: Vec<GuestOp>,
+    /// Per access: after an EFAULT, the VMM re-runs it while it has re-run it fewer times than
+    /// this (the `reruns` field; by default the last exit a host step waits for, so that
+    /// `after = "vcpu0:2"` is one repair after the first EFAULT), then moves on.
+    pub reruns: Vec<u32>,
+    /// Per access: the data the VMM returns if the read exits as MMIO (default 0).
+    pub mmio: Vec<u64>,
 }
 
 /// A `kvm_vcpu_map`-style pinned access (nested virtualization).
@@ -301,8 +307,9 @@ impl HostAction {
 pub struct HostStep {
     /// Host thread name; steps of one thread run in file order.
     pub thread: String,
-    /// Run after this vCPU access's first attempt (vcpu index, access index); `None` races.
-    pub after: Option<(usize, usize)>,
+    /// Run after this vCPU access's `exit`-th attempt, or once the access is over with fewer
+    /// (vcpu index, access index, exit from 1); `None` races.
+    pub after: Option<(usize, usize, u32)>,
     pub action: HostAction,
 }
 

@@ -284,6 +284,7 @@ pub(crate) fn validate(
         );
     }
     let mut vcpus = Vec::new();
+    let mut explicit_reruns: Vec<Vec<Option<u32>>> = Vec::new();
     for v in &raw.vcpus {
         let mut program = Vec::new();
         for op in &v.program {
@@ -330,7 +331,44 @@ pub(crate) fn validate(
             }
             program.push(op);
         }
-        vcpus.push(Vcpu { program });
+        let reruns = v
+            .program
+            .iter()
+            .map(|o| match &o.get_ref().reruns {
+                Some(r) if *r.get_ref() > MAX_RERUNS => {
+                    cx.err(r.span(), format!("reruns: at most {MAX_RERUNS}"))
+                }
+                r => Ok(r.as_ref().map(|r| *r.get_ref())),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut mmio = Vec::new();
+        for (o, op) in v.program.iter().zip(&program) {
+            mmio.push(match (&o.get_ref().mmio, op) {
+                (None, _) => 0,
+                (Some(m), GuestOp::Read { size, .. }) => {
+                    let m_ = m.get_ref().0;
+                    if *size < 8 && m_ >> (u32::from(*size) * 8) != 0 {
+                        return cx.err(
+                            m.span(),
+                            format!("mmio {m_:#x} does not fit in {size} bytes"),
+                        );
+                    }
+                    m_
+                }
+                (Some(m), GuestOp::Write { .. }) => {
+                    return cx.err(
+                        m.span(),
+                        "mmio is the data the VMM returns for an MMIO read: a write has none",
+                    )
+                }
+            });
+        }
+        vcpus.push(Vcpu {
+            program,
+            reruns: reruns.iter().map(|r| r.unwrap_or(0)).collect(),
+            mmio,
+        });
+        explicit_reruns.push(reruns);
     }
     let mut nested = Vec::new();
     for n in &raw.nested {
@@ -512,6 +550,16 @@ pub(crate) fn validate(
             ),
         );
     }
+    // An access re-runs after EFAULT as often as its `reruns` says; by default as often as
+    // host steps wait on its exits (one repair after the first EFAULT: "vcpu0:2").
+    for s in &host {
+        if let Some((v, i, k)) = s.after {
+            if explicit_reruns[v][i].is_none() {
+                let r = &mut vcpus[v].reruns[i];
+                *r = (*r).max(k);
+            }
+        }
+    }
     if let Some(j) = waits_on_itself(&host) {
         let after = raw.host[j].get_ref().after.as_ref().expect("sequenced");
         return cx.err(
@@ -672,11 +720,10 @@ fn waits_on_itself(host: &[HostStep]) -> Option<usize> {
         let mut d: Vec<usize> = (0..s)
             .filter(|&t| host[t].thread == host[s].thread)
             .collect();
-        if let Some((v, i)) = host[s].after {
-            d.extend(
-                (0..host.len())
-                    .filter(|&t| matches!(host[t].after, Some((w, k)) if w == v && k < i)),
-            );
+        if let Some((v, i, e)) = host[s].after {
+            d.extend((0..host.len()).filter(
+                |&t| matches!(host[t].after, Some((w, k, f)) if w == v && (k, f) < (i, e)),
+            ));
         }
         d
     };
@@ -717,39 +764,56 @@ pub const ACTIONS: [&str; 8] = [
     "evict",
 ];
 
-/// `"vcpu0:2"`: after vCPU 0's access 2 (0-based).
+/// `"vcpu0:2"`: after vCPU 0's access 2 (0-based) ends its first attempt; `"vcpu0:2#3"`:
+/// after its 3rd (the VMM re-ran it after two exits), or once it is over with fewer.
 fn parse_after(
     cx: &Cx,
     a: &Spanned<String>,
     vcpus: &[Vcpu],
-) -> Result<(usize, usize), ScenarioError> {
+) -> Result<(usize, usize, u32), ScenarioError> {
     let s = a.get_ref();
     let bad = || {
         cx.err(
             a.span(),
-            format!("after must look like \"vcpu0:2\" (vCPU 0, access 2), not {s:?}"),
+            format!(
+                "after must look like \"vcpu0:2\" (vCPU 0, access 2) or \"vcpu0:2#3\" (its 3rd \
+                 exit), not {s:?}"
+            ),
         )
     };
     let Some(rest) = s.strip_prefix("vcpu") else {
         return bad();
     };
-    let Some((v, i)) = rest.split_once(':') else {
+    let Some((v, rest)) = rest.split_once(':') else {
         return bad();
     };
+    let (i, k) = rest.split_once('#').unwrap_or((rest, "1"));
     // Digits only: `usize::from_str` would take "+0".
     let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
-    if !digits(v) || !digits(i) {
+    if !digits(v) || !digits(i) || !digits(k) {
         return bad();
     }
-    let (Ok(v), Ok(i)) = (v.parse::<usize>(), i.parse::<usize>()) else {
+    let (Ok(v), Ok(i), Ok(k)) = (v.parse::<usize>(), i.parse::<usize>(), k.parse::<u32>()) else {
         return bad();
     };
+    if k == 0 || k > MAX_RERUNS + 1 {
+        return cx.err(
+            a.span(),
+            format!(
+                "exits are counted from 1; at most {} per access",
+                MAX_RERUNS + 1
+            ),
+        );
+    }
     match vcpus.get(v) {
         None => cx.err(a.span(), format!("there is no vcpu{v}")),
         Some(p) if i >= p.program.len() => cx.err(
             a.span(),
             format!("vcpu{v} has only {} accesses", p.program.len()),
         ),
-        Some(_) => Ok((v, i)),
+        Some(_) => Ok((v, i, k)),
     }
 }
+
+/// Most times the VMM re-runs one access after EFAULT.
+const MAX_RERUNS: u32 = 100;

@@ -267,6 +267,41 @@ fn handler_delay_is_the_userfault_handlers_and_bounded() {
 }
 
 #[test]
+fn reruns_exits_and_mmio_data_are_checked() {
+    let t = with_host("action = \"read\"\nmapping = \"ram\"\nafter = \"vcpu0:0#0\"\n");
+    let e = err(&t);
+    assert!(e.message.contains("counted from 1"), "{e}");
+    at(&t, &e, "\"vcpu0:0#0\"");
+    let t = with_host("action = \"read\"\nmapping = \"ram\"\nafter = \"vcpu0:0#x\"\n");
+    assert!(err(&t).message.contains("vcpu0:2#3"));
+    let e = err(&GOOD.replace("{ read = 0x10000 }", "{ read = 0x10000, reruns = 101 }"));
+    assert!(e.message.contains("at most 100"), "{e}");
+    let e = err(&GOOD.replace(
+        "{ read = 0x10000 }",
+        "{ write = 0x10000, value = 1, mmio = 2 }",
+    ));
+    assert!(e.message.contains("a write has none"), "{e}");
+    let e = err(&GOOD.replace(
+        "{ read = 0x10000 }",
+        "{ read = 0x10000, size = 1, mmio = 0x100 }",
+    ));
+    assert!(e.message.contains("does not fit in 1 bytes"), "{e}");
+    // By default an access re-runs as often as host steps wait on its exits.
+    let t = with_host("action = \"read\"\nmapping = \"ram\"\nafter = \"vcpu0:0#2\"\n");
+    let sc = scenario::parse("x.toml", &t).unwrap();
+    assert_eq!(sc.vcpus[0].reruns, vec![2, 0, 0]);
+    assert_eq!(sc.host[0].after, Some((0, 0, 2)));
+    let t = t.replacen(
+        "{ read = 0x10000 }",
+        "{ read = 0x10000, reruns = 0, mmio = 7 }",
+        1,
+    );
+    let sc = scenario::parse("x.toml", &t).unwrap();
+    assert_eq!(sc.vcpus[0].reruns, vec![0, 0, 0]);
+    assert_eq!(sc.vcpus[0].mmio, vec![7, 0, 0]);
+}
+
+#[test]
 fn after_takes_digits_only() {
     let t = with_host("action = \"read\"\nmapping = \"ram\"\nafter = \"vcpu+0:+0\"\n");
     let e = err(&t);

@@ -403,7 +403,7 @@ pub fn build_with(
     let mut guest_actors = Vec::new();
     for (i, v) in sc.vcpus.iter().enumerate() {
         let program = v.program.iter().map(|&op| guest_op(op)).collect();
-        let vcpu = Vcpu::new(i, &kvm, program, &seq);
+        let vcpu = Vcpu::with_reruns(i, &kvm, program, v.reruns.clone(), &seq);
         vcpus.push(vcpu.clone());
         let running = running.clone();
         running.count.set(running.count.get() + 1);

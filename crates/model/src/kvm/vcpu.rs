@@ -110,16 +110,21 @@ pub struct SpteRead {
 /// the `obj` footprint object: read by the waits, written by whoever advances it.
 pub struct Sequencer {
     pub obj: ObjId,
-    /// Per vCPU: accesses whose first attempt has finished, counted at sequenced points.
-    progress: RefCell<Vec<usize>>,
-    /// Per host step: the access it waits for (fixed).
+    /// Per vCPU: the last point reached, as [`point_key`] (0: none), set at sequenced points.
+    progress: RefCell<Vec<u64>>,
+    /// Per host step: the point it waits for (fixed).
     after: Vec<Option<GuestPoint>>,
     /// Per host step: whether it has run.
     done: RefCell<Vec<bool>>,
 }
 
-/// (vCPU index, access index).
-pub type GuestPoint = (usize, usize);
+/// (vCPU index, access index, exit from 1): the end of that attempt of that access.
+pub type GuestPoint = (usize, usize, u32);
+
+/// Points of one vCPU in program order: access, then exit.
+fn point_key(access: usize, exit: u32) -> u64 {
+    ((access as u64) << 32) | u64::from(exit)
+}
 
 impl Sequencer {
     pub fn new(obj: ObjId, vcpus: usize, after: Vec<Option<GuestPoint>>) -> Rc<Self> {
@@ -135,9 +140,9 @@ impl Sequencer {
     pub fn step_ready(&self, j: usize) -> bool {
         match self.after[j] {
             None => true,
-            Some((v, i)) => {
+            Some((v, i, k)) => {
                 audit::read(self.obj);
-                self.progress.borrow()[v] > i
+                self.progress.borrow()[v] >= point_key(i, k)
             }
         }
     }
@@ -152,24 +157,40 @@ impl Sequencer {
         self.done.borrow_mut()[j] = true;
     }
 
-    fn has_steps_after(&self, v: usize, i: usize) -> bool {
-        self.after.contains(&Some((v, i)))
+    /// Whether a host step waits for vCPU `v`'s access `i` at an exit in `exits`.
+    fn has_steps_at(&self, v: usize, i: usize, exits: std::ops::RangeInclusive<u32>) -> bool {
+        self.after
+            .iter()
+            .any(|a| matches!(*a, Some((w, j, k)) if w == v && j == i && exits.contains(&k)))
     }
 
-    fn steps_after_done(&self, v: usize, i: usize) -> bool {
+    fn steps_at_done(&self, v: usize, i: usize, exits: std::ops::RangeInclusive<u32>) -> bool {
         audit::read(self.obj);
         let done = self.done.borrow();
         self.after
             .iter()
             .zip(done.iter())
-            .filter(|(a, _)| **a == Some((v, i)))
+            .filter(
+                |(a, _)| matches!(**a, Some((w, j, k)) if w == v && j == i && exits.contains(&k)),
+            )
             .all(|(_, d)| *d)
     }
 
-    /// vCPU `v` finished the first attempt of its access `i`.
-    fn reached(&self, v: usize, i: usize) {
+    /// vCPU `v` ended attempt `exit` of its access `i` (`u32::MAX`: the access is over).
+    fn reached(&self, v: usize, i: usize, exit: u32) {
         audit::write(self.obj);
-        self.progress.borrow_mut()[v] = i + 1;
+        self.progress.borrow_mut()[v] = point_key(i, exit);
+    }
+
+    /// The default re-runs of vCPU `v`'s accesses: as many as host steps wait on exits of it.
+    pub fn default_reruns(&self, v: usize, accesses: usize) -> Vec<u32> {
+        let mut r = vec![0; accesses];
+        for &(w, i, k) in self.after.iter().flatten() {
+            if w == v && i < accesses {
+                r[i] = r[i].max(k);
+            }
+        }
+        r
     }
 }
 
@@ -178,17 +199,33 @@ pub struct Vcpu {
     pub id: usize,
     pub kvm: Rc<Kvm>,
     pub program: Vec<GuestOp>,
+    /// Per access: after an EFAULT the VMM re-runs it while fewer attempts than this + 1
+    /// have been made (kvmmu's scenario `reruns`).
+    pub reruns: Vec<u32>,
     pub records: RefCell<Vec<AccessRecord>>,
     pub last_spte_read: Cell<Option<SpteRead>>,
     pub seq: Rc<Sequencer>,
 }
 
 impl Vcpu {
+    /// A vCPU whose VMM re-runs an access after EFAULT as often as host steps wait on it.
     pub fn new(id: usize, kvm: &Rc<Kvm>, program: Vec<GuestOp>, seq: &Rc<Sequencer>) -> Rc<Self> {
+        let reruns = seq.default_reruns(id, program.len());
+        Self::with_reruns(id, kvm, program, reruns, seq)
+    }
+
+    pub fn with_reruns(
+        id: usize,
+        kvm: &Rc<Kvm>,
+        program: Vec<GuestOp>,
+        reruns: Vec<u32>,
+        seq: &Rc<Sequencer>,
+    ) -> Rc<Self> {
         Rc::new(Vcpu {
             id,
             kvm: kvm.clone(),
             program,
+            reruns,
             records: RefCell::new(Vec::new()),
             last_spte_read: Cell::new(None),
             seq: seq.clone(),
@@ -208,40 +245,36 @@ impl Vcpu {
                 op,
                 attempts: Vec::with_capacity(1),
             });
+            let reruns = self.reruns.get(i).copied().unwrap_or(0);
+            let mut exit = 0u32;
             loop {
                 let o = self.access(&cx, op).await;
                 let efault = o == Outcome::Efault;
-                let first = {
-                    let mut recs = self.records.borrow_mut();
-                    let attempts = &mut recs[i].attempts;
-                    attempts.push(o);
-                    attempts.len() == 1
-                };
-                if first {
-                    let sequenced = self.seq.has_steps_after(self.id, i);
-                    if sequenced {
-                        // The guest exits to the VMM at this point (an MMIO marker, or the
-                        // -EFAULT itself); the VMM runs its host steps before re-entering.
-                        cx.access(self.seq.obj, Access::Write, "guest reached point")
-                            .await;
-                        self.seq.reached(self.id, i);
-                    }
-                    if sequenced {
-                        let (s, v) = (self.seq.clone(), self.id);
-                        cx.wait_until(self.seq.obj, "VMM host steps", move || {
-                            s.steps_after_done(v, i)
-                        })
+                self.records.borrow_mut()[i].attempts.push(o);
+                exit += 1;
+                // After EFAULT the VMM re-runs the vCPU (the faulting instruction is retried)
+                // while the access has re-runs left; else the access is over.
+                let retry = efault && exit <= reruns;
+                // The guest exits to the VMM here (an MMIO marker, or the -EFAULT itself);
+                // the VMM runs the host steps due at this exit (at the end of the access:
+                // also those due at exits it will never have) before re-entering.
+                let due = exit..=if retry { exit } else { u32::MAX };
+                if self.seq.has_steps_at(self.id, i, due.clone()) {
+                    cx.access(self.seq.obj, Access::Write, "guest reached point")
                         .await;
-                        if efault {
-                            // The VMM repaired the mapping and re-runs the vCPU: the
-                            // faulting instruction is retried.
-                            world::emit!(
-                                cx,
-                                "KVM_RUN: -EFAULT at access {i}; the VMM re-runs the vCPU"
-                            );
-                            continue;
-                        }
-                    }
+                    self.seq.reached(self.id, i, *due.end());
+                    let (s, v) = (self.seq.clone(), self.id);
+                    cx.wait_until(self.seq.obj, "VMM host steps", move || {
+                        s.steps_at_done(v, i, due.clone())
+                    })
+                    .await;
+                }
+                if retry {
+                    world::emit!(
+                        cx,
+                        "KVM_RUN: -EFAULT at access {i} (exit {exit}); the VMM re-runs the vCPU"
+                    );
+                    continue;
                 }
                 break;
             }

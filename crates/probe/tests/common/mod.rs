@@ -56,7 +56,7 @@ pub fn w(gpa: u64, value: u64) -> GuestOp {
 
 pub fn after(vcpu: usize, access: usize, action: HostAction) -> Step {
     Step {
-        after: Some((vcpu, access)),
+        after: Some((vcpu, access, 1)),
         action,
     }
 }
@@ -119,7 +119,10 @@ pub fn one(
         name: name.into(),
         memslots: vec![slot(1, D, &b.name, pages, readonly)],
         backings: vec![b],
-        vcpus: vec![Vcpu { program }],
+        vcpus: vec![Vcpu {
+            program,
+            ..Vcpu::default()
+        }],
         host,
         mode,
         timeout_ms: 0,

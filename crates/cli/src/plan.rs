@@ -82,6 +82,7 @@ pub fn plan(sc: &Scenario, mode: Mode) -> Result<Adapted, String> {
             prot_write,
             fill: m.fill,
             uffd_delay_ms: m.handler_delay_ms,
+            follows: m.follows.clone(),
         });
     }
     let mut memslots = Vec::new();

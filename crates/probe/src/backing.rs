@@ -65,8 +65,8 @@ fn temp_file(pages: u64, fill: Option<u32>) -> Result<OwnedFd, ProbeError> {
     Ok(fd)
 }
 
-fn anon(spec: &Backing, shared: bool) -> Result<Region, ProbeError> {
-    let r = Region::anon(spec.pages, shared)
+fn anon(spec: &Backing, shared: bool, at: Option<usize>) -> Result<Region, ProbeError> {
+    let r = Region::anon_at(spec.pages, shared, at)
         .map_err(|e| sys(format!("mmap backing '{}'", spec.name), e))?;
     Ok(r)
 }
@@ -84,21 +84,23 @@ fn finish_rw(spec: &Backing, r: &Region, prot_write: bool) -> Result<(), ProbeEr
 }
 
 impl HostBacking {
-    /// Maps a backing as its kind requires.
+    /// Maps a backing as its kind requires, at `at` if given (a run of adjacent backings;
+    /// ignored for `[vvar]` kinds, which the kernel placed).
     pub(crate) fn create(
         spec: &Backing,
         events: &Arc<Mutex<Vec<UffdEvent>>>,
+        at: Option<usize>,
     ) -> Result<HostBacking, ProbeError> {
         let mut fd = None;
         let mut uffd = None;
         let region = match spec.kind {
             BackingKind::AnonPrivate | BackingKind::AnonShared | BackingKind::Hole => {
-                let r = anon(spec, spec.kind == BackingKind::AnonShared)?;
+                let r = anon(spec, spec.kind == BackingKind::AnonShared, at)?;
                 finish_rw(spec, &r, spec.prot_write || spec.kind == BackingKind::Hole)?;
                 Some(r)
             }
             BackingKind::ProtNone => {
-                let r = anon(spec, false)?;
+                let r = anon(spec, false, at)?;
                 finish_rw(spec, &r, true)?;
                 r.protect(0..spec.pages, false, false)
                     .map_err(|e| sys(format!("mprotect backing '{}'", spec.name), e))?;
@@ -108,7 +110,7 @@ impl HostBacking {
                 let m = fs::memfd_create("kvmmu-probe", MemfdFlags::CLOEXEC)
                     .map_err(|e| sys("memfd_create", e))?;
                 fs::ftruncate(&m, spec.pages * PAGE).map_err(|e| sys("ftruncate memfd", e))?;
-                let r = Region::file(m.as_fd(), spec.pages, true, true)
+                let r = Region::file(m.as_fd(), spec.pages, true, true, at)
                     .map_err(|e| sys(format!("mmap memfd '{}'", spec.name), e))?;
                 fd = Some(m);
                 finish_rw(spec, &r, spec.prot_write)?;
@@ -117,13 +119,13 @@ impl HostBacking {
             BackingKind::FilePrivate | BackingKind::FileShared => {
                 let f = temp_file(spec.pages, spec.fill)?;
                 let shared = spec.kind == BackingKind::FileShared;
-                let r = Region::file(f.as_fd(), spec.pages, spec.prot_write, shared)
+                let r = Region::file(f.as_fd(), spec.pages, spec.prot_write, shared, at)
                     .map_err(|e| sys(format!("mmap file '{}'", spec.name), e))?;
                 fd = Some(f);
                 Some(r)
             }
             BackingKind::Userfault => {
-                let r = anon(spec, false)?;
+                let r = anon(spec, false, at)?;
                 if !spec.prot_write {
                     r.protect(0..spec.pages, true, false)
                         .map_err(|e| sys(format!("mprotect backing '{}'", spec.name), e))?;

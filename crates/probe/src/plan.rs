@@ -57,6 +57,10 @@ pub struct Backing {
     /// `UFFDIO_COPY`, so other vCPUs can fault the same page meanwhile (realkvm.md §9).
     #[serde(default)]
     pub uffd_delay_ms: u64,
+    /// Placed right after this backing, so that one memslot can span both (for `[vvar]`
+    /// kinds, which the kernel placed: the backing before them is mapped right below).
+    #[serde(default)]
+    pub follows: Option<String>,
 }
 
 /// One KVM memslot from the plan.

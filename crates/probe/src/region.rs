@@ -42,6 +42,18 @@ fn mprot(read: bool, write: bool) -> MprotectFlags {
     p
 }
 
+fn fixed(at: Option<usize>) -> MapFlags {
+    if at.is_some() {
+        MapFlags::FIXED_NOREPLACE
+    } else {
+        MapFlags::empty()
+    }
+}
+
+fn hint(at: Option<usize>) -> *mut c_void {
+    at.map_or(std::ptr::null_mut(), |a| a as *mut c_void)
+}
+
 fn bytes(pages: u64) -> io::Result<usize> {
     usize::try_from(pages * PAGE).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
@@ -49,15 +61,20 @@ fn bytes(pages: u64) -> io::Result<usize> {
 impl Region {
     /// Fresh read-write anonymous mapping (`MAP_SHARED` or `MAP_PRIVATE`).
     pub(crate) fn anon(pages: u64, shared: bool) -> io::Result<Region> {
+        Self::anon_at(pages, shared, None)
+    }
+
+    /// [`Region::anon`] at `at` exactly (`MAP_FIXED_NOREPLACE`: `EEXIST` if anything is
+    /// mapped there), or anywhere.
+    pub(crate) fn anon_at(pages: u64, shared: bool, at: Option<usize>) -> io::Result<Region> {
         let flags = if shared {
             MapFlags::SHARED
         } else {
             MapFlags::PRIVATE
-        };
-        // SAFETY: a new anonymous mapping at a kernel-chosen address aliases nothing.
-        let p = unsafe {
-            mm::mmap_anonymous(std::ptr::null_mut(), bytes(pages)?, prot(true, true), flags)
-        }?;
+        } | fixed(at);
+        // SAFETY: a new anonymous mapping at a kernel-chosen address, or at a fixed one that
+        // MAP_FIXED_NOREPLACE guarantees is free, aliases nothing.
+        let p = unsafe { mm::mmap_anonymous(hint(at), bytes(pages)?, prot(true, true), flags) }?;
         Ok(Region {
             base: p as usize,
             owned: vec![true; pages as usize],
@@ -65,31 +82,24 @@ impl Region {
         })
     }
 
-    /// Fresh mapping of `fd` from offset 0 (a memfd or temp file the probe created).
+    /// Fresh mapping of `fd` from offset 0 (a memfd or temp file the probe created), at
+    /// `at` exactly (`MAP_FIXED_NOREPLACE`) or anywhere.
     pub(crate) fn file(
         fd: BorrowedFd<'_>,
         pages: u64,
         write: bool,
         shared: bool,
+        at: Option<usize>,
     ) -> io::Result<Region> {
         let flags = if shared {
             MapFlags::SHARED
         } else {
             MapFlags::PRIVATE
-        };
+        } | fixed(at);
         // SAFETY: a new file mapping at a kernel-chosen address aliases nothing; the file is
         // private to this probe, so nobody else changes it underneath Rust references
         // (and the probe never forms references into it anyway, only raw pointers).
-        let p = unsafe {
-            mm::mmap(
-                std::ptr::null_mut(),
-                bytes(pages)?,
-                prot(true, write),
-                flags,
-                fd,
-                0,
-            )
-        }?;
+        let p = unsafe { mm::mmap(hint(at), bytes(pages)?, prot(true, write), flags, fd, 0) }?;
         Ok(Region {
             base: p as usize,
             owned: vec![true; pages as usize],

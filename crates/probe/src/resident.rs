@@ -229,6 +229,7 @@ mod tests {
             prot_write: true,
             fill,
             uffd_delay_ms: 0,
+            follows: None,
         };
         let plan = Plan {
             name: "x".into(),

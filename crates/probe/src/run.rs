@@ -97,6 +97,76 @@ fn far_pages(plan: &Plan) -> Vec<u64> {
     pages.into_iter().filter(|&p| p >= 512).collect()
 }
 
+/// Where each backing must start, for runs of backings laid out one after another
+/// (`Backing::follows`); `None`: anywhere. A run with a `[vvar]` kind is anchored where the
+/// kernel put it; any other run takes a free range the kernel picks for its total size.
+fn placements(plan: &Plan) -> Result<Vec<Option<usize>>, ProbeError> {
+    let mut at = vec![None; plan.backings.len()];
+    let next = |i: usize| {
+        plan.backings
+            .iter()
+            .position(|b| b.follows.as_deref() == Some(plan.backings[i].name.as_str()))
+    };
+    for head in (0..plan.backings.len()).filter(|&i| plan.backings[i].follows.is_none()) {
+        // The run: (backing index, first page in the run).
+        let mut run = vec![(head, 0u64)];
+        while let Some(n) = next(run.last().expect("non-empty").0) {
+            let (i, off) = *run.last().expect("non-empty");
+            if run.iter().any(|&(j, _)| j == n) {
+                return Err(bad("backings that follow each other in a circle"));
+            }
+            run.push((n, off + plan.backings[i].pages));
+        }
+        if run.len() == 1 {
+            continue;
+        }
+        let vdso = |i: usize| match plan.backings[i].kind {
+            BackingKind::Vvar => Some("vvar"),
+            BackingKind::VvarVclock => Some("vvar_vclock"),
+            _ => None,
+        };
+        let start = match run.iter().find_map(|&(i, off)| vdso(i).map(|n| (n, off))) {
+            Some((name, off)) => {
+                if off > 0 {
+                    // The kernel packs mappings right below the vDSO: make room.
+                    crate::vvar::make_room_below(off).map_err(ProbeError::Sys)?;
+                }
+                let (a, _) = crate::vvar::find(name)
+                    .ok_or_else(|| bad(format!("[{name}] is not in /proc/self/maps")))?;
+                (a as u64)
+                    .checked_sub(off * PAGE)
+                    .ok_or_else(|| bad(format!("no room below [{name}]")))?
+            }
+            None => {
+                let total: u64 = run.iter().map(|&(i, _)| plan.backings[i].pages).sum();
+                // A free range of the run's size: mapped, noted and unmapped again; the run's
+                // backings then take it with MAP_FIXED_NOREPLACE (a clash is an error).
+                let r = crate::region::Region::anon(total, false)
+                    .map_err(|e| sys("reserve a range for adjacent backings", e))?;
+                r.base() as u64
+            }
+        };
+        for &(i, off) in &run {
+            let want = start + off * PAGE;
+            match vdso(i) {
+                Some(name) => {
+                    let (a, _) = crate::vvar::find(name)
+                        .ok_or_else(|| bad(format!("[{name}] is not in /proc/self/maps")))?;
+                    if a as u64 != want {
+                        return Err(bad(format!(
+                            "backing '{}' must start right after the one before it, but the \
+                             kernel put [{name}] elsewhere",
+                            plan.backings[i].name
+                        )));
+                    }
+                }
+                None => at[i] = Some(want as usize),
+            }
+        }
+    }
+    Ok(at)
+}
+
 /// Punches holes and runs the steps scheduled before the vCPUs start.
 fn before_start(plan: &Plan, backings: &Mutex<Backings>) -> Result<(), ProbeError> {
     let mut b = backings.lock().unwrap_or_else(|e| e.into_inner());
@@ -153,16 +223,25 @@ fn host_reads(
         else {
             continue;
         };
-        let off = m.offset_pages * PAGE + (gpa - m.gpa);
-        if !seen.insert((m.backing.clone(), off)) {
-            continue;
-        }
-        let Some(hb) = backings.get(&m.backing) else {
+        // The backing under the slot's hva (a slot may span adjacent backings).
+        let Some(first) = backings.get(&m.backing) else {
             continue;
         };
+        let hva = first.base + (m.offset_pages * PAGE + (gpa - m.gpa)) as usize;
+        let Some(hb) = backings
+            .0
+            .iter()
+            .find(|b| (b.base..b.base + (b.spec.pages * PAGE) as usize).contains(&hva))
+        else {
+            continue;
+        };
+        let off = (hva - hb.base) as u64;
+        if !seen.insert((hb.spec.name.clone(), off)) {
+            continue;
+        }
         if hb.readable_range(off, 4) {
             if let Ok(v) = hostio::read_u32(hb.base + off as usize) {
-                out.push((m.backing.clone(), off, u64::from(v)));
+                out.push((hb.spec.name.clone(), off, u64::from(v)));
             }
         }
     }
@@ -189,8 +268,8 @@ pub(crate) fn run_locked(plan: &Plan, detector: bool) -> Result<ProbeResult, Pro
     let (codes, code_bytes) = assemble_all(plan)?;
     let events = Arc::new(Mutex::new(Vec::new()));
     let mut list = Vec::with_capacity(plan.backings.len());
-    for b in &plan.backings {
-        list.push(HostBacking::create(b, &events)?);
+    for (b, at) in plan.backings.iter().zip(placements(plan)?) {
+        list.push(HostBacking::create(b, &events, at)?);
     }
     let backings = Mutex::new(Backings(list));
     let vm = GuestVm::new(&code_bytes, &far_pages(plan))?;

@@ -85,8 +85,9 @@ pub fn measure_first_touch(
         prot_write: true,
         fill: None,
         uffd_delay_ms: 0,
+        follows: None,
     };
-    let hb = HostBacking::create(&spec, &events)?;
+    let hb = HostBacking::create(&spec, &events, None)?;
     let (mut first, mut mapped, mut rt) = (Vec::new(), Vec::new(), Vec::new());
     if vvar {
         for _ in 0..pages {

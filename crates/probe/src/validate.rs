@@ -197,14 +197,22 @@ pub(crate) fn plan(plan: &Plan) -> Result<(), ProbeError> {
             .iter()
             .find(|b| b.name == m.backing)
             .ok_or_else(|| bad(format!("{what}: no backing named '{}'", m.backing)))?;
-        if m.pages == 0
-            || m.offset_pages
-                .checked_add(m.pages)
-                .is_none_or(|e| e > b.pages)
-        {
+        // A slot may go on into the backings that follow this one.
+        let mut run = 0u64;
+        let mut cur = Some(b);
+        let mut seen = 0;
+        while let (Some(x), true) = (cur, seen <= plan.backings.len()) {
+            run = run.saturating_add(x.pages);
+            seen += 1;
+            cur = plan
+                .backings
+                .iter()
+                .find(|n| n.follows.as_deref() == Some(x.name.as_str()));
+        }
+        if m.pages == 0 || m.offset_pages.checked_add(m.pages).is_none_or(|e| e > run) {
             return Err(bad(format!(
-                "{what}: pages {}+{} outside backing '{}' ({} pages)",
-                m.offset_pages, m.pages, b.name, b.pages
+                "{what}: pages {}+{} outside backing '{}' ({run} pages with those after it)",
+                m.offset_pages, m.pages, b.name
             )));
         }
         let end = m.gpa.saturating_add(m.pages.saturating_mul(PAGE));

@@ -66,3 +66,53 @@ fn slots_at_4_gib_and_below_2_pow_48_read_write_and_end_where_they_end() {
         matches!(probe::check(&p), Err(probe::ProbeError::BadPlan(m)) if m.contains("identity map"))
     );
 }
+
+/// Issue 10: one memslot over adjacent backings (`follows`): private anon then memfd, and a
+/// private anon page right below [vvar] (the vDSO is moved to make room).
+#[test]
+fn one_slot_spans_adjacent_backings() {
+    if skip("one_slot_spans_adjacent_backings") {
+        return;
+    }
+    let mut p = one(
+        "adjacent",
+        backing("a", K::AnonPrivate, 1, true, Some(0x1111_1111)),
+        false,
+        vec![r(D), r(D + 0x1000), r(D + 0x1004)],
+        vec![],
+        Mode::Native,
+    );
+    let mut m = backing("m", K::Memfd, 1, true, Some(0x2222_2222));
+    m.follows = Some("a".into());
+    p.backings.push(m);
+    p.memslots[0].pages = 2;
+    let res = probe::run(&p).unwrap();
+    assert_eq!(
+        exits(&res),
+        vec![v(0x1111_1111), v(0x2222_2222), v(0x2222_2222)]
+    );
+    assert_eq!(
+        hread(&res, "m", 0),
+        Some(0x2222_2222),
+        "host view names the backing"
+    );
+
+    let mut p = one(
+        "below-vvar",
+        backing("a", K::AnonPrivate, 1, true, Some(0x1111_1111)),
+        false,
+        vec![r(D), r(D + 0x1004)],
+        vec![],
+        Mode::Native,
+    );
+    let mut vv = backing("v", K::Vvar, 4, false, None);
+    vv.follows = Some("a".into());
+    p.backings.push(vv);
+    p.memslots[0].pages = 5;
+    let res = probe::run_isolated(
+        &p,
+        &mut std::process::Command::new(env!("CARGO_BIN_EXE_kvmmu-probe-child")),
+    )
+    .unwrap();
+    assert_eq!(exits(&res), vec![v(0x1111_1111), v(1)]);
+}

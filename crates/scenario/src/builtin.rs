@@ -90,6 +90,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../scenarios/vmm-reruns.toml"),
     ),
     (
+        "slot-over-vmas",
+        include_str!("../../../scenarios/slot-over-vmas.toml"),
+    ),
+    (
         "far-slots",
         include_str!("../../../scenarios/far-slots.toml"),
     ),

@@ -125,6 +125,8 @@ pub struct RawMapping {
     pub user_mode_only: bool,
     #[serde(default)]
     pub handler_delay_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub follows: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

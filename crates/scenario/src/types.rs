@@ -169,6 +169,9 @@ pub struct Mapping {
     /// `UFFDIO_COPY`, so that on real KVM other vCPUs fault the page meanwhile. The model has
     /// no time: it explores every order anyway, so it ignores the delay.
     pub handler_delay_ms: u64,
+    /// Placed right after this (earlier) mapping in the VMM's address space, so that one
+    /// memslot can span both vmas.
+    pub follows: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -404,5 +407,22 @@ pub struct Scenario {
 impl Scenario {
     pub fn mapping(&self, name: &str) -> Option<&Mapping> {
         self.mappings.iter().find(|m| m.name == name)
+    }
+
+    /// The mappings laid out contiguously from `name` on (it, the one that follows it, ...),
+    /// with their first page in the run.
+    pub fn run_from(&self, name: &str) -> Vec<(&Mapping, u64)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        let mut cur = self.mapping(name);
+        while let Some(m) = cur {
+            out.push((m, at));
+            at += m.pages;
+            cur = self
+                .mappings
+                .iter()
+                .find(|n| n.follows.as_deref() == Some(m.name.as_str()));
+        }
+        out
     }
 }

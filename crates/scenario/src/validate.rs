@@ -87,6 +87,22 @@ pub const RESERVED_GPA: [(u64, u64, &str); 3] = [
 /// Mappings have at most this many pages.
 pub const MAX_MAPPING_PAGES: u64 = 1024;
 
+/// Pages of the contiguous run of mappings from `name` on (it and those that follow it).
+fn run_pages(mappings: &[Mapping], name: &str) -> u64 {
+    let mut total = 0u64;
+    let mut cur = mappings.iter().find(|m| m.name == name);
+    while let Some(m) = cur {
+        total = total.saturating_add(m.pages);
+        cur = mappings
+            .iter()
+            .find(|n| n.follows.as_deref() == Some(m.name.as_str()));
+    }
+    total
+}
+
+/// Most pages in one run of adjacent mappings.
+pub const MAX_RUN_PAGES: u64 = 4096;
+
 /// The reserved range `[a, b)` overlaps, if any.
 fn reserved(a: u64, b: u64) -> Option<&'static (u64, u64, &'static str)> {
     RESERVED_GPA.iter().find(|r| a < r.1 && r.0 < b)
@@ -200,6 +216,25 @@ pub(crate) fn validate(
             fault_retry: m.fault_retry,
             insert_mixed: m.insert_mixed,
             user_mode_only: m.user_mode_only,
+            follows: match &m.follows {
+                None => None,
+                Some(f) => {
+                    let f_ = f.get_ref();
+                    if !mappings.iter().any(|p| &p.name == f_) {
+                        return cx.err(
+                            f.span(),
+                            format!("follows {f_:?}: no earlier mapping has that name"),
+                        );
+                    }
+                    if mappings.iter().any(|p| p.follows.as_ref() == Some(f_)) {
+                        return cx.err(
+                            f.span(),
+                            format!("another mapping already follows {f_:?}"),
+                        );
+                    }
+                    Some(f_.clone())
+                }
+            },
             handler_delay_ms: match &m.handler_delay_ms {
                 None => 0,
                 Some(d) if backing != Backing::Userfault => {
@@ -214,6 +249,19 @@ pub(crate) fn validate(
                 Some(d) => *d.get_ref(),
             },
         });
+    }
+    for (m, raw_m) in mappings.iter().zip(&raw.mappings) {
+        if m.follows.is_some() {
+            continue;
+        }
+        if run_pages(&mappings, &m.name) > MAX_RUN_PAGES {
+            return cx.err(
+                raw_m.span(),
+                format!(
+                    "mappings laid out one after another: at most {MAX_RUN_PAGES} pages in all"
+                ),
+            );
+        }
     }
     let find = |s: &Spanned<String>| -> Result<&Mapping, ScenarioError> {
         mappings
@@ -246,14 +294,20 @@ pub(crate) fn validate(
                 format!("overlaps {:#x}..{:#x}, {}", r.0, r.1, r.2),
             );
         }
-        if pages == 0 || s.offset.saturating_add(pages) > m.pages {
+        let run = run_pages(&mappings, &m.name);
+        if pages == 0 || s.offset.saturating_add(pages) > run {
             return cx.err(
                 s.pages.span(),
                 format!(
-                    "slot covers pages {}..{} of a {}-page mapping",
+                    "slot covers pages {}..{} of a {}-page mapping{}",
                     s.offset,
                     s.offset.saturating_add(pages),
-                    m.pages
+                    run,
+                    if run > m.pages {
+                        " (with the mappings that follow it)"
+                    } else {
+                        ""
+                    }
                 ),
             );
         }

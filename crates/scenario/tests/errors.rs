@@ -302,6 +302,44 @@ fn reruns_exits_and_mmio_data_are_checked() {
 }
 
 #[test]
+fn follows_names_one_earlier_mapping_and_slots_may_span_the_run() {
+    let two = GOOD.replace(
+        "[[memslot]]",
+        "[[mapping]]\nname = \"b\"\nbacking = \"memfd\"\npages = 1\nfollows = \"ram\"\n[[memslot]]",
+    );
+    let sc = scenario::parse(
+        "x.toml",
+        &two.replace(
+            "mapping = \"ram\"\npages = 1\n[[vcpu]]",
+            "mapping = \"ram\"\npages = 2\n[[vcpu]]",
+        ),
+    )
+    .unwrap();
+    assert_eq!(sc.memslots[0].pages, 2);
+    let names: Vec<&str> = sc
+        .run_from("ram")
+        .iter()
+        .map(|(m, _)| m.name.as_str())
+        .collect();
+    assert_eq!(names, ["ram", "b"]);
+    let e = err(&two.replace(
+        "mapping = \"ram\"\npages = 1\n[[vcpu]]",
+        "mapping = \"ram\"\npages = 3\n[[vcpu]]",
+    ));
+    assert!(
+        e.message.contains("with the mappings that follow it"),
+        "{e}"
+    );
+    let e = err(&two.replace("follows = \"ram\"", "follows = \"nope\""));
+    assert!(e.message.contains("no earlier mapping"), "{e}");
+    let three = two.replace(
+        "[[memslot]]",
+        "[[mapping]]\nname = \"c\"\nbacking = \"memfd\"\npages = 1\nfollows = \"ram\"\n[[memslot]]",
+    );
+    assert!(err(&three).message.contains("already follows"));
+}
+
+#[test]
 fn after_takes_digits_only() {
     let t = with_host("action = \"read\"\nmapping = \"ram\"\nafter = \"vcpu+0:+0\"\n");
     let e = err(&t);

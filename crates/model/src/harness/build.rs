@@ -27,9 +27,20 @@ pub fn nr_ram(sc: &Scenario) -> u64 {
     160.max(64 + 4 * pages)
 }
 
-/// Where mapping `i` lives in the VMM's address space.
-pub fn mapping_base(i: usize) -> Hva {
-    0x7f00_0000_0000 + (i as u64) * 0x100_0000
+/// Where mapping `i` lives in the VMM's address space (a mapping that `follows` another
+/// starts where it ends; runs of them stay within one 16 MiB stride, as validation ensures).
+pub fn mapping_base(sc: &Scenario, i: usize) -> Hva {
+    match &sc.mappings[i].follows {
+        None => 0x7f00_0000_0000 + (i as u64) * 0x100_0000,
+        Some(f) => {
+            let j = sc
+                .mappings
+                .iter()
+                .position(|m| &m.name == f)
+                .expect("validated: follows an earlier mapping");
+            mapping_base(sc, j) + sc.mappings[j].pages * PAGE_SIZE
+        }
+    }
 }
 
 /// The driver or kernel object behind a mapping.
@@ -301,7 +312,7 @@ pub fn build_with(
     kvm.allow_unsafe_mappings.set(sc.allow_unsafe_mappings);
     let mut mappings = Vec::new();
     for (i, m) in sc.mappings.iter().enumerate() {
-        let base = mapping_base(i);
+        let base = mapping_base(sc, i);
         let backend = map_one(&mut w, &frames, &mm, m, base)?;
         mappings.push(MappingState {
             name: m.name.clone(),

@@ -28,6 +28,7 @@ pub fn backing(
         prot_write,
         fill,
         uffd_delay_ms: 0,
+        follows: None,
     }
 }
 

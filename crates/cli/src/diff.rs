@@ -79,7 +79,8 @@ pub fn model_set(sc: &Scenario, policy: PolicyId) -> Result<ModelSet, String> {
     };
     let mut prog = CellProgram::new(sc, policy);
     let r = check::explore(&mut prog, &opts, &mut |_| {}).map_err(|e| e.to_string())?;
-    let keep = |item: &String| item.starts_with("vcpu") || item.starts_with("uffd");
+    // Everything real KVM can show too: not the nested maps (model-only).
+    let keep = |item: &String| !item.starts_with("nested");
     let observations = r
         .joint
         .iter()
@@ -128,6 +129,9 @@ pub fn real_observation(sc: &Scenario, r: &ProbeResult) -> Observation {
             .map(|e| (e.backing.clone(), e.page, e.write))
             .collect();
         out.push(uffd_item(&ev, sc.vcpus.len() > 1));
+    }
+    for (p, v) in sc.peeks().into_iter().zip(&r.peeks) {
+        out.push(format!("{p}: {v}"));
     }
     out
 }

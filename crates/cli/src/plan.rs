@@ -168,6 +168,16 @@ pub fn plan(sc: &Scenario, mode: Mode) -> Result<Adapted, String> {
         mode,
         timeout_ms: 0,
         inject: Default::default(),
+        peeks: sc
+            .peeks()
+            .into_iter()
+            .map(|p| ::probe::Peek {
+                backing: p.mapping.clone(),
+                offset: p.offset,
+                size: p.size,
+                file: p.file,
+            })
+            .collect(),
     };
     // One validation for every command: what the model accepts but the probe cannot run
     // is said here, as the reason the probe skips it.

@@ -98,6 +98,32 @@ fn diff_holds_real_kvm_to_the_stated_values() {
     );
 }
 
+/// What the host reads back at the end is a value too: the race leaves either value in the
+/// page, so the model allows both, and a single value is broken.
+#[test]
+fn host_reads_at_the_end_are_stated_values() {
+    let both = file(
+        "host-both.toml",
+        &format!("{RACE}[[seen]]\nhost = {{ mapping = \"ram\" }}\nis = \"0x22222222\"\n"),
+    );
+    let o = kvmmu(&["check", both.to_str().unwrap(), "--policy", "linux-6.13"]);
+    // The host's store lands last in every schedule: the page holds it at the end.
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let wrong = file(
+        "host-wrong.toml",
+        &format!(
+            "{RACE}[[seen]]\nhost = {{ mapping = \"ram\", offset = 8, size = 8 }}\nis = \"0x1\"\n"
+        ),
+    );
+    let o = kvmmu(&["check", wrong.to_str().unwrap(), "--policy", "linux-6.13"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("host ram+0x8/8: saw 0x1111111111111111; [[seen]] allows 0x1"),
+        "{}",
+        stdout(&o)
+    );
+}
+
 #[test]
 fn bad_seen_entries_are_refused_at_their_place() {
     for (entry, msg) in [

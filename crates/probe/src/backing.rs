@@ -204,6 +204,14 @@ impl HostBacking {
             .ok_or_else(|| bad(format!("backing '{name}' is not the probe's own memory")))
     }
 
+    /// `pread` of `len` bytes at `off` of this backing's file (memfd or temp file).
+    pub(crate) fn pread(&self, off: u64, len: usize) -> Option<u64> {
+        let fd = self._fd.as_ref()?;
+        let mut b = [0u8; 8];
+        let n = rustix::io::pread(fd, &mut b[..len], off).ok()?;
+        (n == len).then(|| u64::from_le_bytes(b))
+    }
+
     /// True if byte offset `off..off+len` lies in pages this probe has mapped (or in vvar,
     /// where the fault-safe read decides).
     pub(crate) fn readable_range(&self, off: u64, len: u64) -> bool {

@@ -38,7 +38,7 @@ mod watchdog;
 pub use isolated::{child_main, run_isolated};
 pub use outcome::{AccessResult, Attempt, Exit, ProbeError, ProbeResult, Stats, Timing, UffdEvent};
 pub use plan::{
-    Backing, BackingKind, GuestOp, HostAction, Inject, Memslot, Mode, Plan, Step, Vcpu,
+    Backing, BackingKind, GuestOp, HostAction, Inject, Memslot, Mode, Peek, Plan, Step, Vcpu,
 };
 pub use run::{check, run};
 pub use timing::measure_first_touch;

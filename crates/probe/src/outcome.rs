@@ -76,6 +76,9 @@ pub struct ProbeResult {
     /// guest accessed inside a memslot. Offsets the host cannot read (hole, PROT_NONE,
     /// unfaultable vvar page) are left out.
     pub host_reads: Vec<(String, u64, u64)>,
+    /// Per [`crate::Plan::peeks`], in order: `0x..` or `EFAULT`.
+    #[serde(default)]
+    pub peeks: Vec<String>,
 }
 
 /// Why a probe run could not be done.

@@ -213,6 +213,19 @@ pub struct Plan {
     pub timeout_ms: u64,
     /// Fault injection, for tests of the probe's own guards.
     pub inject: Inject,
+    /// Host reads at the end of the run, reported in [`crate::ProbeResult::peeks`].
+    #[serde(default)]
+    pub peeks: Vec<Peek>,
+}
+
+/// A host read at the end of a run: `size` bytes at byte `offset` of a backing, through the
+/// probe's mapping (fault-safe), or with `pread` of its file (`file`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peek {
+    pub backing: String,
+    pub offset: u64,
+    pub size: u8,
+    pub file: bool,
 }
 
 /// Faults the probe's guards must catch: each makes the run `ProbeError::Invalid`, never a

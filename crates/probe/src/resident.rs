@@ -198,6 +198,7 @@ fn pfnmap_present(spec: &Backing, pages: &[u64]) -> Result<Option<u64>, ProbeErr
         mode: Mode::Native,
         timeout_ms: 0,
         inject: Default::default(),
+        peeks: Vec::new(),
     };
     let r = crate::run::run_locked(&plan, true)?;
     for a in &r.accesses {
@@ -269,6 +270,7 @@ mod tests {
             mode: Mode::Native,
             timeout_ms: 0,
             inject: Default::default(),
+            peeks: Vec::new(),
         };
         let e = expected(&plan, &|_| 0);
         assert_eq!(e["a"], BTreeSet::from([0, 3]));

@@ -201,6 +201,30 @@ fn inject_before_run(plan: &Plan, backings: &Backings) {
     }
 }
 
+/// The plan's end-of-run host reads (after `host_reads`, which stopped the uffd handlers).
+fn peeks(plan: &Plan, backings: &Backings) -> Vec<String> {
+    plan.peeks
+        .iter()
+        .map(|p| {
+            let Some(hb) = backings.get(&p.backing) else {
+                return "EFAULT".to_string();
+            };
+            let len = usize::from(p.size);
+            let v = if p.file {
+                hb.pread(p.offset, len)
+            } else if hb.readable_range(p.offset, u64::from(p.size)) {
+                let mut b = [0u8; 8];
+                hostio::read(hb.base + p.offset as usize, &mut b[..len])
+                    .ok()
+                    .map(|()| u64::from_le_bytes(b))
+            } else {
+                None
+            };
+            v.map_or("EFAULT".into(), |v| format!("{v:#x}"))
+        })
+        .collect()
+}
+
 /// The final host view of every distinct (backing, offset) the guest accessed in a slot.
 fn host_reads(
     plan: &Plan,
@@ -375,10 +399,11 @@ pub(crate) fn run_locked(plan: &Plan, detector: bool) -> Result<ProbeResult, Pro
         accesses.extend(r?);
     }
     let mut b = backings.lock().unwrap_or_else(|e| e.into_inner());
-    let host_reads = if detector {
-        Vec::new()
+    let (host_reads, peeks) = if detector {
+        (Vec::new(), Vec::new())
     } else {
-        host_reads(plan, &accesses, &mut b)
+        let h = host_reads(plan, &accesses, &mut b);
+        (h, peeks(plan, &b))
     };
     drop(b);
     let uffd_events = std::mem::take(&mut *events.lock().unwrap_or_else(|e| e.into_inner()));
@@ -390,5 +415,6 @@ pub(crate) fn run_locked(plan: &Plan, detector: bool) -> Result<ProbeResult, Pro
         accesses,
         uffd_events,
         host_reads,
+        peeks,
     })
 }

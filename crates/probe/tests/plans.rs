@@ -172,6 +172,7 @@ fn two_vcpus_two_slots_with_offsets() {
         mode: Mode::Native,
         timeout_ms: 1000,
         inject: Default::default(),
+        peeks: Vec::new(),
     };
     let res = probe::run(&p).unwrap();
     assert_eq!(

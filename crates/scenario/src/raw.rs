@@ -82,10 +82,28 @@ pub struct RawScenario {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSeen {
-    pub access: Spanned<String>,
+    #[serde(default)]
+    pub access: Option<Spanned<String>>,
+    /// What the host reads back through its mapping at the end.
+    #[serde(default)]
+    pub host: Option<Spanned<RawPeek>>,
+    /// What `pread` of the mapping's file returns at the end.
+    #[serde(default)]
+    pub file: Option<Spanned<RawPeek>>,
     #[serde(default)]
     pub policies: Vec<Spanned<String>>,
     pub is: Spanned<OneOrMany>,
+}
+
+/// A host read at the end of a run.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeek {
+    pub mapping: Spanned<String>,
+    #[serde(default)]
+    pub offset: u64,
+    #[serde(default)]
+    pub size: Option<u8>,
 }
 
 /// One value or a list of alternatives.

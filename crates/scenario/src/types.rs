@@ -332,6 +332,27 @@ pub enum SeenItem {
     Access { vcpu: usize, index: usize },
     /// The userfaultfd messages the handlers read.
     Uffd,
+    /// What the host reads back at the end, through its mapping (`file`: false) or with
+    /// `pread` of the mapping's file (`file`: true): `size` bytes at byte `offset`, a value
+    /// or `EFAULT`.
+    Peek(Peek),
+}
+
+/// A host read at the end of a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peek {
+    pub mapping: String,
+    pub offset: u64,
+    pub size: u8,
+    pub file: bool,
+}
+
+impl std::fmt::Display for Peek {
+    /// `host ram+0x4/4`, `file f+0x0/4`: the observed item's name.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let how = if self.file { "file" } else { "host" };
+        write!(f, "{how} {}+{:#x}/{}", self.mapping, self.offset, self.size)
+    }
 }
 
 /// `[[seen]]`: the values an item must show under every explored schedule, for some
@@ -405,6 +426,17 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// The host reads `[[seen]]` asks for, in file order: observed after every other item.
+    pub fn peeks(&self) -> Vec<&Peek> {
+        self.seen
+            .iter()
+            .filter_map(|s| match &s.item {
+                SeenItem::Peek(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn mapping(&self, name: &str) -> Option<&Mapping> {
         self.mappings.iter().find(|m| m.name == name)
     }

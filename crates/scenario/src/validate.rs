@@ -87,6 +87,92 @@ pub const RESERVED_GPA: [(u64, u64, &str); 3] = [
 /// Mappings have at most this many pages.
 pub const MAX_MAPPING_PAGES: u64 = 1024;
 
+/// `access = "vcpu0:1"` or `"uffd"`.
+fn seen_access(
+    cx: &Cx,
+    a: &Spanned<String>,
+    mappings: &[Mapping],
+    vcpus: &[Vcpu],
+) -> Result<SeenItem, ScenarioError> {
+    let t = a.get_ref().trim();
+    if t == "uffd" {
+        if !mappings.iter().any(|m| m.backing == Backing::Userfault) {
+            return cx.err(
+                a.span(),
+                "no userfault mapping: the scenario has no userfaultfd messages",
+            );
+        }
+        return Ok(SeenItem::Uffd);
+    }
+    let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
+    let parsed = t
+        .strip_prefix("vcpu")
+        .and_then(|r| r.split_once(':'))
+        .filter(|(v, i)| digits(v) && digits(i))
+        .and_then(|(v, i)| Some((v.parse::<usize>().ok()?, i.parse::<usize>().ok()?)));
+    let Some((vcpu, index)) = parsed else {
+        return cx.err(
+            a.span(),
+            "access must look like \"vcpu0:1\" (vCPU 0's access 1) or be \"uffd\"",
+        );
+    };
+    if vcpus.get(vcpu).is_none_or(|c| index >= c.program.len()) {
+        return cx.err(a.span(), format!("there is no vcpu{vcpu} access {index}"));
+    }
+    Ok(SeenItem::Access { vcpu, index })
+}
+
+/// `host = { mapping, offset, size }` / `file = { ... }`.
+fn peek(
+    cx: &Cx,
+    p: &Spanned<RawPeek>,
+    file: bool,
+    mappings: &[Mapping],
+) -> Result<Peek, ScenarioError> {
+    let r = p.get_ref();
+    let Some(m) = mappings.iter().find(|m| &m.name == r.mapping.get_ref()) else {
+        return cx.err(
+            r.mapping.span(),
+            format!("no mapping named {:?}", r.mapping.get_ref()),
+        );
+    };
+    let size = r.size.unwrap_or(4);
+    if ![1, 2, 4, 8].contains(&size) {
+        return cx.err(p.span(), "size must be 1, 2, 4 or 8");
+    }
+    if r.offset.saturating_add(u64::from(size)) > m.pages.saturating_mul(4096)
+        || r.offset % 4096 + u64::from(size) > 4096
+    {
+        return cx.err(
+            p.span(),
+            format!(
+                "{}+{size} is not inside one page of mapping {:?}",
+                r.offset, m.name
+            ),
+        );
+    }
+    if file
+        && !matches!(
+            m.backing,
+            Backing::FilePrivate | Backing::FileShared | Backing::Memfd
+        )
+    {
+        return cx.err(
+            p.span(),
+            format!(
+                "mapping {:?} has no file to pread (file, file-private, memfd only)",
+                m.name
+            ),
+        );
+    }
+    Ok(Peek {
+        mapping: m.name.clone(),
+        offset: r.offset,
+        size,
+        file,
+    })
+}
+
 /// Pages of the contiguous run of mappings from `name` on (it and those that follow it).
 fn run_pages(mappings: &[Mapping], name: &str) -> u64 {
     let mut total = 0u64;
@@ -688,41 +774,18 @@ pub(crate) fn validate(
         }
     };
     let mut seen = Vec::new();
-    for s in &raw.seen {
-        let s = s.get_ref();
-        let a = s.access.get_ref().trim();
-        let item = if a == "uffd" {
-            if !mappings.iter().any(|m| m.backing == Backing::Userfault) {
+    for sp in &raw.seen {
+        let s = sp.get_ref();
+        let item = match (&s.access, &s.host, &s.file) {
+            (Some(a), None, None) => seen_access(&cx, a, &mappings, &vcpus)?,
+            (None, Some(p), None) => SeenItem::Peek(peek(&cx, p, false, &mappings)?),
+            (None, None, Some(p)) => SeenItem::Peek(peek(&cx, p, true, &mappings)?),
+            _ => {
                 return cx.err(
-                    s.access.span(),
-                    "no userfault mapping: the scenario has no userfaultfd messages",
-                );
+                    sp.span(),
+                    "a [[seen]] entry names one of access, host or file",
+                )
             }
-            SeenItem::Uffd
-        } else {
-            let parsed = a
-                .strip_prefix("vcpu")
-                .and_then(|r| r.split_once(':'))
-                .and_then(|(v, i)| {
-                    let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
-                    (digits(v) && digits(i)).then(|| Some((v.parse().ok()?, i.parse().ok()?)))?
-                });
-            let Some((vcpu, index)) = parsed else {
-                return cx.err(
-                    s.access.span(),
-                    "access must look like \"vcpu0:1\" (vCPU 0's access 1) or be \"uffd\"",
-                );
-            };
-            if vcpus
-                .get(vcpu)
-                .is_none_or(|c: &Vcpu| index >= c.program.len())
-            {
-                return cx.err(
-                    s.access.span(),
-                    format!("there is no vcpu{vcpu} access {index}"),
-                );
-            }
-            SeenItem::Access { vcpu, index }
         };
         for p in &s.policies {
             if !POLICIES.contains(&p.get_ref().as_str()) {

@@ -81,6 +81,8 @@ pub struct Sys {
     /// The vCPU and nested-map actors (the guest side), for schedules that order the host
     /// side first ([`super::ScheduleKind::VcpusLast`]).
     pub guest_actors: Vec<world::ActorId>,
+    /// Host reads the scenario's `[[seen]]` asks for at the end of a run.
+    pub peeks: Vec<scenario::Peek>,
 }
 
 impl Sys {
@@ -451,6 +453,7 @@ pub fn build_with(
         seq,
         running,
         guest_actors,
+        peeks: sc.peeks().into_iter().cloned().collect(),
     };
     for t in threads {
         let steps: Vec<(usize, scenario::HostAction)> = sc

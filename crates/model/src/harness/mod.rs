@@ -6,6 +6,7 @@ mod build;
 mod host;
 mod monitor;
 pub mod oracle;
+mod peek;
 mod run;
 
 pub use build::{build, build_with, Backend, BuildOptions, MappingState, Sys};

@@ -359,6 +359,9 @@ impl Monitor for CellMonitor {
             {
                 outcomes.push(uffd_item(&self.uffd(), self.sys.vcpus.len() > 1));
             }
+            for p in &self.sys.peeks {
+                outcomes.push(format!("{p}: {}", super::peek::peek(&self.sys, p)));
+            }
         }
         Observation {
             fingerprint: self.fingerprint(&raw, &nested),

@@ -154,21 +154,32 @@ pub fn run_once(
 /// and program order, the nested maps, then the userfaultfd item) breaks, one sentence each.
 pub fn seen_mismatches(sc: &Scenario, policy: PolicyId, observed: &[Vec<String>]) -> Vec<String> {
     let accesses: usize = sc.vcpus.iter().map(|v| v.program.len()).sum();
+    let has_uffd = sc
+        .mappings
+        .iter()
+        .any(|m| m.backing == scenario::Backing::Userfault);
     let mut out = Vec::new();
     for s in sc.seen.iter().filter(|s| s.applies(policy.name())) {
-        let (index, name) = match s.item {
+        let (index, name) = match &s.item {
             scenario::SeenItem::Access { vcpu, index } => (
-                sc.vcpus[..vcpu]
+                sc.vcpus[..*vcpu]
                     .iter()
                     .map(|v| v.program.len())
                     .sum::<usize>()
                     + index,
                 format!(
                     "vcpu{vcpu} access {index} ({})",
-                    sc.vcpus[vcpu].program[index]
+                    sc.vcpus[*vcpu].program[*index]
                 ),
             ),
             scenario::SeenItem::Uffd => (accesses + sc.nested.len(), "userfaultfd messages".into()),
+            scenario::SeenItem::Peek(p) => {
+                let k = sc.peeks().iter().position(|q| *q == p).unwrap_or(0);
+                (
+                    accesses + sc.nested.len() + usize::from(has_uffd) + k,
+                    p.to_string(),
+                )
+            }
         };
         let Some(values) = observed.get(index) else {
             out.push(format!("{name}: not observed"));

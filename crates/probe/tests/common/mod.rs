@@ -128,6 +128,7 @@ pub fn one(
         mode,
         timeout_ms: 0,
         inject: Default::default(),
+        peeks: Vec::new(),
     }
 }
 

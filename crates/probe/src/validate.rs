@@ -33,9 +33,6 @@ fn check_op(op: &GuestOp, what: &str) -> Result<(), ProbeError> {
              ranges {RESERVED:x?} (code, page tables, report pages)"
         )));
     }
-    if gpa / PAGE != (gpa + size - 1) / PAGE {
-        return Err(bad(format!("{what}: gpa {gpa:#x}+{size} crosses a page")));
-    }
     if let GuestOp::Write { value, size, .. } = *op {
         if !fits(value, size) {
             return Err(bad(format!(

@@ -101,10 +101,14 @@ impl Driver<'_, '_> {
     /// at any later one it will never have run.
     fn complete(&mut self, exit: Exit) -> Result<Next, ProbeError> {
         // A read completed after an MMIO exit must have read what the VMM supplied.
+        // (An MMIO fragment of a page-crossing read supplies only its own bytes.)
         let exit = match (self.attempts.last(), exit) {
-            (Some(Exit::MmioRead { .. }), Exit::Value(v)) => {
-                let want = self.job.mmio.get(self.cur).copied().unwrap_or(0);
-                if v == want {
+            (Some(&Exit::MmioRead { gpa, len }), Exit::Value(v)) => {
+                let start = self.job.program.get(self.cur).map_or(gpa, GuestOp::gpa);
+                let shift = 8 * gpa.saturating_sub(start).min(7) as u32;
+                let mask = u64::MAX >> (64 - 8 * u32::from(len.clamp(1, 8)));
+                let want = self.job.mmio.get(self.cur).copied().unwrap_or(0) & mask;
+                if (v >> shift) & mask == want {
                     Exit::Value(v)
                 } else {
                     Exit::Other(format!(

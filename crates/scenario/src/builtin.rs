@@ -94,6 +94,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../scenarios/slot-over-vmas.toml"),
     ),
     (
+        "page-crossing",
+        include_str!("../../../scenarios/page-crossing.toml"),
+    ),
+    (
         "far-slots",
         include_str!("../../../scenarios/far-slots.toml"),
     ),

@@ -460,10 +460,9 @@ pub(crate) fn validate(
             let gpa = match op {
                 GuestOp::Read { gpa, .. } | GuestOp::Write { gpa, .. } => gpa,
             };
-            if gpa % 4096 + u64::from(size) > 4096 || gpa % u64::from(size) != 0 {
-                return cx.err(span, "an access must be naturally aligned");
-            }
-            if gpa >= GPA_LIMIT {
+            // Any alignment: an access may cross into the next page (the CPU needs both
+            // translations; see the model's `access_split`).
+            if gpa.saturating_add(u64::from(size)) > GPA_LIMIT {
                 return cx.err(span, "guest accesses must lie below 2^48");
             }
             if let Some(r) = reserved(gpa, gpa + u64::from(size)) {

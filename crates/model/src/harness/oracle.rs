@@ -361,24 +361,26 @@ impl Checker {
 
     fn coherent(&mut self, sys: &Sys, step: u64) {
         for v in &sys.vcpus {
-            let Some(r) = v.last_spte_read.take() else {
-                continue;
-            };
-            let host = sys.mm.pte(r.hva).filter(|p| !p.protnone);
-            let expect =
-                host.and_then(|p| sys.frames.read(p.pfn, r.hva % crate::mm::PAGE_SIZE, r.size));
-            if expect != Some(r.value) {
-                let what = expect.map_or("the host maps nothing there".to_string(), |e| {
-                    format!("the host's frame holds {e:#x}")
-                });
-                self.report(
-                    Oracle::GuestCoherent,
-                    step,
-                    format!(
-                        "vcpu{} read {:#x} from gpa {:#x}; {what}",
-                        v.id, r.value, r.gpa
-                    ),
-                );
+            for r in [v.last_spte_read.take(), v.last_spte_read2.take()]
+                .into_iter()
+                .flatten()
+            {
+                let host = sys.mm.pte(r.hva).filter(|p| !p.protnone);
+                let expect =
+                    host.and_then(|p| sys.frames.read(p.pfn, r.hva % crate::mm::PAGE_SIZE, r.size));
+                if expect != Some(r.value) {
+                    let what = expect.map_or("the host maps nothing there".to_string(), |e| {
+                        format!("the host's frame holds {e:#x}")
+                    });
+                    self.report(
+                        Oracle::GuestCoherent,
+                        step,
+                        format!(
+                            "vcpu{} read {:#x} from gpa {:#x}; {what}",
+                            v.id, r.value, r.gpa
+                        ),
+                    );
+                }
             }
         }
     }

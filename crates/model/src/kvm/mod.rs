@@ -112,23 +112,27 @@ impl Kvm {
         let spte_class = world.class("spte");
         let sptes: Rc<RefCell<BTreeMap<u64, Spte>>> = Rc::new(RefCell::new(BTreeMap::new()));
         let (s, m) = (sptes.clone(), Rc::downgrade(mm));
+        // arg: gfn, bit 63 a store, bit 62 the access also covers gfn + 1 (page-crossing).
         let access_fp = world.provider(Box::new(move |arg, fp| {
-            let gfn = arg & !(1 << 63);
-            fp.push(spte_class.obj(gfn), Access::Read);
-            let Some(spte) = s.borrow().get(&gfn).map(|x| (x.pfn, x.hva)) else {
-                return;
-            };
-            let Some(mm) = m.upgrade() else { return };
-            let data = if arg >> 63 == 1 {
-                Access::Write
-            } else {
-                Access::Read
-            };
-            fp.push(mm.frames.data_obj(spte.0), data);
-            // Ghost reads for `guest-coherent`: the host's translation and its frame.
-            fp.push(mm.pte_obj(spte.1), Access::Read);
-            if let Some(host) = audit::suspended(|| mm.pte(spte.1)) {
-                fp.push(mm.frames.data_obj(host.pfn), Access::Read);
+            let gfn = arg & !(3 << 62);
+            let pages = if arg & (1 << 62) != 0 { 2 } else { 1 };
+            for gfn in gfn..gfn + pages {
+                fp.push(spte_class.obj(gfn), Access::Read);
+                let Some(spte) = s.borrow().get(&gfn).map(|x| (x.pfn, x.hva)) else {
+                    continue;
+                };
+                let Some(mm) = m.upgrade() else { return };
+                let data = if arg >> 63 == 1 {
+                    Access::Write
+                } else {
+                    Access::Read
+                };
+                fp.push(mm.frames.data_obj(spte.0), data);
+                // Ghost reads for `guest-coherent`: the host's translation and its frame.
+                fp.push(mm.pte_obj(spte.1), Access::Read);
+                if let Some(host) = audit::suspended(|| mm.pte(spte.1)) {
+                    fp.push(mm.frames.data_obj(host.pfn), Access::Read);
+                }
             }
         }));
         mm.observe_ptes(inv_obj);
@@ -322,6 +326,29 @@ impl Kvm {
             pfn: s.pfn,
             write: s.write,
             hva: s.hva,
+        })
+    }
+
+    /// The walk of an access that crosses from `gfn` into `gfn + 1`: both translations in
+    /// one step, as the CPU needs both for the instruction to complete.
+    pub async fn walk_pair(&self, cx: &Cx, gfn: u64, write: bool) -> [Option<Leaf>; 2] {
+        let arg = gfn | (1 << 62) | (u64::from(write) << 63);
+        cx.step_dyn(
+            FpSet::new(),
+            self.access_fp,
+            arg,
+            "guest access (two pages)",
+        )
+        .await;
+        audit::read(self.spte_obj(gfn));
+        audit::read(self.spte_obj(gfn + 1));
+        let s = self.sptes.borrow();
+        [gfn, gfn + 1].map(|g| {
+            s.get(&g).map(|s| Leaf {
+                pfn: s.pfn,
+                write: s.write,
+                hva: s.hva,
+            })
         })
     }
 

@@ -28,6 +28,12 @@ impl GuestOp {
     pub fn is_write(&self) -> bool {
         matches!(self, GuestOp::Write { .. })
     }
+
+    pub fn size(&self) -> u8 {
+        match *self {
+            GuestOp::Read { size, .. } | GuestOp::Write { size, .. } => size,
+        }
+    }
 }
 
 /// `read32 0x10000`, `write32 0x10004 = 0x99`: how outputs name an access.
@@ -204,6 +210,8 @@ pub struct Vcpu {
     pub reruns: Vec<u32>,
     pub records: RefCell<Vec<AccessRecord>>,
     pub last_spte_read: Cell<Option<SpteRead>>,
+    /// The second page's part of a page-crossing load, checked like the first.
+    pub last_spte_read2: Cell<Option<SpteRead>>,
     pub seq: Rc<Sequencer>,
 }
 
@@ -228,6 +236,7 @@ impl Vcpu {
             reruns,
             records: RefCell::new(Vec::new()),
             last_spte_read: Cell::new(None),
+            last_spte_read2: Cell::new(None),
             seq: seq.clone(),
         })
     }
@@ -283,6 +292,10 @@ impl Vcpu {
 
     /// Execute one access until it completes or exits to the VMM.
     async fn access(&self, cx: &Cx, op: GuestOp) -> Outcome {
+        let first = PAGE_SIZE - op.gpa() % PAGE_SIZE;
+        if u64::from(op.size()) > first {
+            return self.access_split(cx, op, first as u8).await;
+        }
         let _f = cx.func("guest");
         let kvm = &self.kvm;
         let gpa = op.gpa();
@@ -329,6 +342,126 @@ impl Vcpu {
                 PfResult::Hwpoison => return Outcome::Sigbus,
             }
         }
+    }
+
+    /// An access that crosses a page: the CPU needs both translations, so each missing one
+    /// is faulted in (the lower page first; a fault that needs emulation or finds no memslot
+    /// emulates the whole instruction, [`Vcpu::emulate_split`]) until both are there in one
+    /// walk; then the bytes are loaded or stored in both frames.
+    async fn access_split(&self, cx: &Cx, op: GuestOp, n1: u8) -> Outcome {
+        let _f = cx.func("guest");
+        let kvm = &self.kvm;
+        let gpa = op.gpa();
+        let gfn = gpa >> PAGE_SHIFT;
+        let off = gpa % PAGE_SIZE;
+        let n2 = op.size() - n1;
+        loop {
+            let leaves = kvm.walk_pair(cx, gfn, op.is_write()).await;
+            let usable = |l: &Option<super::Leaf>| l.filter(|s| !op.is_write() || s.write);
+            if let [Some(a), Some(b)] = [usable(&leaves[0]), usable(&leaves[1])] {
+                return match op {
+                    GuestOp::Read { .. } => {
+                        let lo = kvm.frames.read(a.pfn, off, n1).unwrap_or(!0);
+                        let hi = kvm.frames.read(b.pfn, 0, n2).unwrap_or(!0);
+                        let v = lo | (hi << (8 * u32::from(n1)));
+                        world::emit!(cx, "{op} via SPTEs ({}, {}) = {v:#x}", a.pfn, b.pfn);
+                        let step = cx.step();
+                        self.last_spte_read.set(Some(SpteRead {
+                            step,
+                            hva: a.hva + off,
+                            gpa,
+                            size: n1,
+                            value: lo,
+                        }));
+                        self.last_spte_read2.set(Some(SpteRead {
+                            step,
+                            hva: b.hva,
+                            gpa: (gfn + 1) << PAGE_SHIFT,
+                            size: n2,
+                            value: hi,
+                        }));
+                        if kvm.frames.known(a.pfn, off, n1) && kvm.frames.known(b.pfn, 0, n2) {
+                            Outcome::Value(v)
+                        } else {
+                            Outcome::KernelData(v)
+                        }
+                    }
+                    GuestOp::Write { value, .. } => {
+                        kvm.frames.write(a.pfn, off, n1, value);
+                        kvm.frames.write(b.pfn, 0, n2, value >> (8 * u32::from(n1)));
+                        world::emit!(cx, "{op} via SPTEs ({}, {})", a.pfn, b.pfn);
+                        Outcome::Done
+                    }
+                };
+            }
+            let missing = if usable(&leaves[0]).is_none() {
+                gpa
+            } else {
+                (gfn + 1) << PAGE_SHIFT
+            };
+            match kvm_mmu_page_fault(cx, kvm, missing, op.is_write()).await {
+                PfResult::Fixed => continue,
+                PfResult::Retry => {
+                    kvm.wait_for_invalidation(cx, missing >> PAGE_SHIFT).await;
+                    continue;
+                }
+                PfResult::Emulate | PfResult::Mmio => return self.emulate_split(cx, op, n1).await,
+                PfResult::Efault => return Outcome::Efault,
+                PfResult::Intr => return Outcome::Intr,
+                PfResult::Hwpoison => return Outcome::Sigbus,
+            }
+        }
+    }
+
+    /// The emulator on a page-crossing access (`emulator_read_write`): each page's part goes
+    /// to memory through the slot's hva (`kvm_vcpu_{read,write}_guest`, i.e. a user copy) when
+    /// it can, else becomes an MMIO fragment; the VMM sees the first fragment's exit.
+    /// Simplification: a second MMIO fragment (both parts MMIO) is not a second exit; the
+    /// first fragment's exit stands for the access.
+    async fn emulate_split(&self, cx: &Cx, op: GuestOp, n1: u8) -> Outcome {
+        let _f = cx.func("x86_emulate_instruction");
+        let gpa = op.gpa();
+        let parts = [
+            (gpa, n1, 0u32),
+            ((gpa | (PAGE_SIZE - 1)) + 1, op.size() - n1, u32::from(n1)),
+        ];
+        let mut mmio = None;
+        let mut value = 0u64;
+        for (pgpa, n, shift) in parts {
+            let part_value = match op {
+                GuestOp::Write { value, .. } => Some(value >> (8 * shift)),
+                GuestOp::Read { .. } => None,
+            };
+            let hva = self
+                .kvm
+                .gfn_to_memslot(pgpa >> PAGE_SHIFT)
+                .filter(|s| !(op.is_write() && s.readonly))
+                .map(|s| s.gfn_to_hva(pgpa >> PAGE_SHIFT) + pgpa % PAGE_SIZE);
+            let done = match hva {
+                Some(h) => user_access(cx, &self.kvm.mm, h, n, part_value, false)
+                    .await
+                    .ok(),
+                None => None,
+            };
+            match done {
+                Some(v) => value |= (v & (u64::MAX >> (64 - 8 * u32::from(n)))) << (8 * shift),
+                None if mmio.is_none() => {
+                    mmio = Some(match op {
+                        GuestOp::Read { .. } => Outcome::MmioRead { gpa: pgpa, len: n },
+                        GuestOp::Write { value, .. } => Outcome::MmioWrite {
+                            gpa: pgpa,
+                            len: n,
+                            data: (value >> (8 * shift)) & (u64::MAX >> (64 - 8 * u32::from(n))),
+                        },
+                    })
+                }
+                None => {}
+            }
+        }
+        mmio.unwrap_or(match op {
+            GuestOp::Read { .. } => Outcome::Value(value),
+            GuestOp::Write { .. } => Outcome::Emulated,
+        })
     }
 
     /// `RET_PF_EMULATE` for a store: `emulator_write_emulated` → `kvm_vcpu_write_guest`,

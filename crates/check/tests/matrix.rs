@@ -145,6 +145,9 @@ fn every_built_in_cell_matches_its_declared_expectation() {
                 "{name} / {p}: [expect] declares no outcome"
             );
             let r = sample(name, p);
+            // The `[[seen]]` values hold in every sampled execution.
+            let broken = model::harness::seen_mismatches(&sc(name), p, &r.observed);
+            assert!(broken.is_empty(), "{name} / {p}: {broken:?}");
             assert_eq!(
                 meets(name, p, &r),
                 Some(true),

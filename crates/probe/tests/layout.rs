@@ -109,10 +109,6 @@ fn one_slot_spans_adjacent_backings() {
     vv.follows = Some("a".into());
     p.backings.push(vv);
     p.memslots[0].pages = 5;
-    let res = probe::run_isolated(
-        &p,
-        &mut std::process::Command::new(env!("CARGO_BIN_EXE_kvmmu-probe-child")),
-    )
-    .unwrap();
+    let res = isolated(&p).unwrap();
     assert_eq!(exits(&res), vec![v(0x1111_1111), v(1)]);
 }

@@ -10,14 +10,7 @@
 //! over an untouched `[vvar]` page then fails with "page 0 of backing 'v' is present".
 mod common;
 use common::*;
-use probe::{BackingKind as K, Mode, Plan, ProbeError, ProbeResult};
-
-fn isolated(p: &Plan) -> Result<ProbeResult, ProbeError> {
-    probe::run_isolated(
-        p,
-        &mut std::process::Command::new(env!("CARGO_BIN_EXE_kvmmu-probe-child")),
-    )
-}
+use probe::{BackingKind as K, Mode, ProbeError, ProbeResult};
 
 fn present(r: Result<ProbeResult, ProbeError>, backing: &str, page: u64) {
     match r {

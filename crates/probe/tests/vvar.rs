@@ -5,14 +5,7 @@
 //! `[vvar]` page leaves its PTE behind for the rest of the process.
 mod common;
 use common::*;
-use probe::{BackingKind as K, Exit, Mode, Plan, ProbeError, ProbeResult};
-
-fn isolated(p: &Plan) -> Result<ProbeResult, ProbeError> {
-    probe::run_isolated(
-        p,
-        &mut std::process::Command::new(env!("CARGO_BIN_EXE_kvmmu-probe-child")),
-    )
-}
+use probe::{BackingKind as K, Exit, Mode, ProbeError};
 
 fn pages_of(name: &str) -> Option<u64> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;

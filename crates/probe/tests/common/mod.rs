@@ -5,6 +5,15 @@ use probe::{
     Backing, BackingKind, Exit, GuestOp, HostAction, Memslot, Mode, Plan, ProbeResult, Step, Vcpu,
 };
 
+/// Runs `p` in a fresh process (`kvmmu-probe-child`): for runs that need a `[vvar]` page
+/// absent, which this test process (it reads the vDSO clock) cannot give them.
+pub fn isolated(p: &Plan) -> Result<ProbeResult, probe::ProbeError> {
+    probe::run_isolated(
+        p,
+        &mut std::process::Command::new(env!("CARGO_BIN_EXE_kvmmu-probe-child")),
+    )
+}
+
 /// The data gpa of the single-slot plans (kvmp.h DATA_GPA).
 pub const D: u64 = 0x10000;
 

@@ -278,6 +278,9 @@ fn text(o: &mut String, sc: &Scenario, a: &Adapted, r: &ProbeResult) {
             .collect();
         outln!(o, "  host view after the run: {}", hv.join(", "));
     }
+    for (p, v) in sc.peeks().into_iter().zip(&r.peeks) {
+        outln!(o, "  {p}: {v}");
+    }
 }
 
 fn result_json(sc: &Scenario, a: &Adapted, r: &ProbeResult) -> serde_json::Value {
@@ -308,6 +311,7 @@ fn result_json(sc: &Scenario, a: &Adapted, r: &ProbeResult) -> serde_json::Value
         "accesses": accesses,
         "uffd": r.uffd_events.iter().map(|e| json!({"mapping": e.backing, "page": e.page, "write": e.write})).collect::<Vec<_>>(),
         "host_reads": r.host_reads.iter().map(|(b, off, v)| json!({"mapping": b, "offset": off, "value": format!("{v:#x}")})).collect::<Vec<_>>(),
+        "seen_reads": sc.peeks().into_iter().zip(&r.peeks).map(|(p, v)| json!({"read": p.to_string(), "value": v})).collect::<Vec<_>>(),
     })
 }
 

@@ -149,6 +149,22 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "memfd-dontneed",
         include_str!("../../../scenarios/memfd-dontneed.toml"),
     ),
+    (
+        "selftest-mmu-stress-mprotect",
+        include_str!("../../../scenarios/selftests/mmu-stress-mprotect.toml"),
+    ),
+    (
+        "selftest-demand-paging",
+        include_str!("../../../scenarios/selftests/demand-paging.toml"),
+    ),
+    (
+        "selftest-aliased-slots",
+        include_str!("../../../scenarios/selftests/aliased-slots.toml"),
+    ),
+    (
+        "selftest-page-fault-data",
+        include_str!("../../../scenarios/selftests/page-fault-data.toml"),
+    ),
 ];
 
 /// Parse a built-in scenario by name.

@@ -161,13 +161,27 @@ fn every_built_in_scenario_parses_and_every_file_is_built_in() {
     for (n, t) in scenario::BUILTIN {
         scenario::parse(n, t).unwrap_or_else(|e| panic!("{e}"));
     }
+    // scenarios/NAME.toml is built in as NAME, scenarios/selftests/NAME.toml as
+    // selftest-NAME.
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenarios");
+    let mut files = Vec::new();
     for f in std::fs::read_dir(dir).unwrap() {
         let p = f.unwrap().path();
-        let stem = p.file_stem().unwrap().to_str().unwrap().to_string();
+        if p.is_dir() {
+            for g in std::fs::read_dir(&p).unwrap() {
+                files.push((g.unwrap().path(), "selftest-"));
+            }
+        } else {
+            files.push((p, ""));
+        }
+    }
+    for (p, prefix) in files {
+        let stem = p.file_stem().unwrap().to_str().unwrap();
+        let name = format!("{prefix}{stem}");
         assert!(
-            scenario::BUILTIN.iter().any(|(n, _)| *n == stem),
-            "{stem}.toml is not in BUILTIN"
+            scenario::BUILTIN.iter().any(|(n, _)| *n == name),
+            "{} is not in BUILTIN as {name}",
+            p.display()
         );
     }
 }

@@ -22,14 +22,14 @@ pub fn explore(
     sc: &Scenario,
     policy: PolicyId,
     opts: &Options,
-    audit: bool,
+    build: model::harness::BuildOptions,
     jobs: usize,
     part: Part,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<(Cell, Vec<Level>), String> {
     let program = || {
         let mut prog = CellProgram::new(sc, policy);
-        prog.build.audit = audit;
+        prog.build = build;
         prog
     };
     let levels = if opts.strategy.exhaustive() {

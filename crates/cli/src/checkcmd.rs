@@ -292,7 +292,18 @@ pub fn explore_cells(
                     }
                 ));
             };
-            let explored = cell::explore(&src.scenario, p, &opts, a.audit, jobs, part, &mut tick);
+            let explored = cell::explore(
+                &src.scenario,
+                p,
+                &opts,
+                model::harness::BuildOptions {
+                    audit: a.audit,
+                    emulated: false,
+                },
+                jobs,
+                part,
+                &mut tick,
+            );
             let cell = match explored {
                 Ok((c, levels)) => {
                     // Only a shard writes its levels out.

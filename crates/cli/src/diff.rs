@@ -19,12 +19,13 @@
 //!
 //! `--mode emulated` runs the guest at CPL0, where KVM's instruction emulator (not
 //! `hva_to_pfn`) reaches guest memory and inaccessible memory becomes MMIO instead of
-//! EFAULT (realkvm.md §0). The model predicts only the native path, so in emulated mode the
-//! comparison is printed, labelled "emulated: model predicts the native path", and a
-//! difference is not a failure.
+//! EFAULT (realkvm.md §0); the model then predicts the emulated path too
+//! ([`model::harness::BuildOptions::emulated`]), and a disagreement fails as in native mode.
+//! `--predict` compares one mode's real runs with the other mode's prediction (which real
+//! KVM should refute wherever the paths differ).
 //!
-//! Exit status: 0 when every compared scenario is allowed (or in emulated mode), 1 on a
-//! real run the model does not allow or a failed probe run, 2 on bad input or unusable KVM.
+//! Exit status: 0 when every compared scenario is allowed, 1 on a real run the model does not
+//! allow or a failed probe run, 2 on bad input or unusable KVM.
 
 use crate::plan::Adapted;
 use crate::probe::{attempts_text, error_status, mode_name, norm_exits, prepare};
@@ -44,7 +45,6 @@ use std::process::ExitCode;
 pub const POLICY: PolicyId = PolicyId::Linux6_13;
 /// At most this many model executions per scenario (every built-in needs far fewer).
 pub const MODEL_EXECUTIONS: u64 = 200_000;
-const EMULATED_LABEL: &str = "emulated: model predicts the native path";
 
 /// One whole observation: per access (vCPU order, then program order) its attempts in the
 /// probe's words (`0x1`, `EFAULT -> 0x600d600d`), then the userfaultfd item if the scenario
@@ -64,10 +64,12 @@ pub struct ModelSet {
     pub violations: Vec<&'static str>,
     /// The era explored.
     pub policy: PolicyId,
+    /// The emulated path was predicted (else the native one).
+    pub emulated: bool,
 }
 
 /// Explores the scenario on the model and collects its distinct whole observations.
-pub fn model_set(sc: &Scenario, policy: PolicyId) -> Result<ModelSet, String> {
+pub fn model_set(sc: &Scenario, policy: PolicyId, emulated: bool) -> Result<ModelSet, String> {
     let bound = sc.check.as_ref().map(|c| c.preemptions);
     let opts = Options {
         strategy: Strategy::Dpor,
@@ -78,6 +80,7 @@ pub fn model_set(sc: &Scenario, policy: PolicyId) -> Result<ModelSet, String> {
         ..Options::default()
     };
     let mut prog = CellProgram::new(sc, policy);
+    prog.build.emulated = emulated;
     let r = check::explore(&mut prog, &opts, &mut |_| {}).map_err(|e| e.to_string())?;
     // Everything real KVM can show too: not the nested maps (model-only).
     let keep = |item: &String| !item.starts_with("nested");
@@ -99,6 +102,7 @@ pub fn model_set(sc: &Scenario, policy: PolicyId) -> Result<ModelSet, String> {
         bound,
         violations: r.oracles(),
         policy,
+        emulated,
     })
 }
 
@@ -302,8 +306,9 @@ pub fn compare(sc: &Scenario, a: &Adapted, m: &ModelSet, runs: &[ProbeResult]) -
             v
         })
         .collect();
-    // `[[seen]]` states the native path, as the model predicts it.
-    let seen_mismatches = if a.plan.mode == Mode::Native {
+    // `[[seen]]` states the native path: it holds real KVM to it where the native path is
+    // predicted (with `--mode emulated --predict native`: whether it holds in emulated mode).
+    let seen_mismatches = if !m.emulated {
         model::harness::seen_mismatches(sc, m.policy, &observed)
     } else {
         Vec::new()
@@ -337,13 +342,14 @@ pub fn compare_one(
     sc: &Scenario,
     a: &Result<Adapted, String>,
     policy: PolicyId,
+    predict: Mode,
     repeat: usize,
 ) -> Verdict {
     let a = match a {
         Err(reason) => return Verdict::Skipped(reason.clone()),
         Ok(a) => a,
     };
-    let m = match model_set(sc, policy) {
+    let m = match model_set(sc, policy, predict == Mode::Emulated) {
         Ok(m) => m,
         Err(e) => return Verdict::Failed(format!("model: {e}"), 2),
     };
@@ -362,10 +368,12 @@ pub fn diff(
     args: &[String],
     format: Format,
     mode: ModeArg,
+    predict: Option<ModeArg>,
     policy: &str,
     repeat: usize,
     report: Option<&std::path::Path>,
 ) -> ExitCode {
+    let predict = predict.unwrap_or(mode).probe();
     let mode = mode.probe();
     let Some(policy) = PolicyId::from_name(policy) else {
         let names: Vec<&str> = PolicyId::ALL.iter().map(|p| p.name()).collect();
@@ -391,14 +399,12 @@ pub fn diff(
     let mut status = 0u8;
     let mut verdicts = Vec::new();
     for (sc, a) in &adapted {
-        let v = compare_one(sc, a, policy, repeat);
+        let v = compare_one(sc, a, policy, predict, repeat);
         match &v {
             Verdict::Compared(c, _) if c.agree() => agree += 1,
             Verdict::Compared(..) => {
                 differ += 1;
-                if mode == Mode::Native {
-                    status = status.max(1);
-                }
+                status = status.max(1);
             }
             Verdict::Skipped(_) => skipped += 1,
             Verdict::Failed(_, s) => {
@@ -407,14 +413,14 @@ pub fn diff(
             }
         }
         match format {
-            Format::Text => text(&mut o, sc, mode, policy, &v),
-            Format::Json => outln!(o, "{}", to_json(sc, mode, policy, &mmu, &v)),
+            Format::Text => text(&mut o, sc, mode, predict, policy, &v),
+            Format::Json => outln!(o, "{}", to_json(sc, mode, predict, policy, &mmu, &v)),
         }
         verdicts.push(v);
     }
     if format == Format::Text {
-        let label = if mode == Mode::Emulated {
-            format!(" ({EMULATED_LABEL}; differences are not failures)")
+        let label = if predict != mode {
+            format!(" (model: the {} path)", mode_name(predict))
         } else {
             String::new()
         };
@@ -436,7 +442,7 @@ pub fn diff(
     ExitCode::from(status)
 }
 
-fn text(o: &mut String, sc: &Scenario, mode: Mode, policy: PolicyId, v: &Verdict) {
+fn text(o: &mut String, sc: &Scenario, mode: Mode, predict: Mode, policy: PolicyId, v: &Verdict) {
     let (c, real_mmu) = match v {
         Verdict::Skipped(r) => {
             outln!(o, "{}: skip: {r}", sc.name);
@@ -448,8 +454,8 @@ fn text(o: &mut String, sc: &Scenario, mode: Mode, policy: PolicyId, v: &Verdict
         }
         Verdict::Compared(c, mmu) => (c, mmu),
     };
-    let label = if mode == Mode::Emulated {
-        format!("; {EMULATED_LABEL}")
+    let label = if predict != mode {
+        format!("; model: the {} path", mode_name(predict))
     } else {
         String::new()
     };
@@ -500,11 +506,10 @@ fn text(o: &mut String, sc: &Scenario, mode: Mode, policy: PolicyId, v: &Verdict
     }
     let verdict = match (c.agree(), mode) {
         (true, _) => "allowed by the model",
-        (false, Mode::Native) if c.allowed_runs == c.runs => {
+        (false, _) if c.allowed_runs == c.runs => {
             "allowed by the model, but NOT the scenario's [[seen]] values"
         }
-        (false, Mode::Native) => "NOT ALLOWED by the model",
-        (false, Mode::Emulated) => "differs (expected in emulated mode: not a failure)",
+        (false, _) => "NOT ALLOWED by the model",
     };
     for m in &c.seen_mismatches {
         outln!(o, "  [[seen]] broken by real KVM: {m}");
@@ -523,6 +528,7 @@ fn yes(b: bool) -> &'static str {
 fn to_json(
     sc: &Scenario,
     mode: Mode,
+    predict: Mode,
     policy: PolicyId,
     mmu: &str,
     v: &Verdict,
@@ -534,7 +540,7 @@ fn to_json(
             "mode": mode_name(mode),
             "mmu": mmu,
             "model_policy": policy.name(),
-            "prediction": "native",
+            "prediction": mode_name(predict),
             "fails": false,
             "accesses": [],
             "notes": [],
@@ -552,7 +558,7 @@ fn to_json(
         Verdict::Compared(c, real_mmu) => {
             let mut j = base(c.agree(), None, None);
             j["mmu"] = json!(real_mmu);
-            j["fails"] = json!(!c.agree() && mode == Mode::Native);
+            j["fails"] = json!(!c.agree());
             j["notes"] = json!(c.notes);
             j["runs"] = json!(c.runs);
             j["allowed_runs"] = json!(c.allowed_runs);
@@ -580,9 +586,6 @@ fn to_json(
                     })
                 })
                 .collect();
-            if mode == Mode::Emulated {
-                j["label"] = json!(EMULATED_LABEL);
-            }
             j
         }
     }
@@ -667,7 +670,7 @@ mapping = "ram"
 value = 0x22222222
 "#;
         let sc = scenario::parse("x.toml", text).unwrap();
-        let m = model_set(&sc, POLICY).unwrap();
+        let m = model_set(&sc, POLICY, false).unwrap();
         assert!(m.complete);
         let values: BTreeSet<&str> = m.observations.iter().map(|o| value_of(&o[0])).collect();
         assert_eq!(values, BTreeSet::from(["0x11111111", "0x22222222"]));

@@ -87,27 +87,7 @@ impl ModeArg {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run scenarios under each policy on the model and print the matrix.
-    Run {
-        /// Built-in scenario names or scenario files (default: every built-in scenario).
-        scenarios: Vec<String>,
-        /// Policies to run (default: all). Repeatable.
-        #[arg(long = "policy", value_name = "P")]
-        policies: Vec<String>,
-        /// Seed of the random schedules.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Seeded random schedules per cell, and as many PCT schedules, besides round-robin.
-        #[arg(long, default_value_t = 200)]
-        schedules: usize,
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-        /// Print the step trace of each cell (its counterexample if it has one).
-        #[arg(long)]
-        trace: bool,
-        /// Also write the HTML report (index.html and svg/, see docs/report.md) to DIR.
-        #[arg(long, value_name = "DIR")]
-        report: Option<std::path::PathBuf>,
-    },
+    Run(run::RunArgs),
     /// Explore every interleaving of each cell: prove clean cells, minimise counterexamples.
     ///
     /// Exit status 0 when every cell matches its scenario's [expect] (cells without one,
@@ -154,9 +134,8 @@ enum Cmd {
     /// Check that what real KVM did is one of the things the model (linux-6.13, every
     /// interleaving) says can happen, per access and as a whole.
     ///
-    /// Exit status 1 when a real run is not allowed by the model in native mode, 2 on bad
-    /// input or unusable KVM. In emulated mode the model still predicts the native path:
-    /// differences are printed, labelled, and are not failures.
+    /// Exit status 1 when a real run is not allowed by the model, 2 on bad input or unusable
+    /// KVM. In emulated mode the model predicts the emulated path.
     Diff {
         /// Built-in scenario names or scenario files (default: every built-in scenario).
         scenarios: Vec<String>,
@@ -168,6 +147,10 @@ enum Cmd {
         /// show their orders, and every run must be one the model allows.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=1000))]
         repeat: u16,
+        /// The path the model predicts (default: the mode's own). The other mode's prediction
+        /// is refuted wherever the paths differ.
+        #[arg(long, value_enum)]
+        predict: Option<ModeArg>,
         /// The era whose model real KVM is compared with (this host runs linux-6.13's code).
         #[arg(long, value_name = "P", default_value_t = diff::POLICY.name().to_string())]
         policy: String,
@@ -208,23 +191,7 @@ fn main() -> ExitCode {
 
 fn run_command(cli: Cli) -> ExitCode {
     match cli.cmd {
-        Cmd::Run {
-            scenarios,
-            policies,
-            seed,
-            schedules,
-            format,
-            trace,
-            report,
-        } => run::run(
-            &scenarios,
-            &policies,
-            seed,
-            schedules,
-            format,
-            trace,
-            report.as_deref(),
-        ),
+        Cmd::Run(a) => run::run(&a),
         Cmd::Report(a) => reportcmd::report(&a),
         Cmd::Check(a) => checkcmd::check(&a),
         Cmd::Merge(m) => merge::merge(&m),
@@ -244,11 +211,13 @@ fn run_command(cli: Cli) -> ExitCode {
             mode,
             repeat,
             policy,
+            predict,
             report,
         } => diff::diff(
             &scenarios,
             format,
             mode,
+            predict,
             &policy,
             usize::from(repeat),
             report.as_deref(),

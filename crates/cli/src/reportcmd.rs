@@ -92,7 +92,7 @@ fn sampled(src: &Source, p: PolicyId, schedules: u64) -> Result<Done, String> {
         &src.scenario,
         p,
         &opts,
-        false,
+        Default::default(),
         1,
         check::Part::ALL,
         &mut |_| {},
@@ -142,6 +142,7 @@ fn comparisons(scs: &[Scenario]) -> Result<Vec<Verdict>, String> {
                 sc,
                 &crate::plan::plan(sc, Mode::Native),
                 diff::POLICY,
+                Mode::Native,
                 REPORT_REPEAT,
             )
         })

@@ -1,4 +1,7 @@
 //! realkvm.md §5–6: holes and mprotect under a live memslot; EFAULT, retry after repair.
+//! (Runs with holes go through a fresh process, `isolated`: in this multi-threaded test
+//! process another test's thread stack may land in a hole, which the probe then rightly
+//! refuses as an invalid run.)
 mod common;
 use common::*;
 use probe::{BackingKind as K, Exit, HostAction, Mode};
@@ -19,7 +22,7 @@ fn hole_read_efaults_then_reads_zero_after_refill() {
         host.clone(),
         Mode::Native,
     );
-    let res = probe::run(&p).unwrap();
+    let res = isolated(&p).unwrap();
     assert_eq!(exits(&res), vec![vec![Exit::Efault, Exit::Value(0)], v(0)]);
     assert_eq!(hread(&res, "d", 0), Some(0));
 
@@ -31,7 +34,7 @@ fn hole_read_efaults_then_reads_zero_after_refill() {
         host,
         Mode::Emulated,
     );
-    let res = probe::run(&p).unwrap();
+    let res = isolated(&p).unwrap();
     assert_eq!(
         exits(&res),
         vec![
@@ -56,7 +59,7 @@ fn hole_refill_fill_and_write() {
         host,
         Mode::Native,
     );
-    let res = probe::run(&p).unwrap();
+    let res = isolated(&p).unwrap();
     assert_eq!(
         exits(&res),
         vec![vec![Exit::Efault, Exit::Value(0x5555_5555)]]
@@ -71,7 +74,7 @@ fn hole_refill_fill_and_write() {
         host,
         Mode::Native,
     );
-    let res = probe::run(&p).unwrap();
+    let res = isolated(&p).unwrap();
     assert_eq!(
         exits(&res),
         vec![vec![Exit::Efault, Exit::Done], v(0xC0C0_C0C0)]
@@ -97,7 +100,7 @@ fn hole_without_repair_is_skipped() {
     p.backings
         .push(backing("e", K::AnonPrivate, 1, true, Some(7)));
     p.memslots.push(slot(2, 0x20000, "e", 1, false));
-    let res = probe::run(&p).unwrap();
+    let res = isolated(&p).unwrap();
     assert_eq!(
         exits(&res),
         vec![vec![Exit::Efault], vec![Exit::Efault], v(7)]
@@ -133,7 +136,7 @@ fn munmap_after_touch_gives_no_stale_data() {
         host.clone(),
         Mode::Native,
     );
-    let res = probe::run(&p).unwrap();
+    let res = isolated(&p).unwrap();
     assert_eq!(
         exits(&res),
         vec![v(0x1111_1111), vec![Exit::Efault, Exit::Value(0x5555_5555)]]
@@ -147,7 +150,7 @@ fn munmap_after_touch_gives_no_stale_data() {
         host,
         Mode::Emulated,
     );
-    let res = probe::run(&p).unwrap();
+    let res = isolated(&p).unwrap();
     assert_eq!(
         exits(&res),
         vec![
@@ -185,7 +188,7 @@ fn mprotect_read_after_write_makes_next_write_efault() {
             host,
             mode,
         );
-        let res = probe::run(&p).unwrap();
+        let res = isolated(&p).unwrap();
         let (wr, last) = match mode {
             Mode::Native => (vec![Exit::Efault, Exit::Done], 0xD0D0_D0D0),
             Mode::Emulated => (
@@ -236,7 +239,7 @@ fn prot_none_efaults_until_restored() {
         host,
         Mode::Native,
     );
-    let res = probe::run(&p).unwrap();
+    let res = isolated(&p).unwrap();
     assert_eq!(
         exits(&res),
         vec![
@@ -255,7 +258,7 @@ fn prot_none_efaults_until_restored() {
         host,
         Mode::Native,
     );
-    let res = probe::run(&p).unwrap();
+    let res = isolated(&p).unwrap();
     assert_eq!(
         exits(&res),
         vec![vec![Exit::Efault, Exit::Value(0x1234_5678)]]
@@ -269,7 +272,7 @@ fn prot_none_efaults_until_restored() {
         vec![],
         Mode::Emulated,
     );
-    let res = probe::run(&p).unwrap();
+    let res = isolated(&p).unwrap();
     assert_eq!(
         exits(&res),
         vec![
@@ -306,7 +309,7 @@ fn a_three_page_hole_efaults_and_reaches_nothing_of_ours() {
         vec![],
         Mode::Native,
     );
-    let res = probe::run(&p).unwrap();
+    let res = isolated(&p).unwrap();
     for e in exits(&res) {
         assert_eq!(e, vec![Exit::Efault], "{res:?}");
     }
@@ -314,7 +317,7 @@ fn a_three_page_hole_efaults_and_reaches_nothing_of_ours() {
     // instead of reporting what the guest saw.
     let mut p = p;
     p.inject.squat_holes = true;
-    match probe::run(&p) {
+    match isolated(&p) {
         Err(probe::ProbeError::Invalid(why)) => {
             assert!(why.contains("backing 'd'"), "{why}")
         }

@@ -27,7 +27,7 @@ fn host_reads_are_allowed_on_vvar_and_never_fail_a_run() {
             vec![before(read("v", 0)), before(read("v", 0x1000))],
             mode,
         );
-        let res = probe::run(&p).unwrap();
+        let res = isolated(&p).unwrap();
         assert_eq!(exits(&res), vec![v(1)], "{mode:?}");
         // A read of a hole (after the refill step too) and of PROT_NONE memory.
         p = one(
@@ -42,7 +42,7 @@ fn host_reads_are_allowed_on_vvar_and_never_fail_a_run() {
             ],
             mode,
         );
-        let res = probe::run(&p).unwrap();
+        let res = isolated(&p).unwrap();
         let want = match mode {
             Mode::Native => vec![Exit::Efault, Exit::Value(7)],
             Mode::Emulated => vec![Exit::MmioRead { gpa: D, len: 4 }, Exit::Value(0)],

@@ -33,7 +33,7 @@ fn reruns_steps_after_the_nth_exit_and_mmio_data() {
     );
     p.vcpus[0].reruns = vec![3];
     p.vcpus[0].mmio = vec![0, 0x600d_600d];
-    let res = probe::run(&p).unwrap();
+    let res = isolated(&p).unwrap();
     let mmio = vec![
         Exit::MmioRead {
             gpa: 0x30000,
@@ -56,6 +56,6 @@ fn reruns_steps_after_the_nth_exit_and_mmio_data() {
     // Fewer re-runs than the step waits for: the access is given up after its last one,
     // and the step still runs once the access is over.
     p.vcpus[0].reruns = vec![1];
-    let res = probe::run(&p).unwrap();
+    let res = isolated(&p).unwrap();
     assert_eq!(exits(&res)[0], vec![Exit::Efault, Exit::Efault]);
 }

@@ -294,10 +294,14 @@ pub fn build(sc: &Scenario, policy: PolicyId) -> Result<(World, Sys), String> {
 }
 
 /// How to build a world.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct BuildOptions {
     /// Audit every step's accesses against its footprint (setup included).
     pub audit: bool,
+    /// The guest runs at CPL0, which this PVM host emulates: every access goes through KVM's
+    /// instruction emulator ([`crate::kvm::vcpu::Vcpu::emulated`]), not the stage-2 fault
+    /// path.
+    pub emulated: bool,
 }
 
 /// [`build`] with options.
@@ -417,6 +421,7 @@ pub fn build_with(
     for (i, v) in sc.vcpus.iter().enumerate() {
         let program = v.program.iter().map(|&op| guest_op(op)).collect();
         let vcpu = Vcpu::with_reruns(i, &kvm, program, v.reruns.clone(), &seq);
+        vcpu.emulated.set(opts.emulated);
         vcpus.push(vcpu.clone());
         let running = running.clone();
         running.count.set(running.count.get() + 1);

@@ -1,6 +1,5 @@
 //! Running a (scenario, policy) cell under several schedules.
 
-use super::build::build;
 use super::monitor::{CellMonitor, Headline};
 use super::oracle::{Oracle, Violation};
 use crate::kvm::vcpu::Outcome;
@@ -101,7 +100,19 @@ pub fn run_once(
     tracing: bool,
     max_steps: u64,
 ) -> Result<SingleRun, String> {
-    let (mut w, sys) = build(sc, policy)?;
+    run_once_with(sc, policy, kind, tracing, max_steps, &Default::default())
+}
+
+/// [`run_once`] with build options (e.g. the emulated guest).
+pub fn run_once_with(
+    sc: &Scenario,
+    policy: PolicyId,
+    kind: ScheduleKind,
+    tracing: bool,
+    max_steps: u64,
+    opts: &super::build::BuildOptions,
+) -> Result<SingleRun, String> {
+    let (mut w, sys) = super::build::build_with(sc, policy, opts)?;
     w.set_tracing(tracing);
     w.set_max_steps(max_steps);
     let mut sched: Box<dyn Scheduler> = match &kind {

@@ -212,6 +212,11 @@ pub struct Vcpu {
     pub last_spte_read: Cell<Option<SpteRead>>,
     /// The second page's part of a page-crossing load, checked like the first.
     pub last_spte_read2: Cell<Option<SpteRead>>,
+    /// Guest code at CPL0 on this PVM host: KVM's instruction emulator executes every
+    /// instruction and reaches memory with `kvm_vcpu_{read,write}_guest` (a user copy on the
+    /// slot's hva, i.e. `handle_mm_fault`), never the stage-2 fault path; what the copy
+    /// cannot reach becomes an MMIO exit (realkvm.md §0).
+    pub emulated: Cell<bool>,
     pub seq: Rc<Sequencer>,
 }
 
@@ -237,6 +242,7 @@ impl Vcpu {
             records: RefCell::new(Vec::new()),
             last_spte_read: Cell::new(None),
             last_spte_read2: Cell::new(None),
+            emulated: Cell::new(false),
             seq: seq.clone(),
         })
     }
@@ -293,6 +299,12 @@ impl Vcpu {
     /// Execute one access until it completes or exits to the VMM.
     async fn access(&self, cx: &Cx, op: GuestOp) -> Outcome {
         let first = PAGE_SIZE - op.gpa() % PAGE_SIZE;
+        if self.emulated.get() {
+            // Every instruction through the emulator (`x86_emulate_instruction` →
+            // `emulator_read_write`): the same split as for a page-crossing access.
+            let n1 = (u64::from(op.size())).min(first) as u8;
+            return self.emulate_split(cx, op, n1).await;
+        }
         if u64::from(op.size()) > first {
             return self.access_split(cx, op, first as u8).await;
         }
@@ -427,7 +439,8 @@ impl Vcpu {
         ];
         let mut mmio = None;
         let mut value = 0u64;
-        for (pgpa, n, shift) in parts {
+        let mut unknown = false;
+        for (pgpa, n, shift) in parts.into_iter().filter(|p| p.1 > 0) {
             let part_value = match op {
                 GuestOp::Write { value, .. } => Some(value >> (8 * shift)),
                 GuestOp::Read { .. } => None,
@@ -443,6 +456,13 @@ impl Vcpu {
                     .ok(),
                 None => None,
             };
+            if let (Some(_), Some(h), GuestOp::Read { .. }) = (done, hva, op) {
+                // The copy read kernel data the model does not know (the vDSO pages)?
+                let pte = world::audit::suspended(|| self.kvm.mm.pte(h));
+                if pte.is_some_and(|p| !self.kvm.frames.known(p.pfn, h % PAGE_SIZE, n)) {
+                    unknown = true;
+                }
+            }
             match done {
                 Some(v) => value |= (v & (u64::MAX >> (64 - 8 * u32::from(n)))) << (8 * shift),
                 None if mmio.is_none() => {
@@ -459,6 +479,7 @@ impl Vcpu {
             }
         }
         mmio.unwrap_or(match op {
+            GuestOp::Read { .. } if unknown => Outcome::KernelData(value),
             GuestOp::Read { .. } => Outcome::Value(value),
             GuestOp::Write { .. } => Outcome::Emulated,
         })

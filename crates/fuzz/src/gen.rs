@@ -55,17 +55,32 @@ pub fn scenario(rng: &mut SplitMix64) -> String {
         if rng.below(6) == 0 {
             let _ = writeln!(t, "fault_retry = true");
         }
+        // Issue 10: adjacent mappings, a slow userfaultfd handler.
+        if m > 0 && rng.below(4) == 0 {
+            let _ = writeln!(t, "follows = \"m{}\"", rng.below(m));
+        }
+        if rng.below(8) == 0 {
+            let _ = writeln!(t, "handler_delay_ms = {}", around(rng, 0, 1000));
+        }
     }
+    let mut bases = Vec::new();
     for (m, &p) in pages.iter().enumerate() {
         if rng.below(8) == 0 {
+            bases.push(0x10000 + 0x10000 * m as u64);
             continue;
         }
-        let n = around(rng, 1, p);
+        // Spanning into following mappings sometimes; far gpas sometimes.
+        let n = around(rng, 1, p + 2);
+        let base = match rng.below(6) {
+            0 => 0x1_0000_0000 + 0x10_0000 * m as u64,
+            1 => 0xffff_ffff_0000 - 0x10_0000 * m as u64,
+            _ => 0x10000 + 0x10000 * m as u64,
+        };
+        bases.push(base);
         let _ = writeln!(
             t,
-            "\n[[memslot]]\nslot = {}\ngpa = {:#x}\nmapping = \"m{m}\"\npages = {n}",
+            "\n[[memslot]]\nslot = {}\ngpa = {base:#x}\nmapping = \"m{m}\"\npages = {n}",
             m + 1,
-            0x10000 + 0x10000 * m as u64
         );
         if rng.below(5) == 0 {
             let _ = writeln!(t, "readonly = true");
@@ -78,15 +93,24 @@ pub fn scenario(rng: &mut SplitMix64) -> String {
         accesses.push(n);
         let ops: Vec<String> = (0..n)
             .map(|_| {
-                let m = rng.below(nmaps) as u64;
-                let gpa =
-                    0x10000 + 0x10000 * m + 0x1000 * around(rng, 0, 5) + [0, 4, 8][rng.below(3)];
+                let m = rng.below(nmaps);
+                // Page-crossing offsets (0xffe) and unaligned ones too.
+                let gpa = bases.get(m).copied().unwrap_or(0x10000)
+                    + 0x1000 * around(rng, 0, 5)
+                    + [0, 4, 8, 0xffe, 0xffd][rng.below(5)];
                 let size = [1, 2, 4, 8, 3][rng.below(5)];
+                let extra = match rng.below(6) {
+                    0 => format!(", reruns = {}", around(rng, 0, 100)),
+                    1 => format!(", mmio = {:#x}", rng.below(1 << 16)),
+                    _ => String::new(),
+                };
                 if rng.below(2) == 0 {
-                    format!("{{ read = {gpa:#x}, size = {size} }}")
+                    format!("{{ read = {gpa:#x}, size = {size}{extra} }}")
+                } else if rng.below(4) == 0 {
+                    format!("{{ write = {gpa:#x}, value = \"0xffff_ffff_ffff_ff{:02x}\", size = {size}{extra} }}", rng.below(256))
                 } else {
                     format!(
-                        "{{ write = {gpa:#x}, value = {:#x}, size = {size} }}",
+                        "{{ write = {gpa:#x}, value = {:#x}, size = {size}{extra} }}",
                         rng.below(256)
                     )
                 }
@@ -104,9 +128,14 @@ pub fn scenario(rng: &mut SplitMix64) -> String {
         );
         if rng.below(2) == 0 {
             let v = rng.below(nv);
+            let exit = if rng.below(3) == 0 {
+                format!("#{}", around(rng, 1, 4))
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 t,
-                "after = \"vcpu{v}:{}\"",
+                "after = \"vcpu{v}:{}{exit}\"",
                 around(rng, 0, accesses[v] as u64 - 1)
             );
         }
@@ -139,6 +168,35 @@ pub fn scenario(rng: &mut SplitMix64) -> String {
             }
             _ => {}
         }
+    }
+    // Issue 10: stated values, for an access, the uffd messages, or a host read at the end.
+    for _ in 0..rng.below(3) {
+        let what = match rng.below(4) {
+            0 => "access = \"uffd\"".to_string(),
+            1 => format!(
+                "host = {{ mapping = \"m{}\", offset = {} }}",
+                rng.below(nmaps),
+                4 * around(rng, 0, 8)
+            ),
+            2 => format!("file = {{ mapping = \"m{}\" }}", rng.below(nmaps)),
+            _ => {
+                let v = rng.below(nv);
+                format!(
+                    "access = \"vcpu{v}:{}\"",
+                    around(rng, 0, accesses[v] as u64 - 1)
+                )
+            }
+        };
+        let is = pick(
+            rng,
+            &[
+                "\"0x0\"",
+                "\"EFAULT\"",
+                "[\"0x1\", \"kernel data\"]",
+                "\"MMIO read @0x10000/4\"",
+            ],
+        );
+        let _ = writeln!(t, "\n[[seen]]\n{what}\nis = {is}");
     }
     if rng.below(6) == 0 {
         let _ = writeln!(

@@ -154,13 +154,7 @@ fn item_allows(model: &str, real: &str) -> bool {
     let (Some((mo, mv)), Some((ro, rv))) = (model.split_once(": "), real.split_once(": ")) else {
         return false;
     };
-    let (ma, ra): (Vec<&str>, Vec<&str>) = (mv.split(" -> ").collect(), rv.split(" -> ").collect());
-    mo == ro
-        && ma.len() == ra.len()
-        && ma
-            .iter()
-            .zip(&ra)
-            .all(|(m, r)| m == r || (*m == "kernel data" && r.starts_with("0x")))
+    mo == ro && model::harness::seen_allows(mv, rv)
 }
 
 fn observation_allows(model: &Observation, real: &Observation) -> bool {
@@ -238,6 +232,8 @@ pub fn compare(sc: &Scenario, a: &Adapted, m: &ModelSet, runs: &[ProbeResult]) -
         .max()
         .unwrap_or(0);
     let mut rows = Vec::new();
+    // Per item, the distinct real values: for the rows and for the `[[seen]]` check.
+    let mut observed: Vec<Vec<String>> = Vec::with_capacity(width);
     for k in 0..width {
         let distinct = |it: &mut dyn Iterator<Item = &Observation>| {
             let mut v: Vec<String> = Vec::new();
@@ -269,6 +265,7 @@ pub fn compare(sc: &Scenario, a: &Adapted, m: &ModelSet, runs: &[ProbeResult]) -
             kvm: ri.iter().map(|x| value_of(x).to_string()).collect(),
             agree,
         });
+        observed.push(ri);
     }
     let mut notes = a.notes.clone();
     if m.observations
@@ -294,18 +291,6 @@ pub fn compare(sc: &Scenario, a: &Adapted, m: &ModelSet, runs: &[ProbeResult]) -
     if !m.violations.is_empty() {
         notes.push(format!("the model violates: {}", m.violations.join(", ")));
     }
-    // The real runs against the scenario's own `[[seen]]` values, item by item.
-    let observed: Vec<Vec<String>> = (0..width)
-        .map(|k| {
-            let mut v: Vec<String> = Vec::new();
-            for (o, _, _) in &real {
-                if let Some(x) = o.get(k).filter(|x| !v.contains(x)) {
-                    v.push(x.clone());
-                }
-            }
-            v
-        })
-        .collect();
     // `[[seen]]` states the native path: it holds real KVM to it where the native path is
     // predicted (with `--mode emulated --predict native`: whether it holds in emulated mode).
     let seen_mismatches = if !m.emulated {

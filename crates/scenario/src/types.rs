@@ -395,6 +395,22 @@ pub fn canonical_value(s: &str) -> String {
         .join(" ")
 }
 
+/// [`Scenario::run_from`] over a list of mappings (`follows` names an earlier mapping and
+/// each mapping has at most one follower, so the run ends).
+pub fn mapping_run<'a>(mappings: &'a [Mapping], name: &str) -> Vec<(&'a Mapping, u64)> {
+    let mut out = Vec::new();
+    let mut at = 0u64;
+    let mut cur = mappings.iter().find(|m| m.name == name);
+    while let Some(m) = cur {
+        out.push((m, at));
+        at = at.saturating_add(m.pages);
+        cur = mappings
+            .iter()
+            .find(|n| n.follows.as_deref() == Some(m.name.as_str()));
+    }
+    out
+}
+
 /// A bound `kvmmu check` explores the scenario under by default, for a scenario whose whole
 /// interleaving space is too large to cover, with the reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -444,17 +460,6 @@ impl Scenario {
     /// The mappings laid out contiguously from `name` on (it, the one that follows it, ...),
     /// with their first page in the run.
     pub fn run_from(&self, name: &str) -> Vec<(&Mapping, u64)> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        let mut cur = self.mapping(name);
-        while let Some(m) = cur {
-            out.push((m, at));
-            at += m.pages;
-            cur = self
-                .mappings
-                .iter()
-                .find(|n| n.follows.as_deref() == Some(m.name.as_str()));
-        }
-        out
+        mapping_run(&self.mappings, name)
     }
 }

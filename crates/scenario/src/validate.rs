@@ -104,13 +104,8 @@ fn seen_access(
         }
         return Ok(SeenItem::Uffd);
     }
-    let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
-    let parsed = t
-        .strip_prefix("vcpu")
-        .and_then(|r| r.split_once(':'))
-        .filter(|(v, i)| digits(v) && digits(i))
-        .and_then(|(v, i)| Some((v.parse::<usize>().ok()?, i.parse::<usize>().ok()?)));
-    let Some((vcpu, index)) = parsed else {
+    let parsed = guest_point(t).filter(|_| !t.contains('#'));
+    let Some((vcpu, index, _)) = parsed else {
         return cx.err(
             a.span(),
             "access must look like \"vcpu0:1\" (vCPU 0's access 1) or be \"uffd\"",
@@ -175,15 +170,9 @@ fn peek(
 
 /// Pages of the contiguous run of mappings from `name` on (it and those that follow it).
 fn run_pages(mappings: &[Mapping], name: &str) -> u64 {
-    let mut total = 0u64;
-    let mut cur = mappings.iter().find(|m| m.name == name);
-    while let Some(m) = cur {
-        total = total.saturating_add(m.pages);
-        cur = mappings
-            .iter()
-            .find(|n| n.follows.as_deref() == Some(m.name.as_str()));
-    }
-    total
+    crate::types::mapping_run(mappings, name)
+        .last()
+        .map_or(0, |(m, at)| at.saturating_add(m.pages))
 }
 
 /// Most pages in one run of adjacent mappings.
@@ -897,19 +886,7 @@ fn parse_after(
             ),
         )
     };
-    let Some(rest) = s.strip_prefix("vcpu") else {
-        return bad();
-    };
-    let Some((v, rest)) = rest.split_once(':') else {
-        return bad();
-    };
-    let (i, k) = rest.split_once('#').unwrap_or((rest, "1"));
-    // Digits only: `usize::from_str` would take "+0".
-    let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
-    if !digits(v) || !digits(i) || !digits(k) {
-        return bad();
-    }
-    let (Ok(v), Ok(i), Ok(k)) = (v.parse::<usize>(), i.parse::<usize>(), k.parse::<u32>()) else {
+    let Some((v, i, k)) = guest_point(s) else {
         return bad();
     };
     if k == 0 || k > MAX_RERUNS + 1 {
@@ -929,6 +906,18 @@ fn parse_after(
         ),
         Some(_) => Ok((v, i, k)),
     }
+}
+
+/// `"vcpuV:I"` or `"vcpuV:I#K"` as (V, I, K) (K defaults to 1); digits only (`usize::from_str`
+/// would take "+0").
+fn guest_point(s: &str) -> Option<(usize, usize, u32)> {
+    let (v, rest) = s.strip_prefix("vcpu")?.split_once(':')?;
+    let (i, k) = rest.split_once('#').unwrap_or((rest, "1"));
+    let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
+    if !digits(v) || !digits(i) || !digits(k) {
+        return None;
+    }
+    Some((v.parse().ok()?, i.parse().ok()?, k.parse().ok()?))
 }
 
 /// Most times the VMM re-runs one access after EFAULT.

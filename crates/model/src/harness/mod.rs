@@ -12,4 +12,6 @@ mod run;
 pub use build::{build, build_with, Backend, BuildOptions, MappingState, Sys};
 pub use monitor::{step_bound, uffd_item, CellMonitor, CellProgram, Headline};
 pub use oracle::{Oracle, Violation};
-pub use run::{expectation_met, run_once, run_once_with, seen_mismatches, ScheduleKind, SingleRun};
+pub use run::{
+    expectation_met, run_once, run_once_with, seen_allows, seen_mismatches, ScheduleKind, SingleRun,
+};

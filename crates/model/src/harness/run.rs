@@ -211,7 +211,7 @@ pub fn seen_mismatches(sc: &Scenario, policy: PolicyId, observed: &[Vec<String>]
 
 /// Whether a stated value allows an observed one: equal attempt by attempt, where a stated
 /// `kernel data` (vDSO data the model does not know) allows any value real KVM read.
-fn seen_allows(stated: &str, got: &str) -> bool {
+pub fn seen_allows(stated: &str, got: &str) -> bool {
     let (a, b): (Vec<&str>, Vec<&str>) =
         (stated.split(" -> ").collect(), got.split(" -> ").collect());
     a.len() == b.len()

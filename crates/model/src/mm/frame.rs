@@ -283,6 +283,8 @@ pub struct Frames {
     alloc_obj: ObjId,
     alloc_fp: ProviderId,
     ref_fp: ProviderId,
+    /// Some frame has `known` ranges (kernel data): only then does a guest load look them up.
+    any_known: std::cell::Cell<bool>,
 }
 
 impl Frames {
@@ -344,6 +346,7 @@ impl Frames {
             alloc_obj,
             alloc_fp,
             ref_fp,
+            any_known: std::cell::Cell::new(false),
         }
     }
 
@@ -683,6 +686,7 @@ impl Frames {
     /// its other bytes hold a placeholder, which guest loads report as unknown.
     pub fn set_known(&self, pfn: Pfn, ranges: &'static [(u64, u64)]) {
         audit::write(self.obj(pfn));
+        self.any_known.set(true);
         self.table.get_mut(pfn, |f| f.known = Some(ranges));
     }
 
@@ -690,6 +694,10 @@ impl Frames {
     /// Not a shared access: `known` is set while the world is built and never changes while
     /// actors run (only kernel data pages have it, and they are never freed).
     pub fn known(&self, pfn: Pfn, off: u64, size: u8) -> bool {
+        // Every guest load asks: skip the table lookup in the worlds without kernel data.
+        if !self.any_known.get() {
+            return true;
+        }
         let end = off + u64::from(size);
         match self.table.get(pfn, |f| f.known).flatten() {
             None => true,

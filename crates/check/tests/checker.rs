@@ -91,6 +91,12 @@ fn every_mutant_is_caught_with_at_most_two_preemptions() {
         (Mutant::NoLockedRecheck, "vgpu-reset-race"),
         (Mutant::LateSeqSnapshot, "vgpu-reset-race"),
         (Mutant::IgnoreUnlocked, "vgpu-retry-vma-replaced"),
+        (Mutant::NoSlotFlush, "memslot-delete"),
+        (Mutant::NoSlotFlush, "memslot-move"),
+        (Mutant::NoSlotFlush, "memslot-recreate"),
+        (Mutant::NoSlotFlush, "memslot-readonly-toggle"),
+        (Mutant::NoSrcuSync, "memslot-delete"),
+        (Mutant::NoSrcuSync, "memslot-move"),
     ] {
         let r = dpor(name, PolicyId::Mutant(m), Some(2));
         assert!(!r.found.is_empty(), "{m:?} not caught on {name}");

@@ -130,8 +130,16 @@ pub fn plan(sc: &Scenario, mode: Mode) -> Result<Adapted, String> {
                 action_name(&h.action)
             ));
         }
-        let m = sc
-            .mapping(h.action.mapping())
+        if h.action.is_memslot() {
+            return Err(format!(
+                "host step {k} ({}): memslot steps are not wired to the probe yet",
+                action_name(&h.action)
+            ));
+        }
+        let m = h
+            .action
+            .mapping()
+            .and_then(|n| sc.mapping(n))
             .expect("validated mapping name");
         if m.backing.is_vdso() && !matches!(h.action, HostAction::Read { .. }) {
             return Err(format!(
@@ -208,6 +216,8 @@ fn action_name(a: &HostAction) -> &'static str {
         HostAction::MmapAnon { .. } => "mmap-anon",
         HostAction::DeviceReset { .. } => "device-reset",
         HostAction::Evict { .. } => "evict",
+        HostAction::SetMemslot { .. } => "set-memslot",
+        HostAction::DeleteMemslot { .. } => "delete-memslot",
     }
 }
 
@@ -276,7 +286,10 @@ fn action(a: &HostAction) -> PAction {
             pages,
             fill,
         },
-        HostAction::DeviceReset { .. } | HostAction::Evict { .. } => {
+        HostAction::DeviceReset { .. }
+        | HostAction::Evict { .. }
+        | HostAction::SetMemslot { .. }
+        | HostAction::DeleteMemslot { .. } => {
             unreachable!("checked realizable")
         }
     }

@@ -166,6 +166,8 @@ fn mutants_are_listed_selectable_and_caught() {
         "mutant:no-locked-recheck",
         "mutant:late-seq-snapshot",
         "mutant:ignore-unlocked",
+        "mutant:no-slot-flush",
+        "mutant:no-srcu-sync",
     ] {
         assert!(l.contains(m), "{m} not listed");
     }

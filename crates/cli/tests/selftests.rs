@@ -15,11 +15,14 @@ fn kvmmu(args: &[&str]) -> Output {
 }
 
 /// (built-in name, whether the assertion holds in emulated mode on this host).
-const PORTED: [(&str, bool); 4] = [
+const PORTED: [(&str, bool); 7] = [
     ("selftest-mmu-stress-mprotect", false),
     ("selftest-demand-paging", true),
     ("selftest-aliased-slots", true),
     ("selftest-page-fault-data", true),
+    ("selftest-set-memory-region-delete", true),
+    ("selftest-set-memory-region-move", true),
+    ("selftest-memslot-modification-stress", true),
 ];
 
 #[test]

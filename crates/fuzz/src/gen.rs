@@ -123,9 +123,12 @@ pub fn scenario(rng: &mut SplitMix64) -> String {
         let m = rng.below(nmaps);
         let _ = writeln!(
             t,
-            "\n[[host]]\nthread = \"t{}\"\naction = \"{action}\"\nmapping = \"m{m}\"",
+            "\n[[host]]\nthread = \"t{}\"\naction = \"{action}\"",
             h % 2
         );
+        if action != "delete-memslot" {
+            let _ = writeln!(t, "mapping = \"m{m}\"");
+        }
         if rng.below(2) == 0 {
             let v = rng.below(nv);
             let exit = if rng.below(3) == 0 {
@@ -157,6 +160,21 @@ pub fn scenario(rng: &mut SplitMix64) -> String {
                     "pages = 1\nprot = \"{}\"",
                     pick(rng, &["r", "rw", "none"])
                 );
+            }
+            // Issue 11: memslots changing under the vCPUs (create, move, re-create, delete,
+            // refused toggles), some racing on real KVM.
+            "set-memslot" => {
+                let _ = writeln!(
+                    t,
+                    "slot = {}\ngpa = {:#x}\npages = 1\nreadonly = {}\nrace = {}",
+                    around(rng, 0, 3),
+                    0x10000 * around(rng, 1, 4),
+                    rng.below(3) == 0,
+                    rng.below(2) == 0
+                );
+            }
+            "delete-memslot" => {
+                let _ = writeln!(t, "slot = {}", around(rng, 0, 3));
             }
             "madvise-dontneed" | "munmap" | "mmap-anon" => {
                 let _ = writeln!(

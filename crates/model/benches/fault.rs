@@ -123,6 +123,7 @@ fn vm(pages: u64, vcpus: usize) -> Vm {
         npages: pages,
         userspace_addr: BAR_HVA,
         readonly: false,
+        ..Memslot::default()
     });
     let seq = Sequencer::new(h.w.object("vmm sequencing"), vcpus, Vec::new());
     Vm { h, kvm, seq }

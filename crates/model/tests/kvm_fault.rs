@@ -54,6 +54,7 @@ fn vm_with_fault(
         npages: 1,
         userspace_addr: hva,
         readonly: false,
+        ..Memslot::default()
     });
     let k = kvm.clone();
     let r = spawn_ret(&mut e.w, "vcpu0", move |cx| async move {
@@ -105,6 +106,7 @@ fn anon_vm(e: &mut Env, policy: PolicyId) -> (Rc<Kvm>, Pfn) {
         npages: 1,
         userspace_addr: ANON,
         readonly: false,
+        ..Memslot::default()
     });
     (kvm, page)
 }
@@ -285,6 +287,7 @@ fn write_to_a_present_read_only_pfnmap_pte_is_ro_fault_from_5_12_on() {
             npages: 1,
             userspace_addr: DEV,
             readonly: false,
+            ..Memslot::default()
         });
         let k = kvm.clone();
         let r = spawn_ret(&mut e.w, "vcpu0", move |cx| async move {
@@ -326,6 +329,7 @@ fn no_memslot_is_mmio_and_readonly_slot_write_is_emulated() {
         npages: 1,
         userspace_addr: ANON,
         readonly: true,
+        ..Memslot::default()
     });
     let k = kvm.clone();
     let r = spawn_ret(&mut e.w, "vcpu0", move |cx| async move {
@@ -349,6 +353,7 @@ fn a_hole_is_a_bare_efault() {
         npages: 1,
         userspace_addr: NOWHERE,
         readonly: false,
+        ..Memslot::default()
     });
     let k = kvm.clone();
     let r = spawn_ret(&mut e.w, "vcpu0", move |cx| async move {

@@ -44,7 +44,8 @@ fn run(rogue_rechecks: bool) -> Vec<Oracle> {
             .await;
         cx.lock(kvm.mmu_lock, world::LockMode::Exclusive).await;
         if !(rogue_rechecks && kvm.retry_gfn_locked(&cx, 0x10, seq)) {
-            kvm.install_spte(&cx, 0x10, pfn, true, hva, start).await;
+            kvm.install_spte(&cx, 0x10, pfn, true, hva, (1, 0), start)
+                .await;
         }
         cx.unlock(kvm.mmu_lock).await;
     });

@@ -150,6 +150,26 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../scenarios/memfd-dontneed.toml"),
     ),
     (
+        "memslot-create",
+        include_str!("../../../scenarios/memslot-create.toml"),
+    ),
+    (
+        "memslot-delete",
+        include_str!("../../../scenarios/memslot-delete.toml"),
+    ),
+    (
+        "memslot-move",
+        include_str!("../../../scenarios/memslot-move.toml"),
+    ),
+    (
+        "memslot-recreate",
+        include_str!("../../../scenarios/memslot-recreate.toml"),
+    ),
+    (
+        "memslot-readonly-toggle",
+        include_str!("../../../scenarios/memslot-readonly-toggle.toml"),
+    ),
+    (
         "selftest-mmu-stress-mprotect",
         include_str!("../../../scenarios/selftests/mmu-stress-mprotect.toml"),
     ),
@@ -164,6 +184,18 @@ pub const BUILTIN: &[(&str, &str)] = &[
     (
         "selftest-page-fault-data",
         include_str!("../../../scenarios/selftests/page-fault-data.toml"),
+    ),
+    (
+        "selftest-set-memory-region-delete",
+        include_str!("../../../scenarios/selftests/set-memory-region-delete.toml"),
+    ),
+    (
+        "selftest-set-memory-region-move",
+        include_str!("../../../scenarios/selftests/set-memory-region-move.toml"),
+    ),
+    (
+        "selftest-memslot-modification-stress",
+        include_str!("../../../scenarios/selftests/memslot-modification-stress.toml"),
     ),
 ];
 

@@ -201,9 +201,18 @@ pub struct RawHost {
     #[serde(default)]
     pub after: Option<Spanned<String>>,
     pub action: Spanned<String>,
-    pub mapping: Spanned<String>,
+    #[serde(default)]
+    pub mapping: Option<Spanned<String>>,
     #[serde(default)]
     pub offset: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub slot: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub gpa: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub readonly: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub race: Option<Spanned<bool>>,
     #[serde(default)]
     pub pages: Option<Spanned<u64>>,
     #[serde(default)]

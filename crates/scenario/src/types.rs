@@ -281,10 +281,24 @@ pub enum HostAction {
     DeviceReset { mapping: String },
     /// TTM eviction of the buffer object.
     Evict { mapping: String },
+    /// `KVM_SET_USER_MEMORY_REGION`: slot `slot` at `gpa` over `pages` pages of `mapping` from
+    /// page `offset`. On an existing slot KVM decides what it is: a move if only the gpa
+    /// differs, -EINVAL if the address, size or `KVM_MEM_READONLY` differ.
+    SetMemslot {
+        slot: u32,
+        gpa: u64,
+        mapping: String,
+        offset: u64,
+        pages: u64,
+        readonly: bool,
+    },
+    /// `KVM_SET_USER_MEMORY_REGION` with `memory_size = 0`: delete slot `slot`.
+    DeleteMemslot { slot: u32 },
 }
 
 impl HostAction {
-    pub fn mapping(&self) -> &str {
+    /// The mapping the action is about (a memslot deletion is about none).
+    pub fn mapping(&self) -> Option<&str> {
         match self {
             HostAction::Write { mapping, .. }
             | HostAction::Read { mapping, .. }
@@ -293,8 +307,18 @@ impl HostAction {
             | HostAction::Munmap { mapping, .. }
             | HostAction::MmapAnon { mapping, .. }
             | HostAction::DeviceReset { mapping }
-            | HostAction::Evict { mapping } => mapping,
+            | HostAction::Evict { mapping }
+            | HostAction::SetMemslot { mapping, .. } => Some(mapping),
+            HostAction::DeleteMemslot { .. } => None,
         }
+    }
+
+    /// A `KVM_SET_USER_MEMORY_REGION` step.
+    pub fn is_memslot(&self) -> bool {
+        matches!(
+            self,
+            HostAction::SetMemslot { .. } | HostAction::DeleteMemslot { .. }
+        )
     }
 
     /// Whether a VMM process can do this on real KVM.
@@ -314,6 +338,9 @@ pub struct HostStep {
     /// (vcpu index, access index, exit from 1); `None` races.
     pub after: Option<(usize, usize, u32)>,
     pub action: HostAction,
+    /// `race = true`: real KVM runs the step on a host thread while the vCPUs run, instead of
+    /// before they start (the model explores every order either way).
+    pub race: bool,
 }
 
 /// What a (scenario, policy) cell is expected to show.

@@ -353,39 +353,14 @@ pub(crate) fn validate(
         let m = find(&s.mapping)?;
         let gpa = *s.gpa.get_ref();
         let pages = *s.pages.get_ref();
-        if gpa % 4096 != 0 {
-            return cx.err(s.gpa.span(), "gpa must be page-aligned");
-        }
-        let end = gpa.saturating_add(pages.saturating_mul(4096));
-        if end > GPA_LIMIT {
-            return cx.err(
-                s.gpa.span(),
-                "memslots must end below 2^48 (guest-physical addresses are 48 bits)",
-            );
-        }
-        if let Some(r) = reserved(gpa, end) {
-            return cx.err(
-                s.gpa.span(),
-                format!("overlaps {:#x}..{:#x}, {}", r.0, r.1, r.2),
-            );
-        }
-        let run = run_pages(&mappings, &m.name);
-        if pages == 0 || s.offset.saturating_add(pages) > run {
-            return cx.err(
-                s.pages.span(),
-                format!(
-                    "slot covers pages {}..{} of a {}-page mapping{}",
-                    s.offset,
-                    s.offset.saturating_add(pages),
-                    run,
-                    if run > m.pages {
-                        " (with the mappings that follow it)"
-                    } else {
-                        ""
-                    }
-                ),
-            );
-        }
+        slot_geometry(
+            &cx,
+            &mappings,
+            m,
+            (gpa, s.gpa.span()),
+            (pages, s.pages.span()),
+            s.offset,
+        )?;
         if let Some(o) = memslots
             .iter()
             .find(|o| gpa < o.gpa + o.pages * 4096 && o.gpa < gpa + pages * 4096)
@@ -527,7 +502,6 @@ pub(crate) fn validate(
     for (j, h) in raw.host.iter().enumerate() {
         let span = h.span();
         let h = h.get_ref();
-        let m = find(&h.mapping)?;
         let after = match &h.after {
             None => None,
             Some(a) => Some(parse_after(&cx, a, &vcpus)?),
@@ -535,20 +509,27 @@ pub(crate) fn validate(
         // Fields an action does not use are refused where they stand, not ignored.
         let action_name = h.action.get_ref().as_str();
         let uses: &[&str] = match action_name {
-            "write" => &["offset", "size", "value"],
-            "read" => &["offset", "size"],
-            "madvise-dontneed" | "munmap" => &["offset", "pages"],
-            "mprotect" => &["offset", "pages", "prot"],
-            "mmap-anon" => &["offset", "pages", "fill"],
+            "write" => &["mapping", "offset", "size", "value"],
+            "read" => &["mapping", "offset", "size"],
+            "madvise-dontneed" | "munmap" => &["mapping", "offset", "pages"],
+            "mprotect" => &["mapping", "offset", "pages", "prot"],
+            "mmap-anon" => &["mapping", "offset", "pages", "fill"],
+            "device-reset" | "evict" => &["mapping"],
+            "set-memslot" => &["mapping", "offset", "pages", "slot", "gpa", "readonly"],
+            "delete-memslot" => &["slot"],
             _ => &[],
         };
         let given = [
+            ("mapping", h.mapping.as_ref().map(Spanned::span)),
             ("offset", h.offset.as_ref().map(Spanned::span)),
             ("pages", h.pages.as_ref().map(Spanned::span)),
             ("prot", h.prot.as_ref().map(Spanned::span)),
             ("value", h.value.as_ref().map(Spanned::span)),
             ("size", h.size.as_ref().map(Spanned::span)),
             ("fill", h.fill.as_ref().map(Spanned::span)),
+            ("slot", h.slot.as_ref().map(Spanned::span)),
+            ("gpa", h.gpa.as_ref().map(Spanned::span)),
+            ("readonly", h.readonly.as_ref().map(Spanned::span)),
         ];
         if ACTIONS.contains(&action_name) {
             for (field, sp) in given {
@@ -560,6 +541,49 @@ pub(crate) fn validate(
                 }
             }
         }
+        let needs = |field: &str| {
+            cx.err(
+                span.clone(),
+                format!("a {action_name:?} step needs {field}"),
+            )
+        };
+        let race = match (&h.race, after) {
+            (Some(r), Some(_)) if *r.get_ref() => {
+                return cx.err(
+                    r.span(),
+                    "race = true is for steps without after: a step after a guest access \
+                     already runs while the vCPUs run",
+                )
+            }
+            (r, _) => r.as_ref().is_some_and(|r| *r.get_ref()),
+        };
+        if action_name == "delete-memslot" {
+            let Some(slot) = &h.slot else {
+                return needs("slot");
+            };
+            host.push(HostStep {
+                thread: h.thread.clone().unwrap_or_else(|| format!("host{j}")),
+                after,
+                action: HostAction::DeleteMemslot {
+                    slot: *slot.get_ref(),
+                },
+                race,
+            });
+            continue;
+        }
+        if !ACTIONS.contains(&action_name) {
+            return cx.err(
+                h.action.span(),
+                format!(
+                    "unknown action {action_name:?}; expected {}",
+                    ACTIONS.join(", ")
+                ),
+            );
+        }
+        let Some(mapping_name) = &h.mapping else {
+            return needs("a mapping");
+        };
+        let m = find(mapping_name)?;
         let size = match &h.size {
             None => 4,
             Some(sz) if [1, 2, 4, 8].contains(sz.get_ref()) => *sz.get_ref() as u8,
@@ -624,6 +648,28 @@ pub(crate) fn validate(
             },
             "device-reset" => HostAction::DeviceReset { mapping },
             "evict" => HostAction::Evict { mapping },
+            "set-memslot" => {
+                let (Some(slot), Some(gpa)) = (&h.slot, &h.gpa) else {
+                    return needs("slot and gpa");
+                };
+                let pages_span = h.pages.as_ref().map_or(span.clone(), Spanned::span);
+                slot_geometry(
+                    &cx,
+                    &mappings,
+                    m,
+                    (*gpa.get_ref(), gpa.span()),
+                    (pages, pages_span),
+                    offset,
+                )?;
+                HostAction::SetMemslot {
+                    slot: *slot.get_ref(),
+                    gpa: *gpa.get_ref(),
+                    mapping,
+                    offset,
+                    pages,
+                    readonly: h.readonly.as_ref().is_some_and(|r| *r.get_ref()),
+                }
+            }
             other => {
                 return cx.err(
                     h.action.span(),
@@ -644,6 +690,7 @@ pub(crate) fn validate(
                 matches!(m.backing, Backing::VgpuBar | Backing::VfioBar)
             }
             HostAction::Evict { .. } => m.backing == Backing::Ttm,
+            HostAction::SetMemslot { .. } | HostAction::DeleteMemslot { .. } => true,
         };
         if !ok {
             return cx.err(span, format!("action {:?} does not fit mapping {:?} ({}, {} pages); offsets of madvise/mprotect/munmap/mmap-anon are in pages, of read/write in bytes", h.action.get_ref(), m.name, m.backing.name(), m.pages));
@@ -652,6 +699,7 @@ pub(crate) fn validate(
             thread: h.thread.clone().unwrap_or_else(|| format!("host{j}")),
             after,
             action,
+            race,
         });
     }
     // Every vCPU, nested map, host thread, userfaultfd handler (and its exit path), touching
@@ -857,8 +905,54 @@ const MAX_TOUCHES: usize = 10_000;
 const MAX_ROUNDS: usize = 1_000;
 const MAX_THREADS: usize = 64;
 
+/// A memslot's gpa range and its place in the mapping (run) it covers, for `[[memslot]]`
+/// and `set-memslot` steps alike.
+fn slot_geometry(
+    cx: &Cx,
+    mappings: &[Mapping],
+    m: &Mapping,
+    (gpa, gpa_span): (u64, std::ops::Range<usize>),
+    (pages, pages_span): (u64, std::ops::Range<usize>),
+    offset: u64,
+) -> Result<(), ScenarioError> {
+    if gpa % 4096 != 0 {
+        return cx.err(gpa_span.clone(), "gpa must be page-aligned");
+    }
+    let end = gpa.saturating_add(pages.saturating_mul(4096));
+    if end > GPA_LIMIT {
+        return cx.err(
+            gpa_span.clone(),
+            "memslots must end below 2^48 (guest-physical addresses are 48 bits)",
+        );
+    }
+    if let Some(r) = reserved(gpa, end) {
+        return cx.err(
+            gpa_span.clone(),
+            format!("overlaps {:#x}..{:#x}, {}", r.0, r.1, r.2),
+        );
+    }
+    let run = run_pages(mappings, &m.name);
+    if pages == 0 || offset.saturating_add(pages) > run {
+        return cx.err(
+            pages_span,
+            format!(
+                "slot covers pages {}..{} of a {}-page mapping{}",
+                offset,
+                offset.saturating_add(pages),
+                run,
+                if run > m.pages {
+                    " (with the mappings that follow it)"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
+    Ok(())
+}
+
 /// The host actions a scenario may name.
-pub const ACTIONS: [&str; 8] = [
+pub const ACTIONS: [&str; 10] = [
     "write",
     "read",
     "madvise-dontneed",
@@ -867,6 +961,8 @@ pub const ACTIONS: [&str; 8] = [
     "mmap-anon",
     "device-reset",
     "evict",
+    "set-memslot",
+    "delete-memslot",
 ];
 
 /// `"vcpu0:2"`: after vCPU 0's access 2 (0-based) ends its first attempt; `"vcpu0:2#3"`:

@@ -248,6 +248,20 @@ impl Cx {
             .await
     }
 
+    /// [`Cx::wait_until`] whose footprint is `fp` (every object `cond` reads, plus whatever
+    /// the code right after the wait touches: it runs in the same step, atomically with the
+    /// condition, as code under the wait queue's lock does). Every write that can make `cond`
+    /// true must write an object of `fp`.
+    pub async fn wait_until_with(
+        &self,
+        fp: FpSet,
+        what: &'static str,
+        cond: impl Fn() -> bool + 'static,
+    ) {
+        self.core.conds.borrow_mut()[self.me] = Some(Box::new(cond));
+        self.point(OpKind::Wait, fp, what).await
+    }
+
     /// Which mode this actor holds `l` in, if any (`lockdep_assert_held`).
     /// Setup code (no actor) holds nothing.
     pub fn holds(&self, l: LockId) -> Option<LockMode> {

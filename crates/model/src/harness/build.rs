@@ -340,8 +340,10 @@ pub fn build_with(
             npages: s.pages,
             userspace_addr: base + s.offset * PAGE_SIZE,
             readonly: s.readonly,
+            ..Memslot::default()
         });
     }
+    kvm.set_dynamic_slots(sc.host.iter().any(|h| h.action.is_memslot()));
     // Phase 1: driver populate and host touches, sequentially.
     {
         for (m, st) in sc.mappings.iter().zip(&mappings) {

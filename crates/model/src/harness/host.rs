@@ -2,7 +2,9 @@
 //! scenario's `[[host]]` steps name.
 
 use super::build::{Backend, Sys};
+use crate::kvm::memslot_update::{kvm_set_memory_region, SlotRequest};
 use crate::kvm::vcpu::Sequencer;
+use crate::kvm::Kvm;
 use crate::mm::fault::user_access;
 use crate::mm::syscalls::{sys_madvise_dontneed, sys_mmap, sys_mprotect, sys_munmap};
 use crate::mm::{Errno, Frames, Mm, MmapArgs, VmFlags, PAGE_SIZE};
@@ -15,6 +17,7 @@ use world::{Access, Cx};
 pub(crate) struct HostCtx {
     mm: Rc<Mm>,
     frames: Rc<Frames>,
+    kvm: Rc<Kvm>,
     mappings: Vec<super::build::MappingState>,
     seq: Rc<Sequencer>,
     running: Rc<super::build::Running>,
@@ -25,6 +28,7 @@ impl HostCtx {
         HostCtx {
             mm: sys.mm.clone(),
             frames: sys.frames.clone(),
+            kvm: sys.kvm.clone(),
             mappings: sys.mappings.clone(),
             seq: sys.seq.clone(),
             running: sys.running.clone(),
@@ -33,10 +37,24 @@ impl HostCtx {
 }
 
 async fn act(cx: &Cx, h: &HostCtx, a: &HostAction) -> Result<String, Errno> {
+    let Some(name) = a.mapping() else {
+        let HostAction::DeleteMemslot { slot } = a else {
+            unreachable!("only a deletion names no mapping")
+        };
+        let req = SlotRequest {
+            id: *slot,
+            base_gfn: 0,
+            npages: 0,
+            userspace_addr: 0,
+            readonly: false,
+        };
+        kvm_set_memory_region(cx, &h.kvm, &req).await?;
+        return Ok(format!("KVM_SET_USER_MEMORY_REGION: slot {slot} deleted"));
+    };
     let m = h
         .mappings
         .iter()
-        .find(|m| m.name == a.mapping())
+        .find(|m| m.name == name)
         .expect("validated mapping");
     let page = |off: u64| m.base + off * PAGE_SIZE;
     Ok(match a {
@@ -111,6 +129,25 @@ async fn act(cx: &Cx, h: &HostCtx, a: &HostAction) -> Result<String, Errno> {
             d.evict(cx).await;
             "buffer object evicted".into()
         }
+        HostAction::SetMemslot {
+            slot,
+            gpa,
+            offset,
+            pages,
+            readonly,
+            ..
+        } => {
+            let req = SlotRequest {
+                id: *slot,
+                base_gfn: gpa >> crate::mm::PAGE_SHIFT,
+                npages: *pages,
+                userspace_addr: page(*offset),
+                readonly: *readonly,
+            };
+            kvm_set_memory_region(cx, &h.kvm, &req).await?;
+            format!("KVM_SET_USER_MEMORY_REGION: slot {slot} at {gpa:#x} done")
+        }
+        HostAction::DeleteMemslot { .. } => unreachable!("handled above"),
     })
 }
 

@@ -75,7 +75,7 @@ impl Oracle {
             Oracle::NoFreedFrame => "no SPTE or pinned map reaches a frame that was freed or now belongs to someone else",
             Oracle::NoWriteEscalation => "a writable SPTE implies a writable host PTE, VM_WRITE and a writable memslot",
             Oracle::RightFrame => "an installed SPTE maps a pfn the host page table held for that hva during the fault",
-            Oracle::NoStaleSpte => "while no invalidation covering its gfn is in progress, an SPTE maps what the host page table maps now",
+            Oracle::NoStaleSpte => "while no invalidation covering its gfn is in progress, an SPTE maps what the host page table maps now, through a memslot that still exists",
             Oracle::GuestCoherent => "a guest read returns the current content of the frame the host maps there",
             Oracle::FirstAccessTrapped => "on trap-on-first-access memory the device saw the access before the guest got a mapping",
         }
@@ -144,26 +144,33 @@ impl Checker {
         let spte = writes(sys.kvm.spte_class());
         let pte = writes(sys.mm.pte_class());
         let page = writes(sys.frames.page_class());
-        let inv = rec.is_none_or(|r| {
-            r.fp.iter()
-                .any(|f| f.access() != world::Access::Read && f.contains(sys.kvm.inv_obj))
-        });
+        let written = |o: world::ObjId| {
+            rec.is_none_or(|r| {
+                r.fp.iter()
+                    .any(|f| f.access() != world::Access::Read && f.contains(o))
+            })
+        };
+        let inv = written(sys.kvm.inv_obj);
+        let slots = sys.kvm.dynamic_slots() && written(sys.kvm.slots_obj());
         if sys.frames.anomaly_count() != self.anomalies_seen {
             self.refcounts(sys, step);
         }
         let pins_changed = sys.kvm.pin_count() != self.pins_now;
         self.pins_now = sys.kvm.pin_count();
-        if spte || page || pte || inv || pins_changed {
+        if spte || page || pte || inv || slots || pins_changed {
             // The per-SPTE checks look at the stage-2 table in place.
             sys.kvm.with_sptes(|sptes| {
                 if spte || page || pins_changed {
                     self.frames_alive(sys, sptes, step);
                 }
-                if spte || pte {
+                if spte || pte || slots {
                     self.write_escalation(sys, sptes, step);
                 }
                 if spte || pte || inv {
                     self.stale(sys, sptes, step);
+                }
+                if (spte || slots) && sys.kvm.dynamic_slots() {
+                    self.slot_gone(sys, sptes, step);
                 }
             });
         }
@@ -356,6 +363,33 @@ impl Checker {
                     ),
                 );
             }
+        }
+    }
+
+    /// An SPTE must go with the memslot it was installed through: once a delete or move
+    /// has replaced that slot (after its `KVM_MEMSLOT_INVALID` window, in which the flush
+    /// runs), no SPTE may still map a gfn through it.
+    fn slot_gone(&mut self, sys: &Sys, sptes: &BTreeMap<u64, Spte>, step: u64) {
+        for (&gfn, s) in sptes {
+            if sys.kvm.slot_by_serial(s.slot.1).is_some() {
+                continue;
+            }
+            let now = match sys.kvm.gfn_to_memslot(gfn) {
+                None => "no memslot covers the gfn now".to_string(),
+                Some(n) => format!(
+                    "memslot {} maps the gfn to hva {:#x} now",
+                    n.id,
+                    n.gfn_to_hva(gfn)
+                ),
+            };
+            self.report(
+                Oracle::NoStaleSpte,
+                step,
+                format!(
+                    "SPTE for gfn {gfn:#x} maps {} through memslot {} as it was before it was deleted or moved; {now}",
+                    s.pfn, s.slot.0
+                ),
+            );
         }
     }
 

@@ -53,14 +53,21 @@ pub async fn kvm_mmu_page_fault(cx: &Cx, kvm: &Rc<Kvm>, gpa: u64, write: bool) -
     let gfn = gpa >> PAGE_SHIFT;
     world::emit!(cx, "gpa {gpa:#x} {}", if write { "write" } else { "read" });
     let mutant = kvm.policy.mutant();
+    // kvm_mmu_do_page_fault: fault->slot, under the vCPU's SRCU read section.
+    let slot = kvm.lookup_slot(cx, gfn).await;
     // kvm_mmu_faultin_pfn: the snapshot precedes any primary-MMU lookup.
     let late = mutant == Some(Mutant::LateSeqSnapshot);
     let mut mmu_seq = if late { 0 } else { kvm.read_seq(cx, gfn).await };
     let fault_start = cx.step();
-    let Some(slot) = kvm.gfn_to_memslot(gfn) else {
+    let Some(slot) = slot else {
         cx.emit_str("no memslot: MMIO");
         return PfResult::Mmio;
     };
+    // "Retry the page fault if the gfn hit a memslot that is being deleted or moved."
+    if slot.invalid {
+        cx.emit_str("KVM_MEMSLOT_INVALID (slot being deleted or moved): RET_PF_RETRY");
+        return PfResult::Retry;
+    }
     if !late && kvm.retry_gfn_unsafe(cx, gfn, mmu_seq).await {
         return PfResult::Retry;
     }
@@ -100,8 +107,16 @@ pub async fn kvm_mmu_page_fault(cx: &Cx, kvm: &Rc<Kvm>, gpa: u64, write: bool) -
         PfResult::Retry
     } else {
         let hva = l.slot.gfn_to_hva(gfn);
-        kvm.install_spte(cx, gfn, pfn, f.writable, hva, fault_start)
-            .await;
+        kvm.install_spte(
+            cx,
+            gfn,
+            pfn,
+            f.writable,
+            hva,
+            (l.slot.id, l.slot.serial),
+            fault_start,
+        )
+        .await;
         PfResult::Fixed
     };
     kvm.policy.release(cx, kvm, &f).await;

@@ -3,13 +3,19 @@
 use crate::mm::{Hva, PAGE_SHIFT};
 
 /// `KVM_MEM_READONLY` slots refuse guest writes (`__gfn_to_hva_many` → `KVM_HVA_ERR_RO_BAD`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Memslot {
     pub id: u32,
     pub base_gfn: u64,
     pub npages: u64,
     pub userspace_addr: Hva,
     pub readonly: bool,
+    /// `KVM_MEMSLOT_INVALID`: the slot is being deleted or moved (`kvm_invalidate_memslot`).
+    pub invalid: bool,
+    /// Which `struct kvm_memory_slot` this is: every slot KVM installs (a create, the new
+    /// copy of a move) gets a new serial, so an SPTE can be traced to the slot it was
+    /// installed through. Not a kernel field (the kernel compares pointers).
+    pub serial: u64,
 }
 
 /// Result of `__gfn_to_hva_many(slot, gfn, NULL, write)`.
@@ -28,6 +34,11 @@ impl Memslot {
     /// `__gfn_to_hva_memslot()`.
     pub fn gfn_to_hva(&self, gfn: u64) -> Hva {
         self.userspace_addr + ((gfn - self.base_gfn) << PAGE_SHIFT)
+    }
+
+    /// The gfns `[base_gfn, base_gfn + npages)`.
+    pub fn end_gfn(&self) -> u64 {
+        self.base_gfn + self.npages
     }
 
     /// `__gfn_to_hva_many(slot, gfn, NULL, write)`.

@@ -21,6 +21,7 @@
 
 pub mod fault;
 pub mod memslot;
+pub mod memslot_update;
 pub mod notifier;
 pub mod pfn;
 pub mod pin;
@@ -50,6 +51,8 @@ pub struct Spte {
     /// Step at which the fault snapshotted `mmu_invalidate_seq` (before the host lookup).
     pub fault_start: u64,
     pub installed_at: u64,
+    /// The memslot the fault resolved the gfn through: (id, [`Memslot::serial`]).
+    pub slot: (u32, u64),
 }
 
 /// What a hardware stage-2 walk finds for a gfn: the leaf SPTE's pfn and write permission,
@@ -87,8 +90,28 @@ pub struct Kvm {
     spte_class: Class,
     /// Footprint of a guest access: the SPTE walk and the frame it reaches.
     access_fp: ProviderId,
-    /// Set up before the run; not changed by actors.
+    /// The active memslots (`kvm->memslots[0]`). Set up before the run; actors change them
+    /// only through [`memslot_update`], and only when [`Kvm::dynamic_slots`] is set.
     pub memslots: RefCell<Vec<Memslot>>,
+    /// Footprint of the active memslot array (read by lookups, written by a swap).
+    slots_obj: ObjId,
+    /// Whether actors may change the memslots (the scenario has memslot host steps). Only
+    /// then do memslot lookups, SRCU read sections and the notifier's
+    /// `mn_active_invalidate_count` take steps: scenarios without memslot changes explore
+    /// exactly what they did before.
+    dynamic_slots: Cell<bool>,
+    /// `kvm->memslots[0]->generation` (bumped by every swap).
+    generation: Cell<u64>,
+    next_serial: Cell<u64>,
+    /// `kvm->slots_lock`: serializes `KVM_SET_USER_MEMORY_REGION`.
+    slots_lock: LockId,
+    /// Per vCPU, `srcu_reader <vcpu>`: its SRCU read section (`kvm->srcu`).
+    srcu_class: Class,
+    /// vCPU → the memslot generation it saw when its read section began.
+    srcu_readers: RefCell<BTreeMap<usize, u64>>,
+    /// `kvm->mn_active_invalidate_count` (and its footprint object).
+    mn_active: Cell<u32>,
+    mn_obj: ObjId,
     /// `kvm.allow_unsafe_mappings` module parameter (v6.13+).
     pub allow_unsafe_mappings: Cell<bool>,
     seq: Cell<u64>,
@@ -136,7 +159,20 @@ impl Kvm {
             }
         }));
         mm.observe_ptes(inv_obj);
+        let slots_obj = world.object("memslots");
+        let mn_obj = world.object("mn_active_invalidate_count");
+        let slots_lock = world.lock("slots_lock", LockKind::Mutex);
+        let srcu_class = world.class("srcu_reader");
         let kvm = Rc::new(Kvm {
+            slots_obj,
+            dynamic_slots: Cell::new(false),
+            generation: Cell::new(0),
+            next_serial: Cell::new(0),
+            slots_lock,
+            srcu_class,
+            srcu_readers: RefCell::new(BTreeMap::new()),
+            mn_active: Cell::new(0),
+            mn_obj,
             mm: mm.clone(),
             frames: mm.frames.clone(),
             policy,
@@ -185,18 +221,62 @@ impl Kvm {
         }
     }
 
-    /// `KVM_SET_USER_MEMORY_REGION` (creation only).
-    pub fn set_memslot(&self, slot: Memslot) {
+    /// `KVM_SET_USER_MEMORY_REGION` creating a slot during setup (no actor runs yet).
+    pub fn set_memslot(&self, mut slot: Memslot) {
+        slot.serial = self.new_serial();
         self.memslots.borrow_mut().push(slot);
     }
 
-    /// `gfn_to_memslot()`.
+    fn new_serial(&self) -> u64 {
+        let n = self.next_serial.get();
+        self.next_serial.set(n + 1);
+        n
+    }
+
+    /// `gfn_to_memslot()` (also a slot being deleted or moved: the caller checks
+    /// [`Memslot::invalid`]). Actors that may race a memslot update use
+    /// [`Kvm::lookup_slot`], which declares the read.
     pub fn gfn_to_memslot(&self, gfn: u64) -> Option<Memslot> {
+        if self.dynamic_slots.get() {
+            audit::read(self.slots_obj);
+        }
         self.memslots
             .borrow()
             .iter()
             .find(|s| s.contains(gfn))
             .cloned()
+    }
+
+    /// `kvm_vcpu_gfn_to_memslot()` by an actor: with memslot updates in the scenario, a
+    /// step that reads the active memslot array (under the caller's SRCU read section).
+    pub async fn lookup_slot(&self, cx: &Cx, gfn: u64) -> Option<Memslot> {
+        if self.dynamic_slots.get() {
+            cx.access(self.slots_obj, Access::Read, "gfn_to_memslot")
+                .await;
+        }
+        self.gfn_to_memslot(gfn)
+    }
+
+    /// A copy of the active memslot array (declared as a read with memslot updates).
+    pub fn active_slots(&self) -> Vec<Memslot> {
+        if self.dynamic_slots.get() {
+            audit::read(self.slots_obj);
+        }
+        self.memslots.borrow().clone()
+    }
+
+    /// The memslot (by [`Memslot::serial`]) if it is still installed.
+    pub fn slot_by_serial(&self, serial: u64) -> Option<Memslot> {
+        self.memslots
+            .borrow()
+            .iter()
+            .find(|s| s.serial == serial)
+            .cloned()
+    }
+
+    /// Footprint object of the active memslot array.
+    pub fn slots_obj(&self) -> ObjId {
+        self.slots_obj
     }
 
     /// `READ_ONCE(kvm->mmu_invalidate_seq)` + `smp_rmb()` at the start of a fault on `gfn`
@@ -255,16 +335,23 @@ impl Kvm {
     /// invalidation covering `gfn` is in progress every such retry fails the same way. The
     /// model lets the vCPU sleep until that invalidation ends instead of spinning: the same
     /// outcomes, without a busy loop that an unfair schedule could run forever.
+    ///
+    /// With memslot updates, the same for a retry on a slot being deleted or moved: the vCPU
+    /// sleeps until no slot covering `gfn` is `KVM_MEMSLOT_INVALID`.
     pub async fn wait_for_invalidation(self: &Rc<Self>, cx: &Cx, gfn: u64) {
         let k = self.clone();
-        cx.wait_until(
-            self.inv_obj,
-            "invalidation of the faulting gfn ends",
-            move || {
-                audit::read(k.inv_obj);
-                k.in_progress.get() == 0 || k.range.get().is_some_and(|(s, e)| gfn < s || gfn >= e)
-            },
-        )
+        let mut fp = FpSet::one(self.inv_obj, Access::Read);
+        if self.dynamic_slots.get() {
+            fp.push(self.slots_obj, Access::Read);
+        }
+        cx.wait_until_with(fp, "invalidation of the faulting gfn ends", move || {
+            audit::read(k.inv_obj);
+            let slot_ok =
+                !k.dynamic_slots.get() || k.gfn_to_memslot(gfn).is_none_or(|s| !s.invalid);
+            slot_ok
+                && (k.in_progress.get() == 0
+                    || k.range.get().is_some_and(|(s, e)| gfn < s || gfn >= e))
+        })
         .await;
     }
 
@@ -360,10 +447,15 @@ impl Kvm {
         pfn: Pfn,
         write: bool,
         hva: Hva,
+        slot: (u32, u64),
         fault_start: u64,
     ) {
         let mut fp = FpSet::one(self.spte_obj(gfn), Access::Write);
         self.mapping_ghosts(&mut fp, hva, pfn);
+        if self.dynamic_slots.get() {
+            // Ghost read for `no-stale-spte`: the slot the SPTE is installed through.
+            fp.push(self.slots_obj, Access::Read);
+        }
         cx.step_with(fp, "mmu_spte_set").await;
         audit::write(self.spte_obj(gfn));
         let spte = Spte {
@@ -374,6 +466,7 @@ impl Kvm {
             owner: self.frames.owner(pfn),
             fault_start,
             installed_at: cx.step(),
+            slot,
         };
         world::emit!(
             cx,

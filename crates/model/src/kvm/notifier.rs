@@ -8,7 +8,8 @@ use world::{Cx, LockMode};
 pub(crate) struct KvmNotifier(pub Weak<Kvm>);
 
 impl MmuNotifier for KvmNotifier {
-    /// For every memslot overlapping the hva range: on the first overlap take `mmu_lock` and
+    /// `mn_active_invalidate_count++` (with memslot updates in the scenario), then for every
+    /// memslot overlapping the hva range: on the first overlap take `mmu_lock` and
     /// `kvm_mmu_invalidate_begin`; add the gfn range to the union; zap those SPTEs. Ranges
     /// that overlap no memslot do not touch `in_progress` or `seq`. The event is ignored.
     fn invalidate_range_start<'a>(
@@ -19,7 +20,8 @@ impl MmuNotifier for KvmNotifier {
         Box::pin(async move {
             let Some(kvm) = self.0.upgrade() else { return };
             let _f = cx.func("kvm_mmu_notifier_invalidate_range_start");
-            let slots = kvm.memslots.borrow().clone();
+            kvm.mn_invalidate_start(cx).await;
+            let slots = kvm.active_slots();
             let mut locked = false;
             for s in slots {
                 let Some((gs, ge)) = s.hva_range_to_gfns(r.start, r.end) else {
@@ -39,7 +41,8 @@ impl MmuNotifier for KvmNotifier {
         })
     }
 
-    /// On overlap: `mmu_lock`, `kvm_mmu_invalidate_end` (`seq++` before `in_progress--`).
+    /// On overlap: `mmu_lock`, `kvm_mmu_invalidate_end` (`seq++` before `in_progress--`);
+    /// then `mn_active_invalidate_count--`.
     fn invalidate_range_end<'a>(
         &'a self,
         cx: &'a Cx,
@@ -48,9 +51,9 @@ impl MmuNotifier for KvmNotifier {
         Box::pin(async move {
             let Some(kvm) = self.0.upgrade() else { return };
             let _f = cx.func("kvm_mmu_notifier_invalidate_range_end");
+            kvm.mn_invalidate_end_walk(cx).await;
             let overlaps = kvm
-                .memslots
-                .borrow()
+                .active_slots()
                 .iter()
                 .any(|s| s.hva_range_to_gfns(r.start, r.end).is_some());
             if overlaps {
@@ -58,6 +61,7 @@ impl MmuNotifier for KvmNotifier {
                 kvm.invalidate_end(cx).await;
                 cx.unlock(kvm.mmu_lock).await;
             }
+            kvm.mn_invalidate_done(cx).await;
         })
     }
 }

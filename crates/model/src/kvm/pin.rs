@@ -34,7 +34,7 @@ impl fmt::Display for PinOutcome {
 pub async fn kvm_vcpu_map_access(cx: &Cx, kvm: &Rc<Kvm>, gpa: u64, rounds: usize) -> PinOutcome {
     let _f = cx.func("kvm_vcpu_map");
     let gfn = gpa >> PAGE_SHIFT;
-    let Some(slot) = kvm.gfn_to_memslot(gfn) else {
+    let Some(slot) = kvm.lookup_slot(cx, gfn).await.filter(|s| !s.invalid) else {
         return PinOutcome::Refused("no memslot".into());
     };
     let fault_start = cx.step();

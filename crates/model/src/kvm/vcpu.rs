@@ -303,7 +303,10 @@ impl Vcpu {
             // Every instruction through the emulator (`x86_emulate_instruction` →
             // `emulator_read_write`): the same split as for a page-crossing access.
             let n1 = (u64::from(op.size())).min(first) as u8;
-            return self.emulate_split(cx, op, n1).await;
+            self.kvm.srcu_read_lock(cx, self.id).await;
+            let o = self.emulate_split(cx, op, n1).await;
+            self.kvm.srcu_read_unlock(cx, self.id).await;
+            return o;
         }
         if u64::from(op.size()) > first {
             return self.access_split(cx, op, first as u8).await;
@@ -341,13 +344,22 @@ impl Vcpu {
                     };
                 }
             }
-            match kvm_mmu_page_fault(cx, kvm, gpa, op.is_write()).await {
+            // The VM exit: KVM_RUN holds kvm->srcu until the next guest entry.
+            kvm.srcu_read_lock(cx, self.id).await;
+            let r = kvm_mmu_page_fault(cx, kvm, gpa, op.is_write()).await;
+            if r == PfResult::Emulate {
+                let o = self.emulate(cx, op).await;
+                kvm.srcu_read_unlock(cx, self.id).await;
+                return o;
+            }
+            kvm.srcu_read_unlock(cx, self.id).await;
+            match r {
                 PfResult::Fixed => continue,
                 PfResult::Retry => {
                     kvm.wait_for_invalidation(cx, gfn).await;
                     continue;
                 }
-                PfResult::Emulate => return self.emulate(cx, op).await,
+                PfResult::Emulate => unreachable!("emulated above"),
                 PfResult::Mmio => return mmio_exit(op),
                 PfResult::Efault => return Outcome::Efault,
                 PfResult::Intr => return Outcome::Intr,
@@ -411,13 +423,21 @@ impl Vcpu {
             } else {
                 (gfn + 1) << PAGE_SHIFT
             };
-            match kvm_mmu_page_fault(cx, kvm, missing, op.is_write()).await {
+            kvm.srcu_read_lock(cx, self.id).await;
+            let r = kvm_mmu_page_fault(cx, kvm, missing, op.is_write()).await;
+            if matches!(r, PfResult::Emulate | PfResult::Mmio) {
+                let o = self.emulate_split(cx, op, n1).await;
+                kvm.srcu_read_unlock(cx, self.id).await;
+                return o;
+            }
+            kvm.srcu_read_unlock(cx, self.id).await;
+            match r {
                 PfResult::Fixed => continue,
                 PfResult::Retry => {
                     kvm.wait_for_invalidation(cx, missing >> PAGE_SHIFT).await;
                     continue;
                 }
-                PfResult::Emulate | PfResult::Mmio => return self.emulate_split(cx, op, n1).await,
+                PfResult::Emulate | PfResult::Mmio => unreachable!("emulated above"),
                 PfResult::Efault => return Outcome::Efault,
                 PfResult::Intr => return Outcome::Intr,
                 PfResult::Hwpoison => return Outcome::Sigbus,
@@ -445,10 +465,13 @@ impl Vcpu {
                 GuestOp::Write { value, .. } => Some(value >> (8 * shift)),
                 GuestOp::Read { .. } => None,
             };
+            // __gfn_to_hva_many: no slot, a slot being deleted or moved, or a write to a
+            // read-only slot is KVM_HVA_ERR_BAD.
             let hva = self
                 .kvm
-                .gfn_to_memslot(pgpa >> PAGE_SHIFT)
-                .filter(|s| !(op.is_write() && s.readonly))
+                .lookup_slot(cx, pgpa >> PAGE_SHIFT)
+                .await
+                .filter(|s| !s.invalid && !(op.is_write() && s.readonly))
                 .map(|s| s.gfn_to_hva(pgpa >> PAGE_SHIFT) + pgpa % PAGE_SIZE);
             let done = match hva {
                 Some(h) => user_access(cx, &self.kvm.mm, h, n, part_value, false)
@@ -494,7 +517,7 @@ impl Vcpu {
             return mmio_exit(op);
         };
         let gfn = gpa >> PAGE_SHIFT;
-        let Some(slot) = self.kvm.gfn_to_memslot(gfn) else {
+        let Some(slot) = self.kvm.lookup_slot(cx, gfn).await.filter(|s| !s.invalid) else {
             return mmio_exit(op);
         };
         if slot.readonly {

@@ -136,13 +136,21 @@ pub enum Mutant {
     /// Ignore `unlocked` from `fixup_user_fault()`: keep using the vma looked up before the
     /// mmap lock was dropped instead of returning -EAGAIN to look it up again.
     IgnoreUnlocked,
+    /// Delete or move a memslot without `kvm_arch_flush_shadow_memslot()`: the old slot's
+    /// SPTEs outlive it.
+    NoSlotFlush,
+    /// Swap memslots without `synchronize_srcu()`: a fault that looked the old slot up can
+    /// install its SPTE after the old slot's flush.
+    NoSrcuSync,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 3] = [
+    pub const ALL: [Mutant; 5] = [
         Mutant::NoLockedRecheck,
         Mutant::LateSeqSnapshot,
         Mutant::IgnoreUnlocked,
+        Mutant::NoSlotFlush,
+        Mutant::NoSrcuSync,
     ];
 
     pub fn name(self) -> &'static str {
@@ -150,6 +158,8 @@ impl Mutant {
             Mutant::NoLockedRecheck => "mutant:no-locked-recheck",
             Mutant::LateSeqSnapshot => "mutant:late-seq-snapshot",
             Mutant::IgnoreUnlocked => "mutant:ignore-unlocked",
+            Mutant::NoSlotFlush => "mutant:no-slot-flush",
+            Mutant::NoSrcuSync => "mutant:no-srcu-sync",
         }
     }
 
@@ -163,6 +173,12 @@ impl Mutant {
             }
             Mutant::IgnoreUnlocked => {
                 "linux-6.13 ignoring fixup_user_fault's unlocked (no -EAGAIN re-lookup of the vma)"
+            }
+            Mutant::NoSlotFlush => {
+                "linux-6.13 deleting or moving a memslot without flushing the old slot's SPTEs"
+            }
+            Mutant::NoSrcuSync => {
+                "linux-6.13 swapping memslots without synchronize_srcu (in-flight faults not drained)"
             }
         }
     }
@@ -190,10 +206,12 @@ impl PolicyId {
     ];
 
     /// The mutants, selectable by name but absent from the default matrix.
-    pub const MUTANTS: [PolicyId; 3] = [
+    pub const MUTANTS: [PolicyId; 5] = [
         PolicyId::Mutant(Mutant::NoLockedRecheck),
         PolicyId::Mutant(Mutant::LateSeqSnapshot),
         PolicyId::Mutant(Mutant::IgnoreUnlocked),
+        PolicyId::Mutant(Mutant::NoSlotFlush),
+        PolicyId::Mutant(Mutant::NoSrcuSync),
     ];
 
     pub fn name(self) -> &'static str {

@@ -118,6 +118,7 @@ pub fn plan(sc: &Scenario, mode: Mode) -> Result<Adapted, String> {
                     offset: page * 4096,
                     size: 4,
                 },
+                race: false,
             });
         }
     }
@@ -152,6 +153,7 @@ pub fn plan(sc: &Scenario, mode: Mode) -> Result<Adapted, String> {
         host.push(Step {
             after: h.after,
             action: action(&h.action),
+            race: false,
         });
     }
     if unsequenced > 0 {
@@ -309,7 +311,8 @@ mod tests {
                     backing: "vvar".into(),
                     offset: 0,
                     size: 4
-                }
+                },
+                race: false,
             }]
         );
         let sc = scenario::builtin("mprotect-ro").unwrap().unwrap();

@@ -118,6 +118,7 @@ pub fn plan(sc: &Scenario, mode: Mode) -> Result<Adapted, String> {
                     offset: page * 4096,
                     size: 4,
                 },
+                race: false,
             });
         }
     }
@@ -160,6 +161,7 @@ pub fn plan(sc: &Scenario, mode: Mode) -> Result<Adapted, String> {
         host.push(Step {
             after: h.after,
             action: action(&h.action),
+            race: false,
         });
     }
     if unsequenced > 0 {
@@ -322,7 +324,8 @@ mod tests {
                     backing: "vvar".into(),
                     offset: 0,
                     size: 4
-                }
+                },
+                race: false,
             }]
         );
         let sc = scenario::builtin("mprotect-ro").unwrap().unwrap();

@@ -299,6 +299,9 @@ impl HostBacking {
                 }
                 Ok(())
             }
+            HostAction::SetMemslot { .. } | HostAction::DeleteMemslot { .. } => Err(bad(
+                "a memslot step acts on the VM, not on a backing (crate::host runs it)",
+            )),
         }
     }
 }
@@ -349,6 +352,9 @@ impl Backings {
 
     /// Applies a host action to its backing.
     pub(crate) fn apply(&mut self, action: &HostAction) -> Result<(), ProbeError> {
-        self.get_mut(action.backing())?.apply(action)
+        let name = action
+            .backing()
+            .ok_or_else(|| bad("a memslot step acts on the VM, not on a backing"))?;
+        self.get_mut(name)?.apply(action)
     }
 }

@@ -18,6 +18,7 @@ mod backing;
 mod clock;
 mod exits;
 mod guest;
+mod host;
 mod hostio;
 mod isolated;
 mod layout;

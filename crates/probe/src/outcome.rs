@@ -79,6 +79,11 @@ pub struct ProbeResult {
     /// Per [`crate::Plan::peeks`], in order: `0x..` or `EFAULT`.
     #[serde(default)]
     pub peeks: Vec<String>,
+    /// Per plan host step (same index as [`crate::Plan::host`]): `None` if it never ran (its
+    /// vCPU never got there, or the run stopped first), else `"ok"`, or for a memslot step the
+    /// errno name KVM failed it with (e.g. `"EINVAL"`, `"EEXIST"`).
+    #[serde(default)]
+    pub host_steps: Vec<Option<String>>,
 }
 
 /// Why a probe run could not be done.

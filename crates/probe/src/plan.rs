@@ -153,19 +153,46 @@ pub enum HostAction {
         pages: u64,
         fill: Option<u32>,
     },
+    /// `KVM_SET_USER_MEMORY_REGION` on the VM fd: slot `slot` at `gpa`, `pages` pages of
+    /// `backing` from its page `offset_pages` (a slot may go on into the backings that
+    /// follow it, as a plan memslot may), `KVM_MEM_READONLY` if `readonly`. On an existing
+    /// slot KVM decides what it is: a move if only `gpa` differs; `EINVAL` if the userspace
+    /// address, the size or `KVM_MEM_READONLY` differ; `EEXIST` when the range overlaps
+    /// another slot. The errno is an outcome, in [`crate::ProbeResult::host_steps`].
+    SetMemslot {
+        slot: u32,
+        gpa: u64,
+        backing: String,
+        offset_pages: u64,
+        pages: u64,
+        readonly: bool,
+    },
+    /// `KVM_SET_USER_MEMORY_REGION` with `memory_size` 0: deletes slot `slot` (`EINVAL` in
+    /// [`crate::ProbeResult::host_steps`] if there is none).
+    DeleteMemslot { slot: u32 },
 }
 
 impl HostAction {
-    /// The backing this action targets.
-    pub fn backing(&self) -> &str {
+    /// The backing this action targets (`None` for [`HostAction::DeleteMemslot`]).
+    pub fn backing(&self) -> Option<&str> {
         match self {
             HostAction::Write { backing, .. }
             | HostAction::Read { backing, .. }
             | HostAction::MadviseDontneed { backing, .. }
             | HostAction::Mprotect { backing, .. }
             | HostAction::Munmap { backing, .. }
-            | HostAction::MmapFixedAnon { backing, .. } => backing,
+            | HostAction::MmapFixedAnon { backing, .. }
+            | HostAction::SetMemslot { backing, .. } => Some(backing),
+            HostAction::DeleteMemslot { .. } => None,
         }
+    }
+
+    /// A memslot ioctl (its errno is an outcome, not an error).
+    pub fn is_memslot(&self) -> bool {
+        matches!(
+            self,
+            HostAction::SetMemslot { .. } | HostAction::DeleteMemslot { .. }
+        )
     }
 }
 
@@ -187,11 +214,18 @@ pub struct Vcpu {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
     /// `Some((vcpu, access, exit))`: after that access's `exit`-th attempt (from 1: an
-    /// EFAULT, or its completion), or once the access is over with fewer. `None`: before the
-    /// vCPUs start.
+    /// EFAULT, or its completion), or once the access is over with fewer, in that vCPU's
+    /// thread while the vCPU is stopped. `None`: before the vCPUs start (unless `race`).
     pub after: Option<(usize, usize, u32)>,
     /// What to do.
     pub action: HostAction,
+    /// With `after: None`: run on a host thread that starts together with the vCPUs (behind
+    /// the same start gate, issuing its first step once every vCPU thread is past the gate)
+    /// instead of before them; racing steps run in plan order on that one thread, back to
+    /// back. Not allowed with `after: Some(..)`, nor for `Munmap`/`MmapFixedAnon` (the hole
+    /// guard could not tell their holes from a stray mapping while the vCPUs run).
+    #[serde(default)]
+    pub race: bool,
 }
 
 /// A complete probe scenario: one VM.

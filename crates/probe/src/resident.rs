@@ -68,19 +68,23 @@ pub(crate) fn expected<'a>(
         })
         .map(|b| (b.name.as_str(), b.pages))
         .collect();
-    for s in plan.host.iter().filter(|s| s.after.is_none()) {
-        let Some(set) = out.get_mut(s.action.backing()) else {
+    // Racing steps run after this check, memslot steps touch no page.
+    for s in plan.host.iter().filter(|s| s.after.is_none() && !s.race) {
+        let Some(name) = s.action.backing() else {
+            continue;
+        };
+        let Some(set) = out.get_mut(name) else {
             continue;
         };
         match s.action {
             HostAction::Write { offset, size, .. } => set.extend(span(offset, u64::from(size))),
             HostAction::Read { offset, size, .. } => {
                 let pages = span(offset, u64::from(size));
-                match page_cache.get(s.action.backing()) {
+                match page_cache.get(name) {
                     // do_read_fault → do_fault_around also maps the cached pages of the
                     // aligned fault-around window (fault_around_bytes, 64 KiB by default).
                     Some(&n) => {
-                        let v0 = first_vpn(s.action.backing());
+                        let v0 = first_vpn(name);
                         let (a, b) = (v0 + pages.start, v0 + pages.end);
                         let lo = a / FAULT_AROUND_PAGES * FAULT_AROUND_PAGES;
                         let hi = b.div_ceil(FAULT_AROUND_PAGES) * FAULT_AROUND_PAGES;
@@ -115,7 +119,9 @@ pub(crate) fn expected<'a>(
                 fill: Some(_),
                 ..
             } => set.extend(offset_pages..offset_pages + pages),
-            HostAction::Mprotect { .. } => {}
+            HostAction::Mprotect { .. }
+            | HostAction::SetMemslot { .. }
+            | HostAction::DeleteMemslot { .. } => {}
         }
     }
     out
@@ -249,6 +255,7 @@ mod tests {
                         offset_pages: 1,
                         pages: 2,
                     },
+                    race: false,
                 },
                 Step {
                     after: None,
@@ -257,6 +264,7 @@ mod tests {
                         offset: 0xffe,
                         size: 4,
                     },
+                    race: false,
                 },
                 Step {
                     after: Some((0, 0, 1)),
@@ -265,6 +273,7 @@ mod tests {
                         offset: 0,
                         size: 4,
                     },
+                    race: false,
                 },
             ],
             mode: Mode::Native,
@@ -274,6 +283,28 @@ mod tests {
         };
         let e = expected(&plan, &|_| 0);
         assert_eq!(e["a"], BTreeSet::from([0, 3]));
+        // A racing step runs after the check: its zap does not unmake a page, nor its read
+        // make one; memslot steps touch nothing.
+        let mut p = plan.clone();
+        p.host[0].race = true;
+        p.host.push(Step {
+            after: None,
+            action: HostAction::SetMemslot {
+                slot: 2,
+                gpa: 0x20000,
+                backing: "a".into(),
+                offset_pages: 0,
+                pages: 4,
+                readonly: false,
+            },
+            race: false,
+        });
+        p.host.push(Step {
+            after: None,
+            action: HostAction::DeleteMemslot { slot: 2 },
+            race: false,
+        });
+        assert_eq!(expected(&p, &|_| 0)["a"], BTreeSet::from([0, 1, 2, 3]));
         // A file's fill is written with write(2), not through the mapping; a later step is
         // not before the start.
         assert!(e["f"].is_empty());

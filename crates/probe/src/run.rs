@@ -1,29 +1,35 @@
-//! One probe run: backings → VM and slots → vCPUs → holes and early steps → vCPU threads →
-//! host view. Locals are declared so that they drop in the safe order: vCPUs, then the VM,
-//! then the backings (the guest can never reach memory after it is unmapped).
+//! One probe run: backings → VM and slots → vCPUs → holes and early steps → vCPU threads (and
+//! the racing host thread) → host view. Locals are declared so that they drop in the safe
+//! order: vCPUs, then the VM, then the backings (the guest can never reach memory after it is
+//! unmapped).
 
 use crate::backing::{Backings, HostBacking};
 use crate::guest::{self, GuestCode};
+use crate::host::HostSteps;
 use crate::hostio;
 use crate::layout::{CODE_GPA, CODE_MAX_PAGES, PAGE};
 use crate::outcome::{bad, sys, AccessResult, ProbeError, ProbeResult};
-use crate::plan::{BackingKind, HostAction, Plan};
+use crate::plan::{BackingKind, HostAction, Memslot, Plan};
 use crate::vcpu_loop::{drive, VcpuJob};
 use crate::vm::GuestVm;
 use crate::watchdog::Watchdog;
 use crate::{lock, mmu};
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// Default per-KVM_RUN timeout (the probes' 2 s SIGALRM).
 pub(crate) const DEFAULT_TIMEOUT_MS: u64 = 2000;
 
-/// Start gate: vCPU threads (and their watchdog threads) exist before holes are punched,
-/// so no thread stack can be mapped into a hole; then all vCPUs start together.
+/// Start gate: vCPU threads (and their watchdog threads) and the racing host thread exist
+/// before holes are punched, so no thread stack can be mapped into a hole; then they all
+/// start together.
 struct Gate {
     open: Mutex<Option<bool>>,
     cv: Condvar,
+    /// vCPU threads past the gate.
+    vcpus_out: AtomicUsize,
 }
 
 impl Gate {
@@ -31,6 +37,22 @@ impl Gate {
         Gate {
             open: Mutex::new(None),
             cv: Condvar::new(),
+            vcpus_out: AtomicUsize::new(0),
+        }
+    }
+
+    /// A vCPU thread is past the gate (whether it opened or not) and about to run.
+    fn vcpu_out(&self) {
+        self.vcpus_out.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Waits (yielding the CPU) until `n` vCPU threads are past the gate. The racing host
+    /// thread starts its steps only then: otherwise, on this 2-CPU host, it often issued all
+    /// of them in the microseconds before any vCPU thread got to its first KVM_RUN, and
+    /// nothing raced.
+    fn wait_vcpus(&self, n: usize) {
+        while self.vcpus_out.load(Ordering::SeqCst) < n {
+            std::thread::yield_now();
         }
     }
 
@@ -82,11 +104,39 @@ fn assemble_all(plan: &Plan) -> Result<(Vec<GuestCode>, Vec<u8>), ProbeError> {
     Ok((codes, bytes))
 }
 
-/// The gpa pages above the identity-mapped 2 MiB the guest may touch: every memslot page
-/// and every accessed page (also those in no slot: an MMIO exit needs a guest mapping too).
+/// Every memslot a run may have: the plan's, then those `SetMemslot` steps create or move,
+/// in plan order (as [`Memslot`]s).
+fn all_slots(plan: &Plan) -> impl Iterator<Item = std::borrow::Cow<'_, Memslot>> {
+    let steps = plan.host.iter().filter_map(|s| match s.action {
+        HostAction::SetMemslot {
+            slot,
+            gpa,
+            ref backing,
+            offset_pages,
+            pages,
+            readonly,
+        } => Some(std::borrow::Cow::Owned(Memslot {
+            slot,
+            gpa,
+            backing: backing.clone(),
+            offset_pages,
+            pages,
+            readonly,
+        })),
+        _ => None,
+    });
+    plan.memslots
+        .iter()
+        .map(std::borrow::Cow::Borrowed)
+        .chain(steps)
+}
+
+/// The gpa pages above the identity-mapped 2 MiB the guest may touch: every page of a plan
+/// memslot or of a slot a `SetMemslot` step creates or moves, and every accessed page (also
+/// those in no slot: an MMIO exit needs a guest mapping too).
 fn far_pages(plan: &Plan) -> Vec<u64> {
     let mut pages = std::collections::BTreeSet::new();
-    for m in &plan.memslots {
+    for m in all_slots(plan) {
         pages.extend(m.gpa / PAGE..m.gpa / PAGE + m.pages);
     }
     for cpu in &plan.vcpus {
@@ -168,19 +218,26 @@ fn placements(plan: &Plan) -> Result<Vec<Option<usize>>, ProbeError> {
 }
 
 /// Punches holes and runs the steps scheduled before the vCPUs start.
-fn before_start(plan: &Plan, backings: &Mutex<Backings>) -> Result<(), ProbeError> {
-    let mut b = backings.lock().unwrap_or_else(|e| e.into_inner());
-    for hb in
-        b.0.iter_mut()
-            .filter(|hb| hb.spec.kind == BackingKind::Hole)
+fn before_start(plan: &Plan, host: &HostSteps) -> Result<(), ProbeError> {
     {
-        hb.make_hole()?;
-        if plan.inject.squat_holes {
-            hb.squat_holes()?;
+        let mut b = host.backings.lock().unwrap_or_else(|e| e.into_inner());
+        for hb in
+            b.0.iter_mut()
+                .filter(|hb| hb.spec.kind == BackingKind::Hole)
+        {
+            hb.make_hole()?;
+            if plan.inject.squat_holes {
+                hb.squat_holes()?;
+            }
         }
     }
-    for s in plan.host.iter().filter(|s| s.after.is_none()) {
-        b.apply(&s.action)?;
+    for (k, _) in plan
+        .host
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.after.is_none() && !s.race)
+    {
+        host.run(k)?;
     }
     Ok(())
 }
@@ -225,7 +282,9 @@ fn peeks(plan: &Plan, backings: &Backings) -> Vec<String> {
         .collect()
 }
 
-/// The final host view of every distinct (backing, offset) the guest accessed in a slot.
+/// The final host view of every distinct (backing, offset) the guest accessed in a slot: for
+/// each slot that covers the gpa at some point of the run (a plan memslot, then the slots of
+/// `SetMemslot` steps, in plan order), the backing offset it maps the gpa to.
 fn host_reads(
     plan: &Plan,
     accesses: &[AccessResult],
@@ -240,32 +299,27 @@ fn host_reads(
     let mut out = Vec::new();
     for a in accesses {
         let gpa = a.op.gpa();
-        let Some(m) = plan
-            .memslots
-            .iter()
-            .find(|m| (m.gpa..m.gpa + m.pages * PAGE).contains(&gpa))
-        else {
-            continue;
-        };
-        // The backing under the slot's hva (a slot may span adjacent backings).
-        let Some(first) = backings.get(&m.backing) else {
-            continue;
-        };
-        let hva = first.base + (m.offset_pages * PAGE + (gpa - m.gpa)) as usize;
-        let Some(hb) = backings
-            .0
-            .iter()
-            .find(|b| (b.base..b.base + (b.spec.pages * PAGE) as usize).contains(&hva))
-        else {
-            continue;
-        };
-        let off = (hva - hb.base) as u64;
-        if !seen.insert((hb.spec.name.clone(), off)) {
-            continue;
-        }
-        if hb.readable_range(off, 4) {
-            if let Ok(v) = hostio::read_u32(hb.base + off as usize) {
-                out.push((hb.spec.name.clone(), off, u64::from(v)));
+        for m in all_slots(plan).filter(|m| (m.gpa..m.gpa + m.pages * PAGE).contains(&gpa)) {
+            // The backing under the slot's hva (a slot may span adjacent backings).
+            let Some(first) = backings.get(&m.backing) else {
+                continue;
+            };
+            let hva = first.base + (m.offset_pages * PAGE + (gpa - m.gpa)) as usize;
+            let Some(hb) = backings
+                .0
+                .iter()
+                .find(|b| (b.base..b.base + (b.spec.pages * PAGE) as usize).contains(&hva))
+            else {
+                continue;
+            };
+            let off = (hva - hb.base) as u64;
+            if !seen.insert((hb.spec.name.clone(), off)) {
+                continue;
+            }
+            if hb.readable_range(off, 4) {
+                if let Ok(v) = hostio::read_u32(hb.base + off as usize) {
+                    out.push((hb.spec.name.clone(), off, u64::from(v)));
+                }
             }
         }
     }
@@ -320,13 +374,13 @@ pub(crate) fn run_locked(plan: &Plan, detector: bool) -> Result<ProbeResult, Pro
     });
     let mut jobs = Vec::new();
     for (i, (cpu, code)) in plan.vcpus.iter().zip(&codes).enumerate() {
-        let mut steps: BTreeMap<(usize, u32), Vec<&HostAction>> = BTreeMap::new();
+        let mut steps: BTreeMap<(usize, u32), Vec<usize>> = BTreeMap::new();
         // Re-runs after EFAULT: as the plan says, else as often as steps wait on exits.
         let mut reruns = vec![0u32; cpu.program.len()];
-        for s in &plan.host {
+        for (n, s) in plan.host.iter().enumerate() {
             if let Some((v, a, k)) = s.after {
                 if v == i {
-                    steps.entry((a, k)).or_default().push(&s.action);
+                    steps.entry((a, k)).or_default().push(n);
                     if let Some(r) = reruns.get_mut(a) {
                         *r = (*r).max(k);
                     }
@@ -349,20 +403,26 @@ pub(crate) fn run_locked(plan: &Plan, detector: bool) -> Result<ProbeResult, Pro
         });
     }
 
+    let host = HostSteps::new(plan, &backings, &vm);
+    let racing: Vec<usize> = (0..plan.host.len())
+        .filter(|&k| plan.host[k].race)
+        .collect();
     let gate = Gate::new();
     let (setup, results) = std::thread::scope(|s| {
         let mut handles = Vec::new();
         let mut spawn_err = None;
         for job in jobs {
-            let (gate, backings) = (&gate, &backings);
+            let (gate, host) = (&gate, &host);
             let h = std::thread::Builder::new()
                 .name(format!("vcpu{}", job.index))
                 .spawn_scoped(s, move || {
                     let dog = Watchdog::new();
-                    if !gate.wait() {
+                    let go = gate.wait();
+                    gate.vcpu_out();
+                    if !go {
                         return Ok(Vec::new());
                     }
-                    drive(job, backings, &dog?)
+                    drive(job, host, &dog?)
                 });
             match h {
                 Ok(h) => handles.push(h),
@@ -372,9 +432,37 @@ pub(crate) fn run_locked(plan: &Plan, detector: bool) -> Result<ProbeResult, Pro
                 }
             }
         }
+        let n_vcpus = handles.len();
+        if spawn_err.is_none() && !racing.is_empty() {
+            let (gate, host, racing) = (&gate, &host, &racing);
+            let h = std::thread::Builder::new()
+                .name("host-race".into())
+                .spawn_scoped(s, move || {
+                    // The first allocation of a thread sets up its malloc arena, which may
+                    // map fresh memory: done here, before the holes exist. After the gate
+                    // this thread only issues the steps' system calls (a memslot ioctl maps
+                    // nothing into this process and touches no backing page).
+                    std::hint::black_box(Box::new(0u64));
+                    if !gate.wait() {
+                        return Ok(Vec::new());
+                    }
+                    gate.wait_vcpus(n_vcpus);
+                    for &k in racing {
+                        host.run(k).map_err(|e| match e {
+                            ProbeError::Sys(s) => ProbeError::Sys(format!("racing step {k}: {s}")),
+                            other => other,
+                        })?;
+                    }
+                    Ok(Vec::new())
+                });
+            match h {
+                Ok(h) => handles.push(h),
+                Err(e) => spawn_err = Some(sys("spawn the racing host thread", e)),
+            }
+        }
         let setup = match spawn_err {
             Some(e) => Err(e),
-            None => before_start(plan, &backings).and_then(|()| {
+            None => before_start(plan, &host).and_then(|()| {
                 if detector {
                     return Ok(());
                 }
@@ -387,8 +475,11 @@ pub(crate) fn run_locked(plan: &Plan, detector: bool) -> Result<ProbeResult, Pro
         let results: Vec<_> = handles
             .into_iter()
             .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(ProbeError::Sys("vCPU thread panicked".into())))
+                h.join().unwrap_or_else(|_| {
+                    Err(ProbeError::Sys(
+                        "vCPU or racing host thread panicked".into(),
+                    ))
+                })
             })
             .collect();
         (setup, results)
@@ -406,6 +497,8 @@ pub(crate) fn run_locked(plan: &Plan, detector: bool) -> Result<ProbeResult, Pro
         (h, peeks(plan, &b))
     };
     drop(b);
+    let host_steps = host.outcomes();
+    drop(host);
     let uffd_events = std::mem::take(&mut *events.lock().unwrap_or_else(|e| e.into_inner()));
     drop(vm);
     Ok(ProbeResult {
@@ -416,5 +509,6 @@ pub(crate) fn run_locked(plan: &Plan, detector: bool) -> Result<ProbeResult, Pro
         uffd_events,
         host_reads,
         peeks,
+        host_steps,
     })
 }

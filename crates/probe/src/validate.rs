@@ -142,7 +142,74 @@ fn check_action(plan: &Plan, a: &HostAction, what: &str) -> Result<(), ProbeErro
             pages,
             ..
         } => check_range(plan, backing, offset_pages, pages, what),
+        HostAction::SetMemslot {
+            slot,
+            gpa,
+            ref backing,
+            offset_pages,
+            pages,
+            ..
+        } => check_slot(plan, slot, gpa, backing, offset_pages, pages, what).map(|_| ()),
+        HostAction::DeleteMemslot { slot } => check_slot_id(slot, what),
     }
+}
+
+fn check_slot_id(slot: u32, what: &str) -> Result<(), ProbeError> {
+    if slot == CODE_SLOT || slot == PT_SLOT {
+        return Err(bad(format!(
+            "{what}: slot id {slot} is reserved ({CODE_SLOT}, {PT_SLOT} are the probe's code and \
+             page-table slots)"
+        )));
+    }
+    Ok(())
+}
+
+/// The rules for a memslot, of the plan or of a `SetMemslot` step: a slot id that is not
+/// the probe's, an existing backing, `pages` > 0 within the backing (and those that follow
+/// it), and a page-aligned gpa range the guest layout leaves to plans. Returns the end of
+/// the gpa range.
+fn check_slot(
+    plan: &Plan,
+    slot: u32,
+    gpa: u64,
+    backing: &str,
+    offset_pages: u64,
+    pages: u64,
+    what: &str,
+) -> Result<u64, ProbeError> {
+    check_slot_id(slot, what)?;
+    let b = plan
+        .backings
+        .iter()
+        .find(|b| b.name == backing)
+        .ok_or_else(|| bad(format!("{what}: no backing named '{backing}'")))?;
+    // A slot may go on into the backings that follow this one.
+    let mut run = 0u64;
+    let mut cur = Some(b);
+    let mut seen = 0;
+    while let (Some(x), true) = (cur, seen <= plan.backings.len()) {
+        run = run.saturating_add(x.pages);
+        seen += 1;
+        cur = plan
+            .backings
+            .iter()
+            .find(|n| n.follows.as_deref() == Some(x.name.as_str()));
+    }
+    if pages == 0 || offset_pages.checked_add(pages).is_none_or(|e| e > run) {
+        return Err(bad(format!(
+            "{what}: pages {offset_pages}+{pages} outside backing '{}' ({run} pages with those \
+             after it)",
+            b.name
+        )));
+    }
+    let end = gpa.saturating_add(pages.saturating_mul(PAGE));
+    if !gpa.is_multiple_of(PAGE) || !usable(gpa, end) {
+        return Err(bad(format!(
+            "{what}: gpa {gpa:#x}..{end:#x} must be page aligned, below 2^48 and outside the \
+             guest layout's own ranges {RESERVED:x?}"
+        )));
+    }
+    Ok(end)
 }
 
 /// Checks a plan before anything is created.
@@ -184,42 +251,18 @@ pub(crate) fn plan(plan: &Plan) -> Result<(), ProbeError> {
     let mut ranges: Vec<(u64, u64, u32)> = Vec::new();
     for m in &plan.memslots {
         let what = format!("memslot {}", m.slot);
-        if m.slot == CODE_SLOT || m.slot == PT_SLOT || !slots.insert(m.slot) {
-            return Err(bad(format!(
-                "{what}: slot id repeated or reserved ({CODE_SLOT}, {PT_SLOT} are the probe's)"
-            )));
+        if !slots.insert(m.slot) {
+            return Err(bad(format!("{what}: slot id repeated")));
         }
-        let b = plan
-            .backings
-            .iter()
-            .find(|b| b.name == m.backing)
-            .ok_or_else(|| bad(format!("{what}: no backing named '{}'", m.backing)))?;
-        // A slot may go on into the backings that follow this one.
-        let mut run = 0u64;
-        let mut cur = Some(b);
-        let mut seen = 0;
-        while let (Some(x), true) = (cur, seen <= plan.backings.len()) {
-            run = run.saturating_add(x.pages);
-            seen += 1;
-            cur = plan
-                .backings
-                .iter()
-                .find(|n| n.follows.as_deref() == Some(x.name.as_str()));
-        }
-        if m.pages == 0 || m.offset_pages.checked_add(m.pages).is_none_or(|e| e > run) {
-            return Err(bad(format!(
-                "{what}: pages {}+{} outside backing '{}' ({run} pages with those after it)",
-                m.offset_pages, m.pages, b.name
-            )));
-        }
-        let end = m.gpa.saturating_add(m.pages.saturating_mul(PAGE));
-        if m.gpa % PAGE != 0 || !usable(m.gpa, end) {
-            return Err(bad(format!(
-                "{what}: gpa {:#x}..{end:#x} must be page aligned, below 2^48 and outside the guest \
-                 layout's own ranges {RESERVED:x?}",
-                m.gpa
-            )));
-        }
+        let end = check_slot(
+            plan,
+            m.slot,
+            m.gpa,
+            &m.backing,
+            m.offset_pages,
+            m.pages,
+            &what,
+        )?;
         if let Some(&(_, _, other)) = ranges.iter().find(|&&(s, e, _)| m.gpa < e && s < end) {
             return Err(bad(format!("{what}: gpa range overlaps memslot {other}")));
         }
@@ -242,6 +285,24 @@ pub(crate) fn plan(plan: &Plan) -> Result<(), ProbeError> {
             if k == 0 {
                 return Err(bad(format!("{what}: exits are counted from 1")));
             }
+            if s.race {
+                return Err(bad(format!(
+                    "{what}: a racing step runs on its own host thread from the start; it \
+                     cannot also wait for a vCPU exit (`after`)"
+                )));
+            }
+        }
+        if s.race
+            && matches!(
+                s.action,
+                HostAction::Munmap { .. } | HostAction::MmapFixedAnon { .. }
+            )
+        {
+            return Err(bad(format!(
+                "{what}: munmap and mmap(MAP_FIXED) cannot race with the vCPUs: the hole guard \
+                 checks around every KVM_RUN that nothing else got mapped into a hole, and could \
+                 not tell a hole the step is opening or refilling from a stray mapping"
+            )));
         }
         check_action(plan, &s.action, &what)?;
     }

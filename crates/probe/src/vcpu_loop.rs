@@ -7,16 +7,15 @@
 //! (`Vcpu::reruns`; by default as often as host steps wait on its exits), with the steps due
 //! at each exit run in between; then it is skipped.
 
-use crate::backing::Backings;
 use crate::exits::{run_once, RawExit};
 use crate::guest::GuestCode;
+use crate::host::HostSteps;
 use crate::layout::{mark_off, FINAL_MARK_OFF};
 use crate::outcome::{sys, AccessResult, Exit, ProbeError};
-use crate::plan::{GuestOp, HostAction};
+use crate::plan::GuestOp;
 use crate::watchdog::Watchdog;
 use kvm_ioctls::VcpuFd;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// A runaway guest (e.g. endless MMIO) is stopped after this many exits on one access.
@@ -32,8 +31,8 @@ pub(crate) struct VcpuJob<'a> {
     pub program: &'a [GuestOp],
     /// Its assembled code.
     pub code: &'a GuestCode,
-    /// Host steps keyed by (access index, exit from 1), run once, in plan order.
-    pub steps: BTreeMap<(usize, u32), Vec<&'a HostAction>>,
+    /// Plan host step indices keyed by (access index, exit from 1), run once, in plan order.
+    pub steps: BTreeMap<(usize, u32), Vec<usize>>,
     /// Per access: how many times it is re-run after EFAULT.
     pub reruns: Vec<u32>,
     /// Per access: the data an MMIO read is completed with.
@@ -50,7 +49,7 @@ enum Next {
 
 struct Driver<'a, 'b> {
     job: VcpuJob<'a>,
-    backings: &'b Mutex<Backings>,
+    host: &'b HostSteps<'b>,
     cur: usize,
     /// Attempts of the current access that ended (EFAULT or completion).
     exits: u32,
@@ -80,13 +79,12 @@ impl Driver<'_, '_> {
             .range((self.cur, *exits.start())..=(self.cur, *exits.end()))
             .map(|(k, _)| *k)
             .collect();
-        let steps: Vec<&HostAction> = keys
+        let steps: Vec<usize> = keys
             .iter()
             .flat_map(|k| self.job.steps.remove(k).unwrap_or_default())
             .collect();
-        let mut b = self.backings.lock().unwrap_or_else(|e| e.into_inner());
-        for a in steps {
-            b.apply(a).map_err(|e| match e {
+        for k in steps {
+            self.host.run(k).map_err(|e| match e {
                 ProbeError::Sys(s) => ProbeError::Sys(format!(
                     "step after (vcpu {}, access {}): {s}",
                     self.job.index, self.cur
@@ -220,13 +218,13 @@ impl Driver<'_, '_> {
 /// (including timeouts) are results.
 pub(crate) fn drive(
     job: VcpuJob<'_>,
-    backings: &Mutex<Backings>,
+    host: &HostSteps<'_>,
     dog: &Watchdog,
 ) -> Result<Vec<AccessResult>, ProbeError> {
     let timeout = job.timeout;
     let mut d = Driver {
         job,
-        backings,
+        host,
         cur: 0,
         exits: 0,
         attempts: Vec::new(),
@@ -248,11 +246,16 @@ pub(crate) fn drive(
         }
         // Before and after every KVM_RUN: no hole of ours may have become mapped (the guest
         // would reach the probe's own memory through it).
-        let holes = |b: &Mutex<Backings>| b.lock().unwrap_or_else(|e| e.into_inner()).check_holes();
-        holes(d.backings)?;
+        let holes = |h: &HostSteps| {
+            h.backings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .check_holes()
+        };
+        holes(d.host)?;
         let mmio = d.job.mmio.get(d.cur).copied().unwrap_or(0);
         let raw = run_once(&mut d.job.vcpu, dog, timeout, mmio);
-        holes(d.backings)?;
+        holes(d.host)?;
         if let Next::Stop = d.handle(raw)? {
             break;
         }

@@ -73,7 +73,7 @@ impl GuestVm {
         Ok(vm)
     }
 
-    /// KVM_SET_USER_MEMORY_REGION.
+    /// KVM_SET_USER_MEMORY_REGION: slot `slot` maps `pages` pages at `gpa` to `hva`.
     pub(crate) fn set_slot(
         &self,
         slot: u32,
@@ -82,19 +82,45 @@ impl GuestVm {
         hva: usize,
         readonly: bool,
     ) -> Result<(), String> {
+        self.set_region(slot, gpa, pages, hva, readonly)
+            .map_err(|e| format!("KVM_SET_USER_MEMORY_REGION slot {slot} gpa {gpa:#x}: {e}"))
+    }
+
+    /// KVM_SET_USER_MEMORY_REGION, with KVM's errno (a memslot host step's outcome).
+    /// `pages` 0 deletes the slot.
+    ///
+    /// Callers pass an `hva` range inside a backing of this run (the plan's memslots and
+    /// `SetMemslot` steps are validated to lie within their backing, or within a run of
+    /// backings placed one after another), inside the code or page-table region of this VM,
+    /// or nothing (a delete).
+    pub(crate) fn set_region(
+        &self,
+        slot: u32,
+        gpa: u64,
+        pages: u64,
+        hva: usize,
+        readonly: bool,
+    ) -> Result<(), vmm_sys_util::errno::Error> {
         let region = kvm_userspace_memory_region {
             slot,
             flags: if readonly { KVM_MEM_READONLY } else { 0 },
             guest_phys_addr: gpa,
             memory_size: pages * PAGE,
-            userspace_addr: hva as u64,
+            userspace_addr: if pages == 0 { 0 } else { hva as u64 },
         };
-        // SAFETY: the hva range is memory this probe owns (or its own [vvar]) and is only ever
-        // accessed through raw pointers, so guest writes cannot break Rust aliasing rules.
-        // KVM copes with the range being unmapped later (that is what the probe tests: it
-        // yields EFAULT or MMIO exits), and the VM is dropped before the backings are unmapped.
+        // SAFETY: the guest may reach the hva range for as long as the slot exists, so it must
+        // be memory nothing else in this process relies on, and stay ours while the VM lives.
+        // It is a backing of this run (plan memslots and `SetMemslot` steps are validated to
+        // lie within their backing's pages, or a run of backings placed one after another),
+        // this VM's own code or page-table region, or this process's [vvar] (read-only to the
+        // guest: KVM emulates writes). Backings and regions are only ever accessed through raw
+        // pointers (hostio, volatile copies), so guest writes cannot break Rust aliasing rules.
+        // Every run drops its vCPUs and then this VM before the backings, and `GuestVm` closes
+        // its fd before unmapping its own regions, so no slot outlives the memory it points
+        // into. Parts a scenario unmaps on purpose (holes) are what the probe tests: KVM gives
+        // EFAULT or MMIO for them, and the hole guard refuses a run in which anything else got
+        // mapped there. A delete (`pages` 0) maps nothing.
         unsafe { self.fd.set_user_memory_region(region) }
-            .map_err(|e| format!("KVM_SET_USER_MEMORY_REGION slot {slot} gpa {gpa:#x}: {e}"))
     }
 
     /// Creates vCPU `id` starting at `rip` in `mode`.

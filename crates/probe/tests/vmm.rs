@@ -28,6 +28,7 @@ fn reruns_steps_after_the_nth_exit_and_mmio_data() {
                 pages: 1,
                 fill: Some(0x5555_5555),
             },
+            race: false,
         }],
         Mode::Native,
     );

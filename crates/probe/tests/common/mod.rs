@@ -68,6 +68,7 @@ pub fn after(vcpu: usize, access: usize, action: HostAction) -> Step {
     Step {
         after: Some((vcpu, access, 1)),
         action,
+        race: false,
     }
 }
 
@@ -75,6 +76,7 @@ pub fn before(action: HostAction) -> Step {
     Step {
         after: None,
         action,
+        race: false,
     }
 }
 

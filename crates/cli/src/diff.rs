@@ -33,7 +33,7 @@ use crate::text::Pad;
 use crate::{Format, ModeArg};
 use ::probe::{Mode, ProbeResult};
 use check::{Options, Strategy};
-use model::harness::{uffd_item, CellProgram};
+use model::harness::{host_step_item, uffd_item, CellProgram};
 use model::kvm::PolicyId;
 use scenario::{Backing, Scenario};
 use serde_json::json;
@@ -136,6 +136,16 @@ pub fn real_observation(sc: &Scenario, r: &ProbeResult) -> Observation {
     }
     for (p, v) in sc.peeks().into_iter().zip(&r.peeks) {
         out.push(format!("{p}: {v}"));
+    }
+    // The plan's host steps are the mappings' touches, then the scenario's steps.
+    let touches: usize = sc.mappings.iter().map(|m| m.touch.len()).sum();
+    for (k, what) in model::harness::memslot_steps(sc) {
+        let got = r.host_steps.get(touches + k).cloned().flatten();
+        out.push(host_step_item(
+            k,
+            &what,
+            got.as_deref().unwrap_or("not run"),
+        ));
     }
     out
 }

@@ -123,6 +123,7 @@ pub fn plan(sc: &Scenario, mode: Mode) -> Result<Adapted, String> {
         }
     }
     let mut sequenced_threads: Vec<&str> = Vec::new();
+    let mut racing_threads: Vec<&str> = Vec::new();
     let mut unsequenced = 0;
     for (k, h) in sc.host.iter().enumerate() {
         if !h.action.realizable() {
@@ -131,37 +132,47 @@ pub fn plan(sc: &Scenario, mode: Mode) -> Result<Adapted, String> {
                 action_name(&h.action)
             ));
         }
-        if h.action.is_memslot() {
-            return Err(format!(
-                "host step {k} ({}): memslot steps are not wired to the probe yet",
-                action_name(&h.action)
-            ));
+        let slot = match h.action {
+            HostAction::SetMemslot { slot, .. } | HostAction::DeleteMemslot { slot } => Some(slot),
+            _ => None,
+        };
+        if let Some(slot) = slot.filter(|s| RESERVED_SLOTS.contains(s)) {
+            return Err(format!("host step {k}: memslot id {slot} is reserved by the probe (100 and 101 hold its code and page tables)"));
         }
-        let m = h
-            .action
-            .mapping()
-            .and_then(|n| sc.mapping(n))
-            .expect("validated mapping name");
-        if m.backing.is_vdso() && !matches!(h.action, HostAction::Read { .. }) {
+        let m = h.action.mapping().and_then(|n| sc.mapping(n));
+        if m.is_some_and(|m| m.backing.is_vdso())
+            && !matches!(
+                h.action,
+                HostAction::Read { .. } | HostAction::SetMemslot { .. }
+            )
+        {
             return Err(format!(
                 "host step {k} ({}) changes [vvar], which the probe never does",
                 action_name(&h.action)
             ));
         }
-        match h.after {
-            Some(_) => sequenced_threads.push(&h.thread),
-            None if sequenced_threads.contains(&h.thread.as_str()) => {
+        let thread = h.thread.as_str();
+        match (h.after, h.race) {
+            (Some(_), _) => sequenced_threads.push(thread),
+            (None, _) if sequenced_threads.contains(&thread) => {
                 return Err(format!(
-                    "host step {k} (thread {}) has no `after` but follows a sequenced step of its thread; the probe runs un-sequenced steps before the vCPUs start",
+                    "host step {k} (thread {}) has no `after` but follows a sequenced step of its thread; the probe runs un-sequenced steps before the vCPUs start or, with race = true, from the vCPUs' start on",
                     h.thread
                 ))
             }
-            None => unsequenced += 1,
+            (None, true) => racing_threads.push(thread),
+            (None, false) if racing_threads.contains(&thread) => {
+                return Err(format!(
+                    "host step {k} (thread {}) follows a racing step of its thread but is not racing itself; the probe would run it first (before the vCPUs start): give it race = true",
+                    h.thread
+                ))
+            }
+            (None, false) => unsequenced += 1,
         }
         host.push(Step {
             after: h.after,
             action: action(&h.action),
-            race: false,
+            race: h.race,
         });
     }
     if unsequenced > 0 {
@@ -288,10 +299,23 @@ fn action(a: &HostAction) -> PAction {
             pages,
             fill,
         },
-        HostAction::DeviceReset { .. }
-        | HostAction::Evict { .. }
-        | HostAction::SetMemslot { .. }
-        | HostAction::DeleteMemslot { .. } => {
+        HostAction::SetMemslot {
+            slot,
+            gpa,
+            mapping,
+            offset,
+            pages,
+            readonly,
+        } => PAction::SetMemslot {
+            slot,
+            gpa,
+            backing: mapping,
+            offset_pages: offset,
+            pages,
+            readonly,
+        },
+        HostAction::DeleteMemslot { slot } => PAction::DeleteMemslot { slot },
+        HostAction::DeviceReset { .. } | HostAction::Evict { .. } => {
             unreachable!("checked realizable")
         }
     }

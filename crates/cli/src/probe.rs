@@ -281,6 +281,18 @@ fn text(o: &mut String, sc: &Scenario, a: &Adapted, r: &ProbeResult) {
     for (p, v) in sc.peeks().into_iter().zip(&r.peeks) {
         outln!(o, "  {p}: {v}");
     }
+    for item in memslot_results(sc, r) {
+        outln!(o, "  {item}");
+    }
+}
+
+/// What the scenario's memslot steps returned on real KVM, as the model's items say it
+/// (`host step 0 (set-memslot 1): EINVAL`).
+fn memslot_results(sc: &Scenario, r: &ProbeResult) -> Vec<String> {
+    crate::diff::real_observation(sc, r)
+        .into_iter()
+        .filter(|i| i.starts_with("host step "))
+        .collect()
 }
 
 fn result_json(sc: &Scenario, a: &Adapted, r: &ProbeResult) -> serde_json::Value {
@@ -312,6 +324,7 @@ fn result_json(sc: &Scenario, a: &Adapted, r: &ProbeResult) -> serde_json::Value
         "uffd": r.uffd_events.iter().map(|e| json!({"mapping": e.backing, "page": e.page, "write": e.write})).collect::<Vec<_>>(),
         "host_reads": r.host_reads.iter().map(|(b, off, v)| json!({"mapping": b, "offset": off, "value": format!("{v:#x}")})).collect::<Vec<_>>(),
         "seen_reads": sc.peeks().into_iter().zip(&r.peeks).map(|(p, v)| json!({"read": p.to_string(), "value": v})).collect::<Vec<_>>(),
+        "memslot_steps": memslot_results(sc, r),
     })
 }
 

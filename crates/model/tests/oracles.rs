@@ -30,6 +30,7 @@ fn run(rogue_rechecks: bool) -> Vec<Oracle> {
     let (mut w, sys) = build(&sc, PolicyId::Linux6_13).unwrap();
     let (kvm, mm) = (sys.kvm.clone(), sys.mm.clone());
     let hva = sys.mapping("ram").base;
+    let slot = sys.kvm.gfn_to_memslot(0x10).expect("the scenario's slot");
     let done = w.object("rogue");
     w.spawn("rogue", move |cx| async move {
         let seq = kvm.read_seq(&cx, 0x10).await;
@@ -44,7 +45,7 @@ fn run(rogue_rechecks: bool) -> Vec<Oracle> {
             .await;
         cx.lock(kvm.mmu_lock, world::LockMode::Exclusive).await;
         if !(rogue_rechecks && kvm.retry_gfn_locked(&cx, 0x10, seq)) {
-            kvm.install_spte(&cx, 0x10, pfn, true, hva, (1, 0), start)
+            kvm.install_spte(&cx, 0x10, pfn, true, &slot, start)
                 .await;
         }
         cx.unlock(kvm.mmu_lock).await;

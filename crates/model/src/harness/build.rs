@@ -83,6 +83,10 @@ pub struct Sys {
     pub guest_actors: Vec<world::ActorId>,
     /// Host reads the scenario's `[[seen]]` asks for at the end of a run.
     pub peeks: Vec<scenario::Peek>,
+    /// Per scenario host step: what it returned (`ok`, `EINVAL`, ...), once it ran.
+    pub host_results: Rc<RefCell<Vec<Option<String>>>>,
+    /// The memslot steps (index, `set-memslot 1`), whose results are observed items.
+    pub memslot_steps: Vec<(usize, String)>,
 }
 
 impl Sys {
@@ -461,6 +465,8 @@ pub fn build_with(
         running,
         guest_actors,
         peeks: sc.peeks().into_iter().cloned().collect(),
+        host_results: Rc::new(RefCell::new(vec![None; sc.host.len()])),
+        memslot_steps: memslot_steps(sc),
     };
     for t in threads {
         let steps: Vec<(usize, scenario::HostAction)> = sc
@@ -498,6 +504,23 @@ pub fn build_with(
         }
     }
     Ok((w, sys))
+}
+
+/// The scenario's memslot steps, as observed items name them: (index, `set-memslot 1`).
+pub fn memslot_steps(sc: &Scenario) -> Vec<(usize, String)> {
+    sc.host
+        .iter()
+        .enumerate()
+        .filter_map(|(k, h)| match h.action {
+            scenario::HostAction::SetMemslot { slot, .. } => {
+                Some((k, format!("set-memslot {slot}")))
+            }
+            scenario::HostAction::DeleteMemslot { slot } => {
+                Some((k, format!("delete-memslot {slot}")))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// The VMM's userfaultfd handler thread for `u`, handling at most `max_msgs` faults.

@@ -21,6 +21,7 @@ pub(crate) struct HostCtx {
     mappings: Vec<super::build::MappingState>,
     seq: Rc<Sequencer>,
     running: Rc<super::build::Running>,
+    results: Rc<std::cell::RefCell<Vec<Option<String>>>>,
 }
 
 impl HostCtx {
@@ -32,6 +33,7 @@ impl HostCtx {
             mappings: sys.mappings.clone(),
             seq: sys.seq.clone(),
             running: sys.running.clone(),
+            results: sys.host_results.clone(),
         }
     }
 }
@@ -164,6 +166,10 @@ pub(crate) async fn run_host_thread(cx: Cx, h: HostCtx, steps: Vec<(usize, HostA
             .await;
         }
         let r = act(&cx, &h, &a).await;
+        h.results.borrow_mut()[j] = Some(match &r {
+            Ok(_) => "ok".to_string(),
+            Err(e) => e.to_string().trim_start_matches('-').to_string(),
+        });
         match r {
             Ok(t) => cx.emit(t),
             Err(e) => world::emit!(cx, "{a:?} failed: {e}"),

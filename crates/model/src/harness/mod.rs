@@ -9,8 +9,8 @@ pub mod oracle;
 mod peek;
 mod run;
 
-pub use build::{build, build_with, Backend, BuildOptions, MappingState, Sys};
-pub use monitor::{step_bound, uffd_item, CellMonitor, CellProgram, Headline};
+pub use build::{build, build_with, memslot_steps, Backend, BuildOptions, MappingState, Sys};
+pub use monitor::{host_step_item, step_bound, uffd_item, CellMonitor, CellProgram, Headline};
 pub use oracle::{Oracle, Violation};
 pub use run::{
     expectation_met, run_once, run_once_with, seen_allows, seen_mismatches, ScheduleKind, SingleRun,

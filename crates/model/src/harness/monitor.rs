@@ -177,6 +177,7 @@ impl CellMonitor {
         raw.hash(&mut h);
         nested.hash(&mut h);
         self.uffd().hash(&mut h);
+        self.sys.host_results.borrow().hash(&mut h);
         match &self.status {
             Some(Status::Bug { actor, what }) => (1u8, actor, what).hash(&mut h),
             Some(Status::Deadlock(b)) => {
@@ -190,6 +191,11 @@ impl CellMonitor {
         }
         h.finish()
     }
+}
+
+/// The observed item of a memslot host step's result: `host step 2 (set-memslot 1): EINVAL`.
+pub fn host_step_item(k: usize, what: &str, result: &str) -> String {
+    format!("host step {k} ({what}): {result}")
 }
 
 /// The observed item of a cell's userfaultfd messages: `uffd: ram:0:r ram:2:w`, `uffd: none`;
@@ -361,6 +367,11 @@ impl Monitor for CellMonitor {
             }
             for p in &self.sys.peeks {
                 outcomes.push(format!("{p}: {}", super::peek::peek(&self.sys, p)));
+            }
+            let results = self.sys.host_results.borrow();
+            for (k, what) in &self.sys.memslot_steps {
+                let r = results[*k].as_deref().unwrap_or("not run");
+                outcomes.push(host_step_item(*k, what, r));
             }
         }
         Observation {

@@ -106,17 +106,8 @@ pub async fn kvm_mmu_page_fault(cx: &Cx, kvm: &Rc<Kvm>, gpa: u64, write: bool) -
     let r = if !skip && kvm.retry_gfn_locked(cx, gfn, mmu_seq) {
         PfResult::Retry
     } else {
-        let hva = l.slot.gfn_to_hva(gfn);
-        kvm.install_spte(
-            cx,
-            gfn,
-            pfn,
-            f.writable,
-            hva,
-            (l.slot.id, l.slot.serial),
-            fault_start,
-        )
-        .await;
+        kvm.install_spte(cx, gfn, pfn, f.writable, &l.slot, fault_start)
+            .await;
         PfResult::Fixed
     };
     kvm.policy.release(cx, kvm, &f).await;

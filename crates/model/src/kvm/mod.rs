@@ -446,10 +446,10 @@ impl Kvm {
         gfn: u64,
         pfn: Pfn,
         write: bool,
-        hva: Hva,
-        slot: (u32, u64),
+        slot: &Memslot,
         fault_start: u64,
     ) {
+        let hva = slot.gfn_to_hva(gfn);
         let mut fp = FpSet::one(self.spte_obj(gfn), Access::Write);
         self.mapping_ghosts(&mut fp, hva, pfn);
         if self.dynamic_slots.get() {
@@ -466,7 +466,7 @@ impl Kvm {
             owner: self.frames.owner(pfn),
             fault_start,
             installed_at: cx.step(),
-            slot,
+            slot: (slot.id, slot.serial),
         };
         world::emit!(
             cx,

@@ -471,7 +471,7 @@ impl Vcpu {
                 .kvm
                 .lookup_slot(cx, pgpa >> PAGE_SHIFT)
                 .await
-                .filter(|s| !s.invalid && !(op.is_write() && s.readonly))
+                .filter(|s| !(s.invalid || op.is_write() && s.readonly))
                 .map(|s| s.gfn_to_hva(pgpa >> PAGE_SHIFT) + pgpa % PAGE_SIZE);
             let done = match hva {
                 Some(h) => user_access(cx, &self.kvm.mm, h, n, part_value, false)

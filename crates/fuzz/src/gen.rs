@@ -189,8 +189,9 @@ pub fn scenario(rng: &mut SplitMix64) -> String {
     }
     // Issue 10: stated values, for an access, the uffd messages, or a host read at the end.
     for _ in 0..rng.below(3) {
-        let what = match rng.below(4) {
+        let what = match rng.below(5) {
             0 => "access = \"uffd\"".to_string(),
+            4 => format!("access = \"host:{}\"", around(rng, 0, 3)),
             1 => format!(
                 "host = {{ mapping = \"m{}\", offset = {} }}",
                 rng.below(nmaps),
@@ -212,6 +213,7 @@ pub fn scenario(rng: &mut SplitMix64) -> String {
                 "\"EFAULT\"",
                 "[\"0x1\", \"kernel data\"]",
                 "\"MMIO read @0x10000/4\"",
+                "\"EINVAL\"",
             ],
         );
         let _ = writeln!(t, "\n[[seen]]\n{what}\nis = {is}");

@@ -45,8 +45,7 @@ fn run(rogue_rechecks: bool) -> Vec<Oracle> {
             .await;
         cx.lock(kvm.mmu_lock, world::LockMode::Exclusive).await;
         if !(rogue_rechecks && kvm.retry_gfn_locked(&cx, 0x10, seq)) {
-            kvm.install_spte(&cx, 0x10, pfn, true, &slot, start)
-                .await;
+            kvm.install_spte(&cx, 0x10, pfn, true, &slot, start).await;
         }
         cx.unlock(kvm.mmu_lock).await;
     });

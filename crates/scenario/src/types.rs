@@ -359,6 +359,9 @@ pub enum SeenItem {
     Access { vcpu: usize, index: usize },
     /// The userfaultfd messages the handlers read.
     Uffd,
+    /// What memslot host step `k` (file order, from 0) returned: `ok`, `EINVAL`, `EEXIST`,
+    /// or `not run`.
+    HostStep(usize),
     /// What the host reads back at the end, through its mapping (`file`: false) or with
     /// `pread` of the mapping's file (`file`: true): `size` bytes at byte `offset`, a value
     /// or `EFAULT`.

@@ -87,14 +87,36 @@ pub const RESERVED_GPA: [(u64, u64, &str); 3] = [
 /// Mappings have at most this many pages.
 pub const MAX_MAPPING_PAGES: u64 = 1024;
 
-/// `access = "vcpu0:1"` or `"uffd"`.
+/// `access = "vcpu0:1"`, `"uffd"` or `"host:2"` (what memslot host step 2 returned).
 fn seen_access(
     cx: &Cx,
     a: &Spanned<String>,
     mappings: &[Mapping],
     vcpus: &[Vcpu],
+    host: &[HostStep],
 ) -> Result<SeenItem, ScenarioError> {
     let t = a.get_ref().trim();
+    if let Some(k) = t.strip_prefix("host:") {
+        let k = k
+            .parse::<usize>()
+            .ok()
+            .filter(|_| k.bytes().all(|b| b.is_ascii_digit()));
+        return match k.map(|k| (k, host.get(k))) {
+            Some((k, Some(h))) if h.action.is_memslot() => Ok(SeenItem::HostStep(k)),
+            Some((k, Some(_))) => cx.err(
+                a.span(),
+                format!("host step {k} is not a memslot step: only what KVM_SET_USER_MEMORY_REGION returns is observed"),
+            ),
+            Some((k, None)) => cx.err(
+                a.span(),
+                format!("there is no host step {k} ({} in the file)", host.len()),
+            ),
+            None => cx.err(
+                a.span(),
+                "a host step is named \"host:K\", K its position among the [[host]] steps from 0",
+            ),
+        };
+    }
     if t == "uffd" {
         if !mappings.iter().any(|m| m.backing == Backing::Userfault) {
             return cx.err(
@@ -108,7 +130,7 @@ fn seen_access(
     let Some((vcpu, index, _)) = parsed else {
         return cx.err(
             a.span(),
-            "access must look like \"vcpu0:1\" (vCPU 0's access 1) or be \"uffd\"",
+            "access must look like \"vcpu0:1\" (vCPU 0's access 1), \"host:2\" (memslot host step 2) or be \"uffd\"",
         );
     };
     if vcpus.get(vcpu).is_none_or(|c| index >= c.program.len()) {
@@ -813,7 +835,7 @@ pub(crate) fn validate(
     for sp in &raw.seen {
         let s = sp.get_ref();
         let item = match (&s.access, &s.host, &s.file) {
-            (Some(a), None, None) => seen_access(&cx, a, &mappings, &vcpus)?,
+            (Some(a), None, None) => seen_access(&cx, a, &mappings, &vcpus, &host)?,
             (None, Some(p), None) => SeenItem::Peek(peek(&cx, p, false, &mappings)?),
             (None, None, Some(p)) => SeenItem::Peek(peek(&cx, p, true, &mappings)?),
             _ => {

@@ -456,3 +456,47 @@ fn huge_numbers_are_refused_not_wrapped() {
     );
     assert!(err(&t).message.contains("does not fit mapping"));
 }
+
+#[test]
+fn memslot_steps_and_their_results_are_checked_where_they_stand() {
+    let with = |host: &str, seen: &str| format!("{GOOD}{host}\n[[seen]]\n{seen}\n");
+    let delete = "[[host]]\naction = \"delete-memslot\"\nslot = 1";
+    // A deletion names no mapping.
+    let e = err(&format!("{GOOD}{delete}\nmapping = \"ram\"\n"));
+    assert!(e.message.contains("mapping means nothing"), "{e}");
+    // set-memslot needs a slot and a gpa, and a slot that fits the mapping.
+    let e = err(&format!(
+        "{GOOD}[[host]]\naction = \"set-memslot\"\nmapping = \"ram\"\ngpa = 0x20000\n"
+    ));
+    assert!(e.message.contains("needs slot and gpa"), "{e}");
+    let e = err(&format!("{GOOD}[[host]]\naction = \"set-memslot\"\nmapping = \"ram\"\nslot = 2\ngpa = 0x20000\npages = 2\n"));
+    assert!(
+        e.message
+            .contains("slot covers pages 0..2 of a 1-page mapping"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{GOOD}[[host]]\naction = \"set-memslot\"\nmapping = \"ram\"\nslot = 2\ngpa = 0x1C0000\n"
+    ));
+    assert!(e.message.contains("page tables"), "{e}");
+    // race only without after.
+    let e = err(&format!(
+        "{GOOD}{delete}\nafter = \"vcpu0:0\"\nrace = true\n"
+    ));
+    assert!(
+        e.message.contains("race = true is for steps without after"),
+        "{e}"
+    );
+    // [[seen]] of a host step: only memslot steps, only existing ones.
+    let ok = scenario::parse("ok.toml", &with(delete, "access = \"host:0\"\nis = \"ok\"")).unwrap();
+    assert_eq!(ok.seen[0].item, scenario::SeenItem::HostStep(0));
+    let e = err(&with(delete, "access = \"host:1\"\nis = \"ok\""));
+    assert!(e.message.contains("there is no host step 1"), "{e}");
+    let e = err(&with(
+        "[[host]]\naction = \"read\"\nmapping = \"ram\"",
+        "access = \"host:0\"\nis = \"ok\"",
+    ));
+    assert!(e.message.contains("not a memslot step"), "{e}");
+    let e = err(&with(delete, "access = \"host:+0\"\nis = \"ok\""));
+    assert!(e.message.contains("host:K"), "{e}");
+}

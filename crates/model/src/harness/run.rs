@@ -191,6 +191,14 @@ pub fn seen_mismatches(sc: &Scenario, policy: PolicyId, observed: &[Vec<String>]
                     p.to_string(),
                 )
             }
+            scenario::SeenItem::HostStep(k) => {
+                let steps = super::build::memslot_steps(sc);
+                let i = steps.iter().position(|(j, _)| j == k).unwrap_or(0);
+                (
+                    accesses + sc.nested.len() + usize::from(has_uffd) + sc.peeks().len() + i,
+                    format!("host step {k} ({})", steps[i].1),
+                )
+            }
         };
         let Some(values) = observed.get(index) else {
             out.push(format!("{name}: not observed"));

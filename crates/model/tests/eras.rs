@@ -13,7 +13,7 @@ use model::mm::*;
 use std::cell::{Cell, RefCell};
 use std::ops::ControlFlow;
 use std::rc::Rc;
-use world::{Decision, ObjId, Scheduler, Status};
+use world::Status;
 
 /// The faulting gfn's slot (over ANON, whose page the host has mapped).
 const GPA: u64 = 0x10_0000;
@@ -185,44 +185,23 @@ fn only_linux_6_13_pre_checks_before_the_lookup() {
     }
 }
 
-/// Runs actor 1 (the vCPU) until its next step would touch `trigger`, then lets actor 0 (the
-/// host) run to completion, then the vCPU again.
-struct HostBefore {
-    trigger: ObjId,
-    fired: bool,
-}
-
-impl Scheduler for HostBefore {
-    fn pick(&mut self, d: &Decision) -> Option<usize> {
-        let en = d.enabled;
-        if let Some(fp) = d.fp_of(1) {
-            if fp.touches(self.trigger) {
-                self.fired = true;
-            }
-            if !self.fired || !en.contains(&0) {
-                return Some(1);
-            }
-        }
-        en.first().copied()
-    }
-}
-
 #[test]
 fn an_invalidation_no_memslot_maps_ending_during_the_fault_bumps_the_sequence_before_v5_15() {
     for p in PolicyId::ALL {
         let mut e = env();
         let kvm = two_slot_vm(&mut e, p);
+        let k = kvm.clone();
+        let fault = spawn_ret(&mut e.w, "vcpu0", move |cx| async move {
+            kvm_mmu_page_fault(&cx, &k, GPA, false).await
+        });
         let mm = e.mm.clone();
         e.w.spawn("host", move |cx| async move {
             let r = range(ANON + 2 * PAGE, ANON + 3 * PAGE);
             mm.notify_start(&cx, &r).await;
             mm.notify_end(&cx, &r).await;
         });
-        let k = kvm.clone();
-        let fault = spawn_ret(&mut e.w, "vcpu0", move |cx| async move {
-            kvm_mmu_page_fault(&cx, &k, GPA, false).await
-        });
-        let mut s = HostBefore {
+        // The host's whole invalidation runs just before the vCPU takes mmu_lock.
+        let mut s = HostAt {
             trigger: kvm.mmu_lock.0,
             fired: false,
         };
@@ -293,6 +272,43 @@ fn a_count_only_vcpu_waits_until_no_invalidation_at_all_is_in_progress() {
     }
 }
 
+/// A one-page vfio-pci BAR mapped at DEV.
+fn vfio_bar(e: &mut Env) -> Rc<VfioBar> {
+    let vfio = VfioBar::new(
+        &mut e.w,
+        &e.frames,
+        &e.mm,
+        VfioBarConfig {
+            pages: 1,
+            ..VfioBarConfig::default()
+        },
+    );
+    vfio.mmap(DEV).unwrap();
+    vfio
+}
+
+/// A VM under `policy` with a one-page slot at GPA over DEV, and a vCPU actor that takes one
+/// stage-2 read fault on it.
+fn read_fault_on_slot_over_dev(
+    e: &mut Env,
+    policy: PolicyId,
+    readonly: bool,
+) -> (Rc<Kvm>, Slot<PfResult>) {
+    let kvm = Kvm::new(&mut e.w, &e.mm, policy.build());
+    kvm.set_memslot(Memslot {
+        id: 1,
+        base_gfn: GPA >> 12,
+        npages: 1,
+        userspace_addr: DEV,
+        readonly,
+    });
+    let k = kvm.clone();
+    let r = spawn_ret(&mut e.w, "vcpu0", move |cx| async move {
+        kvm_mmu_page_fault(&cx, &k, GPA, false).await
+    });
+    (kvm, r)
+}
+
 #[test]
 fn linux_4_16_maps_a_read_of_read_only_pfnmap_memory_writable() {
     // A present read-only PTE of a BAR (VM_IO|VM_PFNMAP) in a writable memslot, and a guest
@@ -305,29 +321,9 @@ fn linux_4_16_maps_a_read_of_read_only_pfnmap_memory_writable() {
         (PolicyId::Linux6_13, false),
     ] {
         let mut e = env();
-        let vfio = VfioBar::new(
-            &mut e.w,
-            &e.frames,
-            &e.mm,
-            VfioBarConfig {
-                pages: 1,
-                ..VfioBarConfig::default()
-            },
-        );
-        vfio.mmap(DEV).unwrap();
+        let vfio = vfio_bar(&mut e);
         e.mm.set_pte_setup(DEV, special(vfio.pfn_of(0), false));
-        let kvm = Kvm::new(&mut e.w, &e.mm, policy.build());
-        kvm.set_memslot(Memslot {
-            id: 1,
-            base_gfn: GPA >> 12,
-            npages: 1,
-            userspace_addr: DEV,
-            readonly: false,
-        });
-        let k = kvm.clone();
-        let r = spawn_ret(&mut e.w, "vcpu0", move |cx| async move {
-            kvm_mmu_page_fault(&cx, &k, GPA, false).await
-        });
+        let (kvm, r) = read_fault_on_slot_over_dev(&mut e, policy, false);
         let res = run(&mut e.w);
         assert_eq!(res.status, Status::Completed, "{policy}");
         assert_eq!(*r.borrow(), Some(PfResult::Fixed), "{policy}");
@@ -350,28 +346,8 @@ fn linux_4_16_keeps_a_read_only_slot_read_only() {
     // writable = NULL for a KVM_MEM_READONLY slot: the 2018 change does not apply.
     for policy in [PolicyId::Linux4_8, PolicyId::Linux4_16] {
         let mut e = env();
-        let vfio = VfioBar::new(
-            &mut e.w,
-            &e.frames,
-            &e.mm,
-            VfioBarConfig {
-                pages: 1,
-                ..VfioBarConfig::default()
-            },
-        );
-        vfio.mmap(DEV).unwrap();
-        let kvm = Kvm::new(&mut e.w, &e.mm, policy.build());
-        kvm.set_memslot(Memslot {
-            id: 1,
-            base_gfn: GPA >> 12,
-            npages: 1,
-            userspace_addr: DEV,
-            readonly: true,
-        });
-        let k = kvm.clone();
-        let r = spawn_ret(&mut e.w, "vcpu0", move |cx| async move {
-            kvm_mmu_page_fault(&cx, &k, GPA, false).await
-        });
+        let _vfio = vfio_bar(&mut e);
+        let (kvm, r) = read_fault_on_slot_over_dev(&mut e, policy, true);
         assert_eq!(run(&mut e.w).status, Status::Completed, "{policy}");
         assert_eq!(*r.borrow(), Some(PfResult::Fixed), "{policy}");
         assert!(!kvm.spte(GPA >> 12).unwrap().write, "{policy}");

@@ -63,6 +63,29 @@ fn linux_4_8_escalates_a_write_to_vvar() {
 }
 
 #[test]
+fn linux_4_16_maps_a_guest_read_of_vvar_writable_and_the_seed_does_not() {
+    // a340b3e229b2 (v4.16): after follow_pfn, `*writable = true` whatever the PTE says. The
+    // guest only reads; the seed maps the page read-only, the 2018 form writable, and from
+    // v5.12 on `pte_write` decides again.
+    for (p, violations) in [
+        (PolicyId::Linux4_8, vec![]),
+        (PolicyId::Linux4_16, vec!["no-write-escalation"]),
+        (PolicyId::Linux5_12, vec![]),
+    ] {
+        let r = sample("vvar-read", p);
+        assert_eq!(r.oracles(), violations, "{p}");
+        assert_eq!(headline(&r), "ok", "{p}");
+        let v = observed(&r, "vcpu0 read32 0x10004");
+        assert!(v.iter().all(|x| x.ends_with(": 0x1")), "{p}: {v:?}");
+    }
+    assert!(detail(
+        &sample("vvar-read", PolicyId::Linux4_16),
+        "no-write-escalation"
+    )
+    .contains("the host PTE (pfn 0x1) is read-only and [vvar] lacks VM_WRITE"));
+}
+
+#[test]
 fn linux_4_8_and_5_12_free_the_usbfs_tail_page() {
     for p in [PolicyId::Linux4_8, PolicyId::Linux5_12] {
         let o = sample("usbfs-tail", p).oracles();

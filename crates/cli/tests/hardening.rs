@@ -188,7 +188,7 @@ fn sigterm_prints_what_finished_and_fails() {
         let o = child.wait_with_output().unwrap();
         assert_eq!(o.status.code(), Some(130), "{}", err(&o));
         assert!(
-            err(&o).contains("interrupted after 1 of 10 cells"),
+            err(&o).contains("interrupted after 1 of 12 cells"),
             "{}",
             err(&o)
         );

@@ -153,6 +153,7 @@ fn the_built_in_report_loads_in_chromium_without_errors_and_shows_the_matrix() {
     for policy in [
         "linux-4.7",
         "linux-4.8",
+        "linux-4.16",
         "linux-5.12",
         "linux-5.13",
         "linux-6.13",
@@ -181,7 +182,8 @@ fn check_report_has_a_timeline_per_counterexample_naming_its_oracle() {
     assert!(err(&o).contains(s(&dir.join("index.html"))), "{}", err(&o));
     let index = std::fs::read_to_string(dir.join("index.html")).unwrap();
     assert!(index.contains("every interleaving") || index.contains("strategy dpor"));
-    // linux-4.7 breaks four oracles, linux-4.8 one: five timelines, each marking its oracle.
+    // linux-4.7 breaks four oracles, linux-4.8 and linux-4.16 one each: six timelines, each
+    // marking its oracle.
     let mut svgs: Vec<String> = std::fs::read_dir(dir.join("svg"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -189,7 +191,7 @@ fn check_report_has_a_timeline_per_counterexample_naming_its_oracle() {
         .map(|p| std::fs::read_to_string(p).unwrap())
         .collect();
     svgs.sort();
-    assert_eq!(svgs.len(), 5, "one timeline per violated oracle");
+    assert_eq!(svgs.len(), 6, "one timeline per violated oracle");
     for svg in &svgs {
         let oracle = svg
             .split("<title>")

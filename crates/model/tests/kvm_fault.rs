@@ -13,31 +13,9 @@ use model::mm::*;
 use std::cell::Cell;
 use std::ops::ControlFlow;
 use std::rc::Rc;
-use world::{Decision, ObjId, Scheduler, Status};
+use world::Status;
 
 const GPA: u64 = 0x10_0000;
-
-/// Runs actor 0 (the vCPU) until its next step would touch `trigger`, then lets actor 1 (the
-/// host) run to completion, then actor 0 again: a precise interleaving.
-struct HostAt {
-    trigger: ObjId,
-    fired: bool,
-}
-
-impl Scheduler for HostAt {
-    fn pick(&mut self, d: &Decision) -> Option<usize> {
-        let en = d.enabled;
-        if let Some(fp) = d.fp_of(0) {
-            if fp.touches(self.trigger) {
-                self.fired = true;
-            }
-            if !self.fired || !en.contains(&1) {
-                return Some(0);
-            }
-        }
-        en.iter().copied().find(|&a| a == 1).or(en.first().copied())
-    }
-}
 
 /// A VM under `policy` with a one-page memslot at GPA over `hva`, and a vCPU actor that takes
 /// one stage-2 fault on GPA; returns the VM and where the fault's result lands.

@@ -20,9 +20,10 @@ pub const ORACLES: [&str; 9] = [
 ];
 
 /// Policy names a scenario may set expectations for.
-pub const POLICIES: [&str; 5] = [
+pub const POLICIES: [&str; 6] = [
     "linux-4.7",
     "linux-4.8",
+    "linux-4.16",
     "linux-5.12",
     "linux-5.13",
     "linux-6.13",

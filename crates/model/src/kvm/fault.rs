@@ -1,12 +1,12 @@
-//! The x86 stage-2 page fault (arch/x86/kvm/mmu/mmu.c, v6.8+ protocol): snapshot
-//! `mmu_invalidate_seq` *before* the host lookup, pre-check locklessly, look the page up,
-//! pre-check again, then under `mmu_lock` re-check authoritatively before installing the
-//! SPTE, and release the faulted-in page.
+//! The x86 stage-2 page fault (arch/x86/kvm/mmu/mmu.c): snapshot `mmu_invalidate_seq`
+//! *before* the host lookup, look the page up, then under `mmu_lock` re-check
+//! authoritatively before installing the SPTE, and release the faulted-in page.
 //!
-//! Older eras used the same snapshot/recheck protocol with a count-only check
-//! (`mmu_notifier_retry`, no gfn range, no lockless pre-check), which retries at least as
-//! often; the model uses the current protocol for every era, since the eras under study
-//! differ in `hva_to_pfn`.
+//! The re-check is the era's ([`RetryProtocol`](super::RetryProtocol)): up to v5.11 the
+//! count-only `mmu_notifier_retry` (any invalidation in progress retries the fault), from
+//! v5.12 the ranged `mmu_notifier_retry_hva` (only one covering the faulting address), and
+//! from v6.8 the gfn-ranged `mmu_invalidate_retry_gfn` with lockless pre-checks
+//! (`mmu_invalidate_retry_gfn_unsafe`) before and after the lookup.
 
 use super::policy::{Faultin, Lookup, Mutant};
 use super::{Kvm, KvmPfn};
@@ -57,6 +57,7 @@ pub async fn kvm_mmu_page_fault(cx: &Cx, kvm: &Rc<Kvm>, gpa: u64, write: bool) -
     let slot = kvm.lookup_slot(cx, gfn).await;
     // kvm_mmu_faultin_pfn: the snapshot precedes any primary-MMU lookup.
     let late = mutant == Some(Mutant::LateSeqSnapshot);
+    let precheck = kvm.policy.retry_protocol().has_precheck();
     let mut mmu_seq = if late { 0 } else { kvm.read_seq(cx, gfn).await };
     let fault_start = cx.step();
     let Some(slot) = slot else {
@@ -68,7 +69,7 @@ pub async fn kvm_mmu_page_fault(cx: &Cx, kvm: &Rc<Kvm>, gpa: u64, write: bool) -
         cx.emit_str("KVM_MEMSLOT_INVALID (slot being deleted or moved): RET_PF_RETRY");
         return PfResult::Retry;
     }
-    if !late && kvm.retry_gfn_unsafe(cx, gfn, mmu_seq).await {
+    if precheck && !late && kvm.retry_gfn_unsafe(cx, gfn, mmu_seq).await {
         return PfResult::Retry;
     }
     // __kvm_mmu_faultin_pfn: pass 1 with FOLL_NOWAIT; async #PF is not enabled by the guest,
@@ -92,7 +93,7 @@ pub async fn kvm_mmu_page_fault(cx: &Cx, kvm: &Rc<Kvm>, gpa: u64, write: bool) -
         cx.emit_str("MUTANT: snapshot mmu_invalidate_seq after the host lookup");
         mmu_seq = kvm.read_seq(cx, gfn).await;
     }
-    if kvm.retry_gfn_unsafe(cx, gfn, mmu_seq).await {
+    if precheck && kvm.retry_gfn_unsafe(cx, gfn, mmu_seq).await {
         kvm.policy.release(cx, kvm, &f).await;
         return PfResult::Retry;
     }

@@ -12,7 +12,7 @@
 //!   the invalid slot returns `RET_PF_RETRY` (`kvm_mmu_faultin_pfn`, v6.x) and re-enters the
 //!   guest, so no SPTE is installed through it after the flush.
 //! - **`mn_active_invalidate_count`.** A swap waits while an MMU-notifier invalidation is
-//!   between `invalidate_range_start` and `_end` (52ac8b358b0c, v5.13), so both callbacks see
+//!   between `invalidate_range_start` and `_end` (52ac8b358b0c), so both callbacks see
 //!   the same memslots and `mmu_invalidate_in_progress` stays balanced.
 //!
 //! Simplifications (docs/model.md): x86 flushes the old slot with "zap all" by default

@@ -30,7 +30,7 @@ pub mod vcpu;
 
 pub use memslot::{GfnHva, Memslot};
 pub use pfn::KvmPfn;
-pub use policy::{Faultin, Mutant, Policy, PolicyId};
+pub use policy::{Faultin, Mutant, Policy, PolicyId, RetryProtocol};
 
 use crate::mm::{Frames, Hva, Mm, Owner, Pfn};
 use std::cell::{Cell, RefCell};
@@ -293,16 +293,31 @@ impl Kvm {
         self.seq.get()
     }
 
+    /// Why an invalidation in progress makes a fault on `gfn` retry under this era's
+    /// [`RetryProtocol`], if it does.
+    fn invalidation_hits(&self, gfn: u64) -> Option<&'static str> {
+        if self.in_progress.get() == 0 {
+            return None;
+        }
+        match (self.policy.retry_protocol(), self.range.get()) {
+            (RetryProtocol::CountOnly, _) => Some("an invalidation is in progress (count != 0)"),
+            // v5.12-v6.7 set the (hva) range with the count, under the same lock: a range
+            // not set here is one no memslot maps.
+            (RetryProtocol::RangeLocked, None) => None,
+            (RetryProtocol::RangePrecheck, None) => {
+                Some("invalidation in progress, range not yet set")
+            }
+            (_, Some((s, e))) if s <= gfn && gfn < e => {
+                Some("gfn inside an invalidation in progress")
+            }
+            _ => None,
+        }
+    }
+
     fn retry_check(&self, gfn: u64, mmu_seq: u64) -> Option<&'static str> {
         audit::read(self.inv_obj);
-        if self.in_progress.get() > 0 {
-            match self.range.get() {
-                None => return Some("invalidation in progress, range not yet set"),
-                Some((s, e)) if s <= gfn && gfn < e => {
-                    return Some("gfn inside an invalidation in progress")
-                }
-                _ => {}
-            }
+        if let Some(why) = self.invalidation_hits(gfn) {
+            return Some(why);
         }
         (self.seq.get() != mmu_seq).then_some("mmu_invalidate_seq changed")
     }
@@ -322,18 +337,21 @@ impl Kvm {
         r.is_some()
     }
 
-    /// `mmu_invalidate_retry_gfn()`: the authoritative check, under `mmu_lock`.
+    /// `mmu_invalidate_retry_gfn()` (or the era's `mmu_notifier_retry[_hva]()`, see
+    /// [`RetryProtocol`]): the authoritative check, under `mmu_lock`.
     pub fn retry_gfn_locked(&self, cx: &Cx, gfn: u64, mmu_seq: u64) -> bool {
         debug_assert!(cx.holds(self.mmu_lock).is_some());
         let r = self.retry_check(gfn, mmu_seq);
         if let Some(why) = r {
-            world::emit!(cx, "mmu_invalidate_retry_gfn: {why}: RET_PF_RETRY");
+            let f = self.policy.retry_protocol().locked_check();
+            world::emit!(cx, "{f}: {why}: RET_PF_RETRY");
         }
         r.is_some()
     }
 
     /// After `RET_PF_RETRY` a vCPU re-enters the guest and faults again at once; while an
-    /// invalidation covering `gfn` is in progress every such retry fails the same way. The
+    /// invalidation that retries a fault on `gfn` is in progress (one covering `gfn`, or under
+    /// [`RetryProtocol::CountOnly`] any at all) every such retry fails the same way. The
     /// model lets the vCPU sleep until that invalidation ends instead of spinning: the same
     /// outcomes, without a busy loop that an unfair schedule could run forever.
     ///
@@ -349,9 +367,7 @@ impl Kvm {
             audit::read(k.inv_obj);
             let slot_ok =
                 !k.dynamic_slots.get() || k.gfn_to_memslot(gfn).is_none_or(|s| !s.invalid);
-            slot_ok
-                && (k.in_progress.get() == 0
-                    || k.range.get().is_some_and(|(s, e)| gfn < s || gfn >= e))
+            slot_ok && k.invalidation_hits(gfn).is_none()
         })
         .await;
     }

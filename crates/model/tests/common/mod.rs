@@ -7,7 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::rc::{Rc, Weak};
-use world::{Cx, FirstEnabled, RunResult, World};
+use world::{Cx, Decision, FirstEnabled, ObjId, RunResult, Scheduler, World};
 
 /// Where tests put anonymous memory, a device mapping, and nothing at all.
 pub const ANON: Hva = 0x10_0000;
@@ -36,6 +36,28 @@ pub fn env() -> Env {
 
 pub fn run(w: &mut World) -> RunResult {
     w.run(&mut FirstEnabled, &mut || ControlFlow::Continue(()))
+}
+
+/// Runs actor 0 (the vCPU) until its next step would touch `trigger`, then lets actor 1 (the
+/// host) run to completion, then actor 0 again: a precise interleaving.
+pub struct HostAt {
+    pub trigger: ObjId,
+    pub fired: bool,
+}
+
+impl Scheduler for HostAt {
+    fn pick(&mut self, d: &Decision) -> Option<usize> {
+        let en = d.enabled;
+        if let Some(fp) = d.fp_of(0) {
+            if fp.touches(self.trigger) {
+                self.fired = true;
+            }
+            if !self.fired || !en.contains(&1) {
+                return Some(0);
+            }
+        }
+        en.iter().copied().find(|&a| a == 1).or(en.first().copied())
+    }
 }
 
 /// Where an actor leaves its result.

@@ -50,6 +50,7 @@ macro_rules! pre_6_13_policy {
 }
 
 pub mod common;
+mod v4_16;
 mod v4_7;
 mod v4_8;
 mod v5_12;
@@ -121,6 +122,64 @@ pub trait Policy {
     fn mutant(&self) -> Option<Mutant> {
         None
     }
+
+    /// The x86 fault path's invalidation protocol in this era.
+    fn retry_protocol(&self) -> RetryProtocol {
+        self.id().retry_protocol()
+    }
+}
+
+/// How the x86 stage-2 fault decides that its host lookup may be stale (`RET_PF_RETRY`), and
+/// which invalidations the MMU notifier counts: the protocol each era had.
+///
+/// Every form snapshots the sequence count before the host lookup and re-checks under
+/// `mmu_lock` before installing the SPTE; they differ in what an invalidation in progress
+/// means to a fault and in whether there is a lockless pre-check.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RetryProtocol {
+    /// `mmu_notifier_retry(kvm, mmu_seq)` (v2.6.27–v5.11 on x86): under `mmu_lock`, retry if
+    /// `mmu_notifier_count != 0` — *any* invalidation in progress, whatever it covers — or if
+    /// `mmu_notifier_seq` moved. No lockless pre-check. The notifier counts every
+    /// invalidation of the mm, memslot or not.
+    CountOnly,
+    /// `mmu_notifier_retry_hva(kvm, mmu_seq, hva)` (4a42d848db2a, v5.12; through v6.7 as
+    /// `mmu_invalidate_retry_hva`): under `mmu_lock`, retry only if the faulting address is
+    /// inside the union of the invalidations in progress, or if the sequence moved. No
+    /// lockless pre-check. The notifier still counts every invalidation (until v5.15).
+    RangeLocked,
+    /// `mmu_invalidate_retry_gfn()` under `mmu_lock` plus the lockless
+    /// `mmu_invalidate_retry_gfn_unsafe()` pre-checks before and after the lookup
+    /// (d02c357e5bfa, v6.8). The notifier counts only invalidations that hit a memslot.
+    RangePrecheck,
+}
+
+impl RetryProtocol {
+    /// Whether the fault path pre-checks locklessly before taking `mmu_lock`.
+    pub fn has_precheck(self) -> bool {
+        self == RetryProtocol::RangePrecheck
+    }
+
+    /// Whether an invalidation in progress retries a fault only when it covers the faulting
+    /// address (else: any invalidation in progress does).
+    pub fn is_ranged(self) -> bool {
+        self != RetryProtocol::CountOnly
+    }
+
+    /// Whether the MMU notifier bumps the count and sequence for every invalidation of the
+    /// mm, including ranges no memslot maps (before v5.15), rather than only
+    /// for those that hit a memslot.
+    pub fn counts_every_invalidation(self) -> bool {
+        self != RetryProtocol::RangePrecheck
+    }
+
+    /// The kernel function that makes the authoritative check under `mmu_lock`.
+    pub fn locked_check(self) -> &'static str {
+        match self {
+            RetryProtocol::CountOnly => "mmu_notifier_retry",
+            RetryProtocol::RangeLocked => "mmu_notifier_retry_hva",
+            RetryProtocol::RangePrecheck => "mmu_invalidate_retry_gfn",
+        }
+    }
 }
 
 /// A deliberately broken variant of linux-6.13, to test that the checker finds what it must:
@@ -189,6 +248,7 @@ impl Mutant {
 pub enum PolicyId {
     Linux4_7,
     Linux4_8,
+    Linux4_16,
     Linux5_12,
     Linux5_13,
     Linux6_13,
@@ -197,9 +257,10 @@ pub enum PolicyId {
 }
 
 impl PolicyId {
-    pub const ALL: [PolicyId; 5] = [
+    pub const ALL: [PolicyId; 6] = [
         PolicyId::Linux4_7,
         PolicyId::Linux4_8,
+        PolicyId::Linux4_16,
         PolicyId::Linux5_12,
         PolicyId::Linux5_13,
         PolicyId::Linux6_13,
@@ -218,6 +279,7 @@ impl PolicyId {
         match self {
             PolicyId::Linux4_7 => "linux-4.7",
             PolicyId::Linux4_8 => "linux-4.8",
+            PolicyId::Linux4_16 => "linux-4.16",
             PolicyId::Linux5_12 => "linux-5.12",
             PolicyId::Linux5_13 => "linux-5.13",
             PolicyId::Linux6_13 => "linux-6.13",
@@ -229,7 +291,8 @@ impl PolicyId {
     pub fn summary(self) -> &'static str {
         match self {
             PolicyId::Linux4_7 => "before the patch: pfn = (hva - vm_start) >> PAGE_SHIFT + vm_pgoff, BUG_ON(!reserved)",
-            PolicyId::Linux4_8 => "the patch (add6a0cd1c5b): follow_pfn, fixup_user_fault, -EAGAIN retry, kvm_get_pfn; writable = write_fault",
+            PolicyId::Linux4_8 => "the patch (add6a0cd1c5b), v4.8-v4.15: follow_pfn, fixup_user_fault, -EAGAIN retry, kvm_get_pfn; writable = write_fault",
+            PolicyId::Linux4_16 => "a340b3e229b2, v4.16-v5.11: as linux-4.8, but *writable = true: read faults map PFNMAP memory writable, whatever the PTE",
             PolicyId::Linux5_12 => "bd2fae8da794: follow_pte under the PTL, RO_FAULT on a write to a read-only PTE",
             PolicyId::Linux5_13 => "f8be156be163 (CVE-2021-22543): kvm_try_get_pfn, refcount 0 gives -EFAULT",
             PolicyId::Linux6_13 => "kvm_follow_pfn: follow_pfnmap_start/end, no references on PFNMAP pfns, allow_unsafe_mappings gates pins",
@@ -245,6 +308,17 @@ impl PolicyId {
             .find(|p| p.name() == s)
     }
 
+    /// The x86 fault path's invalidation protocol in this era (see [`RetryProtocol`]).
+    pub fn retry_protocol(self) -> RetryProtocol {
+        match self {
+            PolicyId::Linux4_7 | PolicyId::Linux4_8 | PolicyId::Linux4_16 => {
+                RetryProtocol::CountOnly
+            }
+            PolicyId::Linux5_12 | PolicyId::Linux5_13 => RetryProtocol::RangeLocked,
+            PolicyId::Linux6_13 | PolicyId::Mutant(_) => RetryProtocol::RangePrecheck,
+        }
+    }
+
     /// Whether this is a mutant (selectable by name, never in the default matrix).
     pub fn is_mutant(self) -> bool {
         matches!(self, PolicyId::Mutant(_))
@@ -254,6 +328,7 @@ impl PolicyId {
         match self {
             PolicyId::Linux4_7 => Rc::new(v4_7::Linux4_7),
             PolicyId::Linux4_8 => Rc::new(v4_8::Linux4_8),
+            PolicyId::Linux4_16 => Rc::new(v4_16::Linux4_16),
             PolicyId::Linux5_12 => Rc::new(v5_12::Linux5_12),
             PolicyId::Linux5_13 => Rc::new(v5_13::Linux5_13),
             PolicyId::Linux6_13 => Rc::new(v6_13::Linux6_13 { mutant: None }),

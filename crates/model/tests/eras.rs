@@ -34,6 +34,7 @@ fn two_slot_vm(e: &mut Env, policy: PolicyId) -> Rc<Kvm> {
             npages: 1,
             userspace_addr: hva,
             readonly: false,
+            ..Memslot::default()
         });
     }
     kvm
@@ -301,6 +302,7 @@ fn read_fault_on_slot_over_dev(
         npages: 1,
         userspace_addr: DEV,
         readonly,
+        ..Memslot::default()
     });
     let k = kvm.clone();
     let r = spawn_ret(&mut e.w, "vcpu0", move |cx| async move {

@@ -9,6 +9,12 @@
 //!   `follow_pfnmap_start` (fails: no PTE) → `fixup_user_fault` → `vmf_insert_pfn` →
 //!   `follow_pfnmap_start` → SPTE.
 //! * `spte_hit`: guest reads of pages whose SPTEs are already installed.
+//! * `pfnmap_fault_dynamic_slots`: `guest_fault` in a VM whose memslots may change while it
+//!   runs ([`Kvm::set_dynamic_slots`]): each fault also takes the SRCU read section and the
+//!   memslot lookup as steps. Its ratio to `pfnmap_fault_linux-6.13` is what a scenario with
+//!   memslot steps pays per fault.
+//! * `memslot/create_delete`: `KVM_SET_USER_MEMORY_REGION` create + delete pairs (swap,
+//!   `synchronize_srcu`, invalidate, flush) with no vCPU running.
 //!
 //! Run: `cargo bench -p model --bench fault -- --measurement-time 3`
 //!
@@ -24,6 +30,7 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use model::drivers::{VfioBar, VfioBarConfig};
+use model::kvm::memslot_update::{kvm_set_memory_region, SlotRequest};
 use model::kvm::vcpu::{GuestOp, Outcome, Sequencer, Vcpu};
 use model::kvm::{Kvm, Memslot, PolicyId};
 use model::mm::fault::fixup_user_fault;
@@ -166,6 +173,41 @@ fn guest_faults(pages: u64) -> (Vm, Rc<Vcpu>) {
     (vm, v)
 }
 
+/// [`guest_faults`] with memslot changes possible (none happens).
+fn guest_faults_dynamic(pages: u64) -> (Vm, Rc<Vcpu>) {
+    let mut vm = vm(pages, 1);
+    vm.kvm.set_dynamic_slots(true);
+    let v = spawn_vcpu(&mut vm, 0, reads(pages, 1));
+    (vm, v)
+}
+
+/// A VMM thread creating and deleting slot 1 `pairs` times.
+fn slot_churn(pairs: u64) -> Vm {
+    let mut vm = vm(1, 0);
+    vm.kvm.set_dynamic_slots(true);
+    let kvm = vm.kvm.clone();
+    vm.h.w.spawn("vmm", move |cx| async move {
+        let mut req = SlotRequest {
+            id: 1,
+            base_gfn: 0x10,
+            npages: 1,
+            userspace_addr: BAR_HVA,
+            readonly: false,
+        };
+        for _ in 0..pairs {
+            req.npages = 1;
+            kvm_set_memory_region(&cx, &kvm, &req)
+                .await
+                .expect("create");
+            req.npages = 0;
+            kvm_set_memory_region(&cx, &kvm, &req)
+                .await
+                .expect("delete");
+        }
+    });
+    vm
+}
+
 /// vCPU 0 faults every page in (untimed, run here); vCPU 1 then re-reads them `passes`
 /// times, every read an SPTE hit.
 fn spte_hits(pages: u64, passes: u64) -> (Vm, Rc<Vcpu>) {
@@ -211,6 +253,17 @@ fn fault(c: &mut Criterion) {
         let mut h = fixup_zap(16);
         run(&mut h.w);
         assert_eq!(h.mm.pte(BAR_HVA), None);
+        let (mut vm, v) = guest_faults_dynamic(64);
+        run(&mut vm.h.w);
+        check(&v);
+        assert_eq!(vm.kvm.installs().len(), 64);
+        let mut vm = slot_churn(4);
+        run(&mut vm.h.w);
+        assert_eq!(
+            vm.kvm.active_slots().len(),
+            1,
+            "only the BAR's slot is left"
+        );
     }
 
     let mut g = c.benchmark_group("fixup_user_fault");
@@ -242,6 +295,17 @@ fn fault(c: &mut Criterion) {
             )
         });
     }
+    g.throughput(Throughput::Elements(FAULT_PAGES[0]));
+    g.bench_function(
+        format!("pfnmap_fault_dynamic_slots/{}", FAULT_PAGES[0]),
+        |b| {
+            b.iter_batched_ref(
+                || guest_faults_dynamic(FAULT_PAGES[0]),
+                |(vm, _v)| black_box(run(&mut vm.h.w)),
+                BatchSize::LargeInput,
+            )
+        },
+    );
     for passes in HIT_PASSES {
         let hits = HIT_PAGES * passes;
         g.throughput(Throughput::Elements(hits));
@@ -254,7 +318,21 @@ fn fault(c: &mut Criterion) {
         });
     }
     g.finish();
+
+    let mut g = c.benchmark_group("memslot");
+    g.throughput(Throughput::Elements(SLOT_PAIRS));
+    g.bench_function(format!("create_delete/{SLOT_PAIRS}"), |b| {
+        b.iter_batched_ref(
+            || slot_churn(SLOT_PAIRS),
+            |vm| black_box(run(&mut vm.h.w)),
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
 }
+
+/// Create + delete pairs per `memslot/create_delete` iteration.
+const SLOT_PAIRS: u64 = 256;
 
 criterion_group! {
     name = benches;

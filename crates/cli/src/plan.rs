@@ -306,14 +306,14 @@ fn action(a: &HostAction) -> PAction {
             offset,
             pages,
             readonly,
-        } => PAction::SetMemslot {
+        } => PAction::SetMemslot(::probe::Memslot {
             slot,
             gpa,
             backing: mapping,
             offset_pages: offset,
             pages,
             readonly,
-        },
+        }),
         HostAction::DeleteMemslot { slot } => PAction::DeleteMemslot { slot },
         HostAction::DeviceReset { .. } | HostAction::Evict { .. } => {
             unreachable!("checked realizable")

@@ -49,25 +49,18 @@ impl<'a> HostSteps<'a> {
     pub(crate) fn run(&self, k: usize) -> Result<(), ProbeError> {
         let action = &self.plan.host[k].action;
         let ran = match *action {
-            HostAction::SetMemslot {
-                slot,
-                gpa,
-                ref backing,
-                offset_pages,
-                pages,
-                readonly,
-            } => {
+            HostAction::SetMemslot(ref m) => {
                 // The base of a backing never changes; the lock is not held over the ioctl,
                 // which may wait for running vCPUs (SRCU), so their hole guard is not held up.
                 let base = self
                     .backings
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .get(backing)
+                    .get(&m.backing)
                     .map(|hb| hb.base)
-                    .ok_or_else(|| bad(format!("no backing named '{backing}'")))?;
-                let hva = base + (offset_pages * PAGE) as usize;
-                errno(self.vm.set_region(slot, gpa, pages, hva, readonly))
+                    .ok_or_else(|| bad(format!("no backing named '{}'", m.backing)))?;
+                let hva = base + (m.offset_pages * PAGE) as usize;
+                errno(self.vm.set_region(m.slot, m.gpa, m.pages, hva, m.readonly))
             }
             HostAction::DeleteMemslot { slot } => errno(self.vm.set_region(slot, 0, 0, 0, false)),
             _ => {

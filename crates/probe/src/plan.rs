@@ -159,14 +159,7 @@ pub enum HostAction {
     /// slot KVM decides what it is: a move if only `gpa` differs; `EINVAL` if the userspace
     /// address, the size or `KVM_MEM_READONLY` differ; `EEXIST` when the range overlaps
     /// another slot. The errno is an outcome, in [`crate::ProbeResult::host_steps`].
-    SetMemslot {
-        slot: u32,
-        gpa: u64,
-        backing: String,
-        offset_pages: u64,
-        pages: u64,
-        readonly: bool,
-    },
+    SetMemslot(Memslot),
     /// `KVM_SET_USER_MEMORY_REGION` with `memory_size` 0: deletes slot `slot` (`EINVAL` in
     /// [`crate::ProbeResult::host_steps`] if there is none).
     DeleteMemslot { slot: u32 },
@@ -182,7 +175,7 @@ impl HostAction {
             | HostAction::Mprotect { backing, .. }
             | HostAction::Munmap { backing, .. }
             | HostAction::MmapFixedAnon { backing, .. }
-            | HostAction::SetMemslot { backing, .. } => Some(backing),
+            | HostAction::SetMemslot(Memslot { backing, .. }) => Some(backing),
             HostAction::DeleteMemslot { .. } => None,
         }
     }
@@ -191,7 +184,7 @@ impl HostAction {
     pub fn is_memslot(&self) -> bool {
         matches!(
             self,
-            HostAction::SetMemslot { .. } | HostAction::DeleteMemslot { .. }
+            HostAction::SetMemslot(_) | HostAction::DeleteMemslot { .. }
         )
     }
 }

@@ -289,14 +289,14 @@ mod tests {
         p.host[0].race = true;
         p.host.push(Step {
             after: None,
-            action: HostAction::SetMemslot {
+            action: HostAction::SetMemslot(Memslot {
                 slot: 2,
                 gpa: 0x20000,
                 backing: "a".into(),
                 offset_pages: 0,
                 pages: 4,
                 readonly: false,
-            },
+            }),
             race: false,
         });
         p.host.push(Step {

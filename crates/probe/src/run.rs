@@ -106,29 +106,12 @@ fn assemble_all(plan: &Plan) -> Result<(Vec<GuestCode>, Vec<u8>), ProbeError> {
 
 /// Every memslot a run may have: the plan's, then those `SetMemslot` steps create or move,
 /// in plan order (as [`Memslot`]s).
-fn all_slots(plan: &Plan) -> impl Iterator<Item = std::borrow::Cow<'_, Memslot>> {
-    let steps = plan.host.iter().filter_map(|s| match s.action {
-        HostAction::SetMemslot {
-            slot,
-            gpa,
-            ref backing,
-            offset_pages,
-            pages,
-            readonly,
-        } => Some(std::borrow::Cow::Owned(Memslot {
-            slot,
-            gpa,
-            backing: backing.clone(),
-            offset_pages,
-            pages,
-            readonly,
-        })),
+fn all_slots(plan: &Plan) -> impl Iterator<Item = &Memslot> {
+    let steps = plan.host.iter().filter_map(|s| match &s.action {
+        HostAction::SetMemslot(m) => Some(m),
         _ => None,
     });
-    plan.memslots
-        .iter()
-        .map(std::borrow::Cow::Borrowed)
-        .chain(steps)
+    plan.memslots.iter().chain(steps)
 }
 
 /// The gpa pages above the identity-mapped 2 MiB the guest may touch: every page of a plan

@@ -2,7 +2,7 @@
 
 use crate::layout::{usable, CODE_SLOT, PAGE, PT_SLOT, RESERVED};
 use crate::outcome::{bad, ProbeError};
-use crate::plan::{BackingKind, GuestOp, HostAction, Plan};
+use crate::plan::{BackingKind, GuestOp, HostAction, Memslot, Plan};
 use std::collections::HashSet;
 
 /// Largest backing accepted (1 GiB): plans describe a few pages, this only stops typos.
@@ -142,14 +142,7 @@ fn check_action(plan: &Plan, a: &HostAction, what: &str) -> Result<(), ProbeErro
             pages,
             ..
         } => check_range(plan, backing, offset_pages, pages, what),
-        HostAction::SetMemslot {
-            slot,
-            gpa,
-            ref backing,
-            offset_pages,
-            pages,
-            ..
-        } => check_slot(plan, slot, gpa, backing, offset_pages, pages, what).map(|_| ()),
+        HostAction::SetMemslot(ref m) => check_slot(plan, m, what).map(|_| ()),
         HostAction::DeleteMemslot { slot } => check_slot_id(slot, what),
     }
 }
@@ -168,20 +161,20 @@ fn check_slot_id(slot: u32, what: &str) -> Result<(), ProbeError> {
 /// the probe's, an existing backing, `pages` > 0 within the backing (and those that follow
 /// it), and a page-aligned gpa range the guest layout leaves to plans. Returns the end of
 /// the gpa range.
-fn check_slot(
-    plan: &Plan,
-    slot: u32,
-    gpa: u64,
-    backing: &str,
-    offset_pages: u64,
-    pages: u64,
-    what: &str,
-) -> Result<u64, ProbeError> {
+fn check_slot(plan: &Plan, m: &Memslot, what: &str) -> Result<u64, ProbeError> {
+    let Memslot {
+        slot,
+        gpa,
+        ref backing,
+        offset_pages,
+        pages,
+        ..
+    } = *m;
     check_slot_id(slot, what)?;
     let b = plan
         .backings
         .iter()
-        .find(|b| b.name == backing)
+        .find(|b| &b.name == backing)
         .ok_or_else(|| bad(format!("{what}: no backing named '{backing}'")))?;
     // A slot may go on into the backings that follow this one.
     let mut run = 0u64;
@@ -254,15 +247,7 @@ pub(crate) fn plan(plan: &Plan) -> Result<(), ProbeError> {
         if !slots.insert(m.slot) {
             return Err(bad(format!("{what}: slot id repeated")));
         }
-        let end = check_slot(
-            plan,
-            m.slot,
-            m.gpa,
-            &m.backing,
-            m.offset_pages,
-            m.pages,
-            &what,
-        )?;
+        let end = check_slot(plan, m, &what)?;
         if let Some(&(_, _, other)) = ranges.iter().find(|&&(s, e, _)| m.gpa < e && s < end) {
             return Err(bad(format!("{what}: gpa range overlaps memslot {other}")));
         }

@@ -8,7 +8,8 @@
 mod common;
 use common::*;
 use probe::{
-    BackingKind as K, Exit, GuestOp, HostAction, Mode, Peek, Plan, ProbeError, ProbeResult, Step,
+    BackingKind as K, Exit, GuestOp, HostAction, Memslot, Mode, Peek, Plan, ProbeError,
+    ProbeResult, Step,
 };
 
 const FILL: u32 = 0x1111_1111;
@@ -18,14 +19,14 @@ const D2: u64 = 0x20000;
 const FAR: u64 = 0x1_0000_0000;
 
 fn set(slot: u32, gpa: u64, b: &str, pages: u64, readonly: bool) -> HostAction {
-    HostAction::SetMemslot {
+    HostAction::SetMemslot(Memslot {
         slot,
         gpa,
         backing: b.into(),
         offset_pages: 0,
         pages,
         readonly,
-    }
+    })
 }
 
 fn del(slot: u32) -> HostAction {

@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use model::drivers::vfio_bar::{VfioBar, VfioBarConfig};
 use model::kvm::fault::{kvm_mmu_page_fault, PfResult};
 use model::kvm::{Kvm, Memslot, PolicyId, RetryProtocol};
 use model::mm::*;
@@ -271,21 +270,6 @@ fn a_count_only_vcpu_waits_until_no_invalidation_at_all_is_in_progress() {
         assert_eq!(*log.borrow(), want, "{p}");
         assert!(kvm.spte(GPA >> 12).is_some(), "{p}");
     }
-}
-
-/// A one-page vfio-pci BAR mapped at DEV.
-fn vfio_bar(e: &mut Env) -> Rc<VfioBar> {
-    let vfio = VfioBar::new(
-        &mut e.w,
-        &e.frames,
-        &e.mm,
-        VfioBarConfig {
-            pages: 1,
-            ..VfioBarConfig::default()
-        },
-    );
-    vfio.mmap(DEV).unwrap();
-    vfio
 }
 
 /// A VM under `policy` with a one-page slot at GPA over DEV, and a vCPU actor that takes one

@@ -238,16 +238,7 @@ fn write_to_a_present_read_only_pfnmap_pte_is_ro_fault_from_5_12_on() {
         (PolicyId::Linux6_13, PfResult::Emulate),
     ] {
         let mut e = env();
-        let vfio = VfioBar::new(
-            &mut e.w,
-            &e.frames,
-            &e.mm,
-            VfioBarConfig {
-                pages: 1,
-                ..VfioBarConfig::default()
-            },
-        );
-        vfio.mmap(DEV).unwrap();
+        let vfio = vfio_bar(&mut e);
         // A present read-only PTE in a writable vma.
         e.mm.set_pte_setup(
             DEV,

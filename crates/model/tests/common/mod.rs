@@ -334,3 +334,18 @@ impl MmuNotifier for Recorder {
 pub fn count(haystack: &str, needle: &str) -> usize {
     haystack.matches(needle).count()
 }
+
+/// A one-page vfio-pci BAR mapped at [`DEV`].
+pub fn vfio_bar(e: &mut Env) -> Rc<model::drivers::VfioBar> {
+    let vfio = model::drivers::VfioBar::new(
+        &mut e.w,
+        &e.frames,
+        &e.mm,
+        model::drivers::VfioBarConfig {
+            pages: 1,
+            ..model::drivers::VfioBarConfig::default()
+        },
+    );
+    vfio.mmap(DEV).unwrap();
+    vfio
+}

@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use model::drivers::vfio_bar::{VfioBar, VfioBarConfig};
 use model::drivers::vgpu_bar::{VgpuBar, VgpuConfig};
 use model::kvm::fault::{kvm_mmu_page_fault, PfResult};
 use model::kvm::{Kvm, Memslot, PolicyId};

@@ -203,3 +203,42 @@ pages = 2
         "no emulated read met the window: {seen:?}"
     );
 }
+
+/// e0c378684b65 (v5.13): before it, a fault on a slot being moved found "no slot" and exited
+/// as MMIO even at a gfn the slot covers before and after the move; since, it retries.
+#[test]
+fn the_invalid_window_is_mmio_before_v5_13_and_a_retry_since() {
+    let sc = scenario::builtin("memslot-move-window").unwrap().unwrap();
+    for p in PolicyId::ALL {
+        let mut mmio = 0;
+        for seed in 0..300 {
+            let r = run_once_with(
+                &sc,
+                p,
+                ScheduleKind::Random(seed),
+                true,
+                step_bound(&sc),
+                &BuildOptions {
+                    audit: true,
+                    emulated: false,
+                },
+            )
+            .unwrap();
+            assert!(
+                r.violations.is_empty(),
+                "{p} seed {seed}: {:?}",
+                r.violations
+            );
+            let t = r.trace.to_string();
+            if r.raw_outcomes[0]
+                .iter()
+                .flatten()
+                .any(|o| matches!(o, Outcome::MmioRead { .. }))
+            {
+                assert!(t.contains("KVM_PFN_NOSLOT: MMIO"), "{p} seed {seed}: {t}");
+                mmio += 1;
+            }
+        }
+        assert_eq!(mmio > 0, !p.invalid_slot_retries(), "{p}: {mmio} MMIO runs");
+    }
+}

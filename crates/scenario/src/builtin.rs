@@ -162,6 +162,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../scenarios/memslot-move.toml"),
     ),
     (
+        "memslot-move-window",
+        include_str!("../../../scenarios/memslot-move-window.toml"),
+    ),
+    (
         "memslot-recreate",
         include_str!("../../../scenarios/memslot-recreate.toml"),
     ),

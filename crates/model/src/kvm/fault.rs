@@ -64,10 +64,15 @@ pub async fn kvm_mmu_page_fault(cx: &Cx, kvm: &Rc<Kvm>, gpa: u64, write: bool) -
         cx.emit_str("no memslot: MMIO");
         return PfResult::Mmio;
     };
-    // "Retry the page fault if the gfn hit a memslot that is being deleted or moved."
+    // "Retry the page fault if the gfn hit a memslot that is being deleted or moved." (v5.13;
+    // before, the invalid slot was no slot: KVM_PFN_NOSLOT, an MMIO SPTE, MMIO emulation.)
     if slot.invalid {
-        cx.emit_str("KVM_MEMSLOT_INVALID (slot being deleted or moved): RET_PF_RETRY");
-        return PfResult::Retry;
+        if kvm.policy.id().invalid_slot_retries() {
+            cx.emit_str("KVM_MEMSLOT_INVALID (slot being deleted or moved): RET_PF_RETRY");
+            return PfResult::Retry;
+        }
+        cx.emit_str("KVM_MEMSLOT_INVALID: __gfn_to_hva_many fails, KVM_PFN_NOSLOT: MMIO");
+        return PfResult::Mmio;
     }
     if precheck && !late && kvm.retry_gfn_unsafe(cx, gfn, mmu_seq).await {
         return PfResult::Retry;

@@ -9,8 +9,10 @@
 //! - **`KVM_MEMSLOT_INVALID`.** A delete or move first installs an invalid copy of the old slot
 //!   (`kvm_invalidate_memslot`), waits for SRCU readers, then flushes the old slot's SPTEs
 //!   (`kvm_arch_flush_shadow_memslot`) before installing the final array. A fault that finds
-//!   the invalid slot returns `RET_PF_RETRY` (`kvm_mmu_faultin_pfn`, v6.x) and re-enters the
-//!   guest, so no SPTE is installed through it after the flush.
+//!   the invalid slot returns `RET_PF_RETRY` (e0c378684b65, v5.13) and re-enters the guest;
+//!   before v5.13 it treated the slot as absent and exited as MMIO
+//!   ([`crate::kvm::PolicyId::invalid_slot_retries`]). Either way no SPTE is installed
+//!   through it after the flush.
 //! - **`mn_active_invalidate_count`.** A swap waits while an MMU-notifier invalidation is
 //!   between `invalidate_range_start` and `_end` (52ac8b358b0c), so both callbacks see
 //!   the same memslots and `mmu_invalidate_in_progress` stays balanced.
@@ -20,9 +22,8 @@
 //! in SPTEs of other slots being refaulted. `synchronize_srcu` waits for the sections that
 //! saw an older memslot generation, i.e. that began before the swap and looked a slot up;
 //! sections that began before it but had not looked anything up yet would read the new
-//! array anyway. Every era uses this v6.x protocol (older eras turned a fault on an invalid
-//! slot into an MMIO exit instead of a retry); nested `kvm_vcpu_map` lookups take no SRCU
-//! section. Flags other than `KVM_MEM_READONLY` (dirty logging, guest_memfd) are not modelled.
+//! array anyway. Every era uses this v6.x update protocol (`mn_active_invalidate_count`
+//! included); nested `kvm_vcpu_map` lookups take no SRCU section. Flags other than `KVM_MEM_READONLY` (dirty logging, guest_memfd) are not modelled.
 
 use super::{Kvm, Memslot, Mutant};
 use crate::mm::{Errno, Hva, EEXIST, EINVAL};

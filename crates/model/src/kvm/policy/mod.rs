@@ -319,6 +319,21 @@ impl PolicyId {
         }
     }
 
+    /// Whether a stage-2 fault that finds its memslot `KVM_MEMSLOT_INVALID` (being deleted or
+    /// moved) retries (`RET_PF_RETRY`), as since e0c378684b65 "KVM: x86/mmu: Retry page
+    /// faults that hit an invalid memslot" (v5.13; 5.12.4 stable). Before it,
+    /// `__gfn_to_hva_many` refused the invalid slot, `__gfn_to_pfn_memslot` returned
+    /// `KVM_PFN_NOSLOT`, and the fault installed an MMIO SPTE and emulated the access as
+    /// MMIO: an exit to the VMM in the window, even at a gfn the slot covers before and after
+    /// a move (set_memory_region_test: "the guest _might_ see an invalid memslot and trigger
+    /// MMIO"). linux-5.12 models v5.12.0.
+    pub fn invalid_slot_retries(self) -> bool {
+        matches!(
+            self,
+            PolicyId::Linux5_13 | PolicyId::Linux6_13 | PolicyId::Mutant(_)
+        )
+    }
+
     /// Whether this is a mutant (selectable by name, never in the default matrix).
     pub fn is_mutant(self) -> bool {
         matches!(self, PolicyId::Mutant(_))

@@ -182,7 +182,7 @@ impl Kvm {
 ///
 /// Errors as KVM returns them: deleting a slot that does not exist, or changing an existing
 /// slot's userspace address, size or `KVM_MEM_READONLY` flag, is `-EINVAL` (the read-only
-/// check is 75d61fbcf563, v3.13: a VMM toggles it by deleting and re-creating the slot); a
+/// check is 75d61fbcf563 (2013, before every modelled era): a VMM toggles it by deleting and re-creating the slot); a
 /// new or moved slot that overlaps another is `-EEXIST`; the same slot again changes nothing.
 pub async fn kvm_set_memory_region(cx: &Cx, kvm: &Rc<Kvm>, req: &SlotRequest) -> Result<(), Errno> {
     let _f = cx.func("kvm_set_memory_region");

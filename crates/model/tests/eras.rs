@@ -14,8 +14,6 @@ use std::ops::ControlFlow;
 use std::rc::Rc;
 use world::Status;
 
-/// The faulting gfn's slot (over ANON, whose page the host has mapped).
-const GPA: u64 = 0x10_0000;
 /// A second slot, over the next page (ANON + PAGE).
 const GPA2: u64 = 0x20_0000;
 
@@ -272,29 +270,6 @@ fn a_count_only_vcpu_waits_until_no_invalidation_at_all_is_in_progress() {
     }
 }
 
-/// A VM under `policy` with a one-page slot at GPA over DEV, and a vCPU actor that takes one
-/// stage-2 read fault on it.
-fn read_fault_on_slot_over_dev(
-    e: &mut Env,
-    policy: PolicyId,
-    readonly: bool,
-) -> (Rc<Kvm>, Slot<PfResult>) {
-    let kvm = Kvm::new(&mut e.w, &e.mm, policy.build());
-    kvm.set_memslot(Memslot {
-        id: 1,
-        base_gfn: GPA >> 12,
-        npages: 1,
-        userspace_addr: DEV,
-        readonly,
-        ..Memslot::default()
-    });
-    let k = kvm.clone();
-    let r = spawn_ret(&mut e.w, "vcpu0", move |cx| async move {
-        kvm_mmu_page_fault(&cx, &k, GPA, false).await
-    });
-    (kvm, r)
-}
-
 #[test]
 fn linux_4_16_maps_a_read_of_read_only_pfnmap_memory_writable() {
     // A present read-only PTE of a BAR (VM_IO|VM_PFNMAP) in a writable memslot, and a guest
@@ -309,7 +284,7 @@ fn linux_4_16_maps_a_read_of_read_only_pfnmap_memory_writable() {
         let mut e = env();
         let vfio = vfio_bar(&mut e);
         e.mm.set_pte_setup(DEV, special(vfio.pfn_of(0), false));
-        let (kvm, r) = read_fault_on_slot_over_dev(&mut e, policy, false);
+        let (kvm, r) = vm_with_fault(&mut e, policy, DEV, false, false);
         let res = run(&mut e.w);
         assert_eq!(res.status, Status::Completed, "{policy}");
         assert_eq!(*r.borrow(), Some(PfResult::Fixed), "{policy}");
@@ -333,7 +308,7 @@ fn linux_4_16_keeps_a_read_only_slot_read_only() {
     for policy in [PolicyId::Linux4_8, PolicyId::Linux4_16] {
         let mut e = env();
         let _vfio = vfio_bar(&mut e);
-        let (kvm, r) = read_fault_on_slot_over_dev(&mut e, policy, true);
+        let (kvm, r) = vm_with_fault(&mut e, policy, DEV, false, true);
         assert_eq!(run(&mut e.w).status, Status::Completed, "{policy}");
         assert_eq!(*r.borrow(), Some(PfResult::Fixed), "{policy}");
         assert!(!kvm.spte(GPA >> 12).unwrap().write, "{policy}");

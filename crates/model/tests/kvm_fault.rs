@@ -14,32 +14,6 @@ use std::ops::ControlFlow;
 use std::rc::Rc;
 use world::Status;
 
-const GPA: u64 = 0x10_0000;
-
-/// A VM under `policy` with a one-page memslot at GPA over `hva`, and a vCPU actor that takes
-/// one stage-2 fault on GPA; returns the VM and where the fault's result lands.
-fn vm_with_fault(
-    e: &mut Env,
-    policy: PolicyId,
-    hva: Hva,
-    write: bool,
-) -> (Rc<Kvm>, Slot<PfResult>) {
-    let kvm = Kvm::new(&mut e.w, &e.mm, policy.build());
-    kvm.set_memslot(Memslot {
-        id: 1,
-        base_gfn: GPA >> 12,
-        npages: 1,
-        userspace_addr: hva,
-        readonly: false,
-        ..Memslot::default()
-    });
-    let k = kvm.clone();
-    let r = spawn_ret(&mut e.w, "vcpu0", move |cx| async move {
-        kvm_mmu_page_fault(&cx, &k, GPA, write).await
-    });
-    (kvm, r)
-}
-
 /// A one-page vGPU BAR mapped at DEV.
 fn vgpu(e: &mut Env, retry_first_fault: bool) -> Rc<VgpuBar> {
     let bar = VgpuBar::new(
@@ -187,7 +161,7 @@ fn pfnmap_fault_on_6_13_takes_no_reference_and_4_8_takes_and_drops_one() {
     for (policy, refs) in [(PolicyId::Linux6_13, 0), (PolicyId::Linux4_8, 1)] {
         let mut e = env();
         let bar = vgpu(&mut e, false);
-        let (kvm, r) = vm_with_fault(&mut e, policy, DEV, false);
+        let (kvm, r) = vm_with_fault(&mut e, policy, DEV, false, false);
         assert_eq!(run(&mut e.w).status, Status::Completed, "{policy}");
         assert_eq!(*r.borrow(), Some(PfResult::Fixed), "{policy}");
         assert_eq!(kvm.refs_taken(), refs, "{policy}");
@@ -215,7 +189,7 @@ fn dropped_mmap_lock_makes_hva_to_pfn_look_the_vma_up_again() {
     ] {
         let mut e = env();
         let _bar = vgpu(&mut e, true);
-        let (_kvm, r) = vm_with_fault(&mut e, policy, DEV, false);
+        let (_kvm, r) = vm_with_fault(&mut e, policy, DEV, false, false);
         let res = run(&mut e.w);
         assert_eq!(res.status, Status::Completed, "{policy}");
         assert_eq!(*r.borrow(), Some(PfResult::Fixed), "{policy}");

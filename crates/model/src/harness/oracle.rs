@@ -371,7 +371,7 @@ impl Checker {
     /// runs), no SPTE may still map a gfn through it.
     fn slot_gone(&mut self, sys: &Sys, sptes: &BTreeMap<u64, Spte>, step: u64) {
         for (&gfn, s) in sptes {
-            if sys.kvm.slot_by_serial(s.slot.1).is_some() {
+            if sys.kvm.slot_installed(s.slot.1) {
                 continue;
             }
             let now = match sys.kvm.gfn_to_memslot(gfn) {

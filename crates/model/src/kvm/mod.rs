@@ -265,13 +265,9 @@ impl Kvm {
         self.memslots.borrow().clone()
     }
 
-    /// The memslot (by [`Memslot::serial`]) if it is still installed.
-    pub fn slot_by_serial(&self, serial: u64) -> Option<Memslot> {
-        self.memslots
-            .borrow()
-            .iter()
-            .find(|s| s.serial == serial)
-            .cloned()
+    /// Whether the memslot [`Memslot::serial`] names is still installed.
+    pub fn slot_installed(&self, serial: u64) -> bool {
+        self.memslots.borrow().iter().any(|s| s.serial == serial)
     }
 
     /// Footprint object of the active memslot array.

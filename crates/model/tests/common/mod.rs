@@ -14,6 +14,8 @@ pub const ANON: Hva = 0x10_0000;
 pub const DEV: Hva = 0x20_0000;
 pub const NOWHERE: Hva = 0x90_0000;
 pub const PAGE: u64 = PAGE_SIZE;
+/// The guest-physical page the KVM tests fault on.
+pub const GPA: u64 = 0x10_0000;
 
 /// First BAR pfn used by the device mappings (not `pfn_valid`).
 pub fn bar(i: u64) -> Pfn {
@@ -348,4 +350,30 @@ pub fn vfio_bar(e: &mut Env) -> Rc<model::drivers::VfioBar> {
     );
     vfio.mmap(DEV).unwrap();
     vfio
+}
+
+/// A VM under `policy` with a one-page memslot at [`GPA`] over `hva` (`KVM_MEM_READONLY` if
+/// `readonly`), and a vCPU actor that takes one stage-2 fault on GPA; returns the VM and
+/// where the fault's result lands.
+pub fn vm_with_fault(
+    e: &mut Env,
+    policy: model::kvm::PolicyId,
+    hva: Hva,
+    write: bool,
+    readonly: bool,
+) -> (Rc<model::kvm::Kvm>, Slot<model::kvm::fault::PfResult>) {
+    let kvm = model::kvm::Kvm::new(&mut e.w, &e.mm, policy.build());
+    kvm.set_memslot(model::kvm::Memslot {
+        id: 1,
+        base_gfn: GPA >> 12,
+        npages: 1,
+        userspace_addr: hva,
+        readonly,
+        ..model::kvm::Memslot::default()
+    });
+    let k = kvm.clone();
+    let r = spawn_ret(&mut e.w, "vcpu0", move |cx| async move {
+        model::kvm::fault::kvm_mmu_page_fault(&cx, &k, GPA, write).await
+    });
+    (kvm, r)
 }

@@ -5,8 +5,10 @@
 /// The `Policy` impl every pre-v6.13 era shares: `__gfn_to_pfn_memslot` (read-only slot
 /// handling) around the era's own `hva_to_pfn`, and `kvm_release_pfn_clean` to release.
 /// `$zero_refcounted`: whether the era has 7df003c85218 (see `common::kvm_is_reserved_pfn`).
+/// `$hva_to_pfn [$remapped]`: an `hva_to_pfn` body several eras share, given the era's own
+/// `hva_to_pfn_remapped`.
 macro_rules! pre_6_13_policy {
-    ($ty:ident, $id:expr, $hva_to_pfn:path, $zero_refcounted:expr) => {
+    ($ty:ident, $id:expr, $hva_to_pfn:path $([$remapped:expr])?, $zero_refcounted:expr) => {
         pub struct $ty;
 
         impl super::Policy for $ty {
@@ -28,7 +30,8 @@ macro_rules! pre_6_13_policy {
                             Err(e) => return super::Faultin::err(e),
                         };
                     // A read-only slot, and kvm_vcpu_map, pass writable = NULL.
-                    $hva_to_pfn(cx, kvm, addr, l.nowait, l.write, slot_writable && !l.pin).await
+                    let writable = slot_writable && !l.pin;
+                    $hva_to_pfn(cx, kvm, addr, l.nowait, l.write, writable $(, $remapped)?).await
                 })
             }
 

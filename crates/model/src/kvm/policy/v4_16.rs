@@ -12,13 +12,20 @@
 
 use super::common::kvm_get_pfn;
 use super::v4_8::{follow_pfn_or_fixup, hva_to_pfn_era, Remapped};
-use super::{Faultin, PolicyId};
+use super::PolicyId;
 use crate::kvm::Kvm;
 use crate::mm::{Errno, Pfn, Vma};
 use std::rc::Rc;
 use world::Cx;
 
-pre_6_13_policy!(Linux4_16, PolicyId::Linux4_16, hva_to_pfn, false);
+// `hva_to_pfn(addr, atomic=false, async, write_fault, writable)`, v4.16: v4.8's, with this
+// era's `hva_to_pfn_remapped`.
+pre_6_13_policy!(
+    Linux4_16,
+    PolicyId::Linux4_16,
+    hva_to_pfn_era[Remapped::V4_16],
+    false
+);
 
 /// `hva_to_pfn_remapped(vma, addr, async, write_fault, writable, p_pfn)`, v4.16–v5.11.
 pub(super) async fn hva_to_pfn_remapped(
@@ -40,26 +47,4 @@ pub(super) async fn hva_to_pfn_remapped(
     }
     kvm_get_pfn(cx, kvm, pfn, false).await;
     Ok(pfn)
-}
-
-/// `hva_to_pfn(addr, atomic=false, async, write_fault, writable)`, v4.16: v4.8's, with this
-/// era's `hva_to_pfn_remapped`.
-async fn hva_to_pfn(
-    cx: &Cx,
-    kvm: &Rc<Kvm>,
-    addr: u64,
-    nowait: bool,
-    write_fault: bool,
-    want_writable: bool,
-) -> Faultin {
-    hva_to_pfn_era(
-        cx,
-        kvm,
-        addr,
-        nowait,
-        write_fault,
-        want_writable,
-        Remapped::V4_16,
-    )
-    .await
 }

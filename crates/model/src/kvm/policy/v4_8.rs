@@ -18,7 +18,14 @@ use crate::mm::{Errno, FaultFlags, Pfn, VmFlags, Vma, EAGAIN};
 use std::rc::Rc;
 use world::Cx;
 
-pre_6_13_policy!(Linux4_8, PolicyId::Linux4_8, hva_to_pfn, false);
+// `hva_to_pfn(addr, atomic=false, async, write_fault, writable)`, v4.8: the body below with
+// the patch's `hva_to_pfn_remapped`.
+pre_6_13_policy!(
+    Linux4_8,
+    PolicyId::Linux4_8,
+    hva_to_pfn_era[Remapped::V4_8],
+    false
+);
 
 /// The walk both v4.8 and v4.16 start with: `follow_pfn`, and when there is no PTE,
 /// `fixup_user_fault` then `follow_pfn` again — or -EAGAIN if the mmap lock was dropped.
@@ -66,27 +73,6 @@ async fn hva_to_pfn_remapped(
     // the underlying pages are freed, causing a call to our MMU notifier."
     kvm_get_pfn(cx, kvm, pfn, false).await;
     Ok(pfn)
-}
-
-/// `hva_to_pfn(addr, atomic=false, async, write_fault, writable)`, v4.8.
-async fn hva_to_pfn(
-    cx: &Cx,
-    kvm: &Rc<Kvm>,
-    addr: u64,
-    nowait: bool,
-    write_fault: bool,
-    want_writable: bool,
-) -> Faultin {
-    hva_to_pfn_era(
-        cx,
-        kvm,
-        addr,
-        nowait,
-        write_fault,
-        want_writable,
-        Remapped::V4_8,
-    )
-    .await
 }
 
 /// Which `hva_to_pfn_remapped` the shared v4.8–v5.11 `hva_to_pfn` calls.

@@ -14,7 +14,14 @@ use crate::mm::{Errno, FaultFlags, Pte, VmFlags, EAGAIN};
 use std::rc::Rc;
 use world::Cx;
 
-pre_6_13_policy!(Linux5_12, PolicyId::Linux5_12, hva_to_pfn, true);
+// `hva_to_pfn(addr, atomic, async, write_fault, writable)`, v5.12: the body below with this
+// era's `hva_to_pfn_remapped` (shared with v5.13, which differs only in `try_get`).
+pre_6_13_policy!(
+    Linux5_12,
+    PolicyId::Linux5_12,
+    hva_to_pfn_era[Remapped::V5_12],
+    true
+);
 
 /// `hva_to_pfn_remapped(vma, addr, async, write_fault, writable, p_pfn)`, v5.12.
 async fn hva_to_pfn_remapped(
@@ -79,28 +86,6 @@ pub(super) async fn follow_pte_or_fixup(
 pub(super) enum Remapped {
     V5_12,
     V5_13,
-}
-
-/// `hva_to_pfn(addr, atomic, async, write_fault, writable)`, v5.12 (shared with v5.13,
-/// which differs only in `try_get`).
-pub(super) async fn hva_to_pfn(
-    cx: &Cx,
-    kvm: &Rc<Kvm>,
-    addr: u64,
-    nowait: bool,
-    write_fault: bool,
-    want_writable: bool,
-) -> Faultin {
-    hva_to_pfn_era(
-        cx,
-        kvm,
-        addr,
-        nowait,
-        write_fault,
-        want_writable,
-        Remapped::V5_12,
-    )
-    .await
 }
 
 /// The body of `hva_to_pfn` from v5.12 to v6.12; only the remapped walker differs.

@@ -12,31 +12,15 @@ use super::{Faultin, PolicyId};
 use crate::kvm::{Kvm, KvmPfn};
 use crate::mm::follow::pte_unmap_unlock;
 use crate::mm::{Errno, EFAULT};
-use std::rc::Rc;
 use world::Cx;
 
-pre_6_13_policy!(Linux5_13, PolicyId::Linux5_13, hva_to_pfn, true);
-
-/// `hva_to_pfn()`, v5.13–v6.12: v5.12's, with this era's `hva_to_pfn_remapped`.
-async fn hva_to_pfn(
-    cx: &Cx,
-    kvm: &Rc<Kvm>,
-    addr: u64,
-    nowait: bool,
-    write_fault: bool,
-    want_writable: bool,
-) -> Faultin {
-    hva_to_pfn_era(
-        cx,
-        kvm,
-        addr,
-        nowait,
-        write_fault,
-        want_writable,
-        Remapped::V5_13,
-    )
-    .await
-}
+// `hva_to_pfn()`, v5.13–v6.12: v5.12's, with this era's `hva_to_pfn_remapped`.
+pre_6_13_policy!(
+    Linux5_13,
+    PolicyId::Linux5_13,
+    hva_to_pfn_era[Remapped::V5_13],
+    true
+);
 
 /// `hva_to_pfn_remapped(vma, addr, write_fault, writable, p_pfn)`, v5.13.
 pub(super) async fn hva_to_pfn_remapped(
